@@ -1,0 +1,14 @@
+"""Errors that map to a 4xx answer: the caller sent something we cannot use."""
+
+from __future__ import annotations
+
+__all__ = ["InputError"]
+
+
+class InputError(ValueError):
+    """Malformed client input. The service answers it with 4xx and ``{"error": message}``."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code

@@ -1,0 +1,78 @@
+"""Architectures as data: one JSON file describes one composed-retrieval model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BackboneSpec", "CIRConfig", "FusionSpec", "PyramidSpec"]
+
+
+@dataclass
+class BackboneSpec:
+    """Where the CLIP-family backbone comes from.
+
+    ``pretrained`` is a hub id or a local folder loaded with ``from_pretrained``; ``config``
+    (keyword arguments of the family's config class) builds one with random weights instead,
+    for tests and for training from scratch.
+    """
+
+    family: str = "clip"
+    pretrained: str | None = None
+    config: dict[str, Any] | None = None
+
+
+@dataclass
+class PyramidSpec:
+    """The pyramid patcher: ``num_scales`` copies of the image, each half the previous size."""
+
+    num_scales: int = 1
+    scale_embedding: bool = True
+
+
+@dataclass
+class FusionSpec:
+    """The composed-query head: normalised sum plus a zero-initialised residual MLP."""
+
+    hidden_dim: int = 512
+
+
+@dataclass
+class CIRConfig:
+    """A whole model: backbone, pyramid image encoder, composed-query fusion."""
+
+    name: str = "custom"
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    pyramid: PyramidSpec = field(default_factory=PyramidSpec)
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+    text_max_length: int = 77
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CIRConfig:
+        """Build a config from a plain dict (the parsed JSON file)."""
+        known = {"name", "backbone", "pyramid", "fusion", "text_max_length"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown keys in model config: {unknown}")
+        return cls(
+            name=data.get("name", "custom"),
+            backbone=BackboneSpec(**data.get("backbone", {})),
+            pyramid=PyramidSpec(**data.get("pyramid", {})),
+            fusion=FusionSpec(**data.get("fusion", {})),
+            text_max_length=data.get("text_max_length", 77),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> CIRConfig:
+        """Read a config from a JSON file."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict."""
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -1,0 +1,213 @@
+"""``CIRModel``: pyramid image encoder, text encoder and composed-query head in one module.
+
+A checkpoint is one folder: ``cir_config.json`` (the architecture), the backbone as a normal
+transformers checkpoint (``config.json``, ``model.safetensors``), its tokenizer and image
+processor files, and ``cir_heads.safetensors`` (scale embeddings, fusion head). The folder is
+therefore also loadable by ``CLIPModel.from_pretrained`` / ``SiglipModel.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from cir_module.models.backbone import build_backbone, family_of
+from cir_module.models.config import CIRConfig
+from cir_module.models.fusion import ComposedFusionHead
+from cir_module.models.preprocess import ImagePreprocessor
+from cir_module.models.pyramid import PyramidImageEncoder
+
+__all__ = ["CIR_CONFIG_NAME", "CIR_HEADS_NAME", "CIRModel"]
+
+CIR_CONFIG_NAME = "cir_config.json"
+CIR_HEADS_NAME = "cir_heads.safetensors"
+# Parameters that live in the backbone checkpoint rather than in the heads file.
+_BACKBONE_PREFIXES = ("backbone.", "image_encoder.vision.", "image_encoder.projection.")
+
+
+class CIRModel(nn.Module):
+    """Composed image retrieval model with symmetric encoders.
+
+    ``encode_image``, ``encode_text`` and ``encode_composed`` take tensors and return unit
+    vectors in one joint space; ``embed_images``, ``embed_texts`` and ``embed_composed`` take
+    PIL images and strings and return numpy arrays, for serving.
+    """
+
+    def __init__(
+        self,
+        config: CIRConfig,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.family = family_of(config.backbone.family)
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.preprocess = ImagePreprocessor.from_hf(image_processor)
+        self.image_encoder = PyramidImageEncoder(
+            backbone.vision_model,
+            self.family.visual_projection(backbone),
+            num_scales=config.pyramid.num_scales,
+            scale_embedding=config.pyramid.scale_embedding,
+        )
+        self.fusion = ComposedFusionHead(self.dim, config.fusion.hidden_dim)
+        text_positions = backbone.config.text_config.max_position_embeddings
+        self.text_max_length = min(config.text_max_length, text_positions)
+        self.eval()
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the joint embedding space."""
+        cfg = self.backbone.config
+        return getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- tensor encoders ---------------------------------------------------------------
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[batch, 3, size, size]`` pixels -> unit image embeddings ``[batch, dim]``."""
+        return F.normalize(self.image_encoder(pixel_values), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids -> unit text embeddings ``[batch, dim]``."""
+        kwargs = {"input_ids": input_ids}
+        if self.family.name == "clip":  # SigLIP's text tower was trained without a mask
+            kwargs["attention_mask"] = attention_mask
+        return F.normalize(self.backbone.get_text_features(**kwargs), dim=-1)
+
+    def encode_composed(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Reference image + modification text -> unit composed-query embeddings."""
+        return self.fusion(
+            self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask)
+        )
+
+    # -- inputs ----------------------------------------------------------------------------
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess PIL images into the tensor ``encode_image`` takes."""
+        return torch.from_numpy(self.preprocess(images)).to(self.device)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise texts (truncated to the text tower's length) into ``encode_text`` inputs."""
+        batch = self.tokenizer(
+            list(texts),
+            padding=self.family.text_padding,
+            truncation=True,
+            max_length=self.text_max_length,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": batch["input_ids"].to(self.device),
+            "attention_mask": batch["attention_mask"].to(self.device),
+        }
+
+    # -- numpy front end for serving --------------------------------------------------
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL images -> float32 unit vectors ``[n, dim]``."""
+        return self.encode_image(self.pixels(images)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings -> float32 unit vectors ``[n, dim]``."""
+        return self.encode_text(**self.tokenize(texts)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def embed_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
+        """Pairs (reference image, modification text) -> float32 unit vectors ``[n, dim]``."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        return self.encode_composed(self.pixels(images), **self.tokenize(texts)).float().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/meta`` reports about the model."""
+        vision = self.backbone.config.vision_config
+        return {
+            "name": self.config.name,
+            "family": self.family.name,
+            "dimension": self.dim,
+            "image_size": self.preprocess.image_size,
+            "patch_size": vision.patch_size,
+            "scales": self.image_encoder.num_scales,
+            "scale_grids": self.image_encoder.grids,
+            "visual_tokens": self.image_encoder.num_tokens(),
+            "scale_embedding": self.config.pyramid.scale_embedding,
+            "text_max_length": self.text_max_length,
+        }
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the model as one checkpoint folder (see the module docstring)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save(path / CIR_CONFIG_NAME)
+        self.backbone.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+        heads = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith(_BACKBONE_PREFIXES)
+        }
+        save_file(heads, path / CIR_HEADS_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> CIRModel:
+        """Load a checkpoint folder written by :meth:`save_pretrained`.
+
+        A plain CLIP / SigLIP checkpoint (hub id or folder without ``cir_config.json``) is
+        loaded too, wrapped with a single-scale pyramid and a zero-shot fusion head.
+        """
+        folder = Path(path)
+        if not (folder / CIR_CONFIG_NAME).is_file():
+            from cir_module.models.factory import create_model
+
+            return create_model(_plain_backbone_config(str(path)), pretrained=str(path))
+        config = CIRConfig.from_json(folder / CIR_CONFIG_NAME)
+        family = family_of(config.backbone.family)
+        model = cls(
+            config,
+            build_backbone(config.backbone, source=folder),
+            AutoTokenizer.from_pretrained(folder),
+            family.image_processor_cls.from_pretrained(folder),
+        )
+        heads_file = folder / CIR_HEADS_NAME
+        if heads_file.is_file():
+            missing, unexpected = model.load_state_dict(load_file(heads_file), strict=False)
+            missing = [k for k in missing if not k.startswith(_BACKBONE_PREFIXES)]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{heads_file} does not match {config.name}: missing {missing}, "
+                    f"unexpected {unexpected}"
+                )
+        return model.eval()
+
+
+def _plain_backbone_config(source: str) -> CIRConfig:
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(source).model_type
+    family = {"clip": "clip", "siglip": "siglip"}.get(model_type)
+    if family is None:
+        raise ValueError(f"{source} is a {model_type!r} checkpoint, not CLIP or SigLIP")
+    config = CIRConfig(name=Path(source).name or source)
+    config.backbone.family = family
+    config.pyramid.num_scales = 1
+    config.pyramid.scale_embedding = False
+    return config

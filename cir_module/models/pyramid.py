@@ -1,0 +1,112 @@
+"""The pyramid image encoder (PMTFR's Pyramid Patcher on a CLIP-family vision tower).
+
+The image is seen at ``M`` scales: copy ``k`` is resized to half the grid of copy ``k-1``
+and patchified by the *same* patch embedding, which is the same as patchifying the original
+with a patch ``2**k`` times larger. Each copy gets position embeddings interpolated to its
+grid and a learned scale embedding; all tokens are concatenated into one sequence before
+the transformer, so attention mixes fine detail and coarse layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PyramidImageEncoder", "pyramid_grids"]
+
+
+def pyramid_grids(base_grid: int, num_scales: int) -> list[int]:
+    """Token-grid side of each scale: ``base_grid``, then halved (rounded up, at least 1)."""
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    return [max(1, math.ceil(base_grid / 2**k)) for k in range(num_scales)]
+
+
+class PyramidImageEncoder(nn.Module):
+    """Multi-scale visual tokens through one CLIP or SigLIP vision transformer.
+
+    ``vision`` is the backbone's vision transformer (``CLIPVisionTransformer`` or
+    ``SiglipVisionTransformer``) and ``projection`` its map into the joint space; both are
+    shared with the backbone, not copied. With one scale and no scale embedding the output
+    equals the backbone's own image features.
+    """
+
+    def __init__(
+        self,
+        vision: nn.Module,
+        projection: nn.Module,
+        num_scales: int = 1,
+        scale_embedding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projection = projection
+        embeddings = vision.embeddings
+        self.patch_size: int = embeddings.patch_size
+        self.image_size: int = embeddings.image_size
+        self.grids = pyramid_grids(self.image_size // self.patch_size, num_scales)
+        hidden = embeddings.embed_dim
+        self.has_class_token = hasattr(embeddings, "class_embedding")
+        # Zero-initialised so that a pretrained backbone starts from its own behaviour.
+        self.scale_embedding = (
+            nn.Parameter(torch.zeros(num_scales, hidden)) if scale_embedding else None
+        )
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.grids)
+
+    def num_tokens(self) -> int:
+        """Length of the token sequence the transformer sees."""
+        return sum(g * g for g in self.grids) + int(self.has_class_token)
+
+    def _patch_positions(self, grid: int) -> torch.Tensor:
+        table = self.vision.embeddings.position_embedding.weight
+        if self.has_class_token:
+            table = table[1:]
+        native = math.isqrt(table.shape[0])
+        if grid == native:
+            return table.unsqueeze(0)
+        square = table.reshape(1, native, native, -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(square, size=(grid, grid), mode="bicubic", align_corners=False)
+        return resized.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The concatenated multi-scale token sequence, before the transformer."""
+        embeddings = self.vision.embeddings
+        dtype = embeddings.patch_embedding.weight.dtype
+        pixel_values = pixel_values.to(dtype)
+        parts = []
+        for k, grid in enumerate(self.grids):
+            side = grid * self.patch_size
+            scaled = pixel_values
+            if scaled.shape[-1] != side or scaled.shape[-2] != side:
+                scaled = F.interpolate(
+                    pixel_values, size=(side, side), mode="bilinear", antialias=True,
+                    align_corners=False,
+                )
+            patches = embeddings.patch_embedding(scaled).flatten(2).transpose(1, 2)
+            patches = patches + self._patch_positions(grid)
+            if self.scale_embedding is not None:
+                patches = patches + self.scale_embedding[k]
+            parts.append(patches)
+        if self.has_class_token:
+            cls = embeddings.class_embedding + embeddings.position_embedding.weight[0]
+            parts.insert(0, cls.expand(pixel_values.shape[0], 1, -1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image features in the joint space (not normalised), shape ``[batch, dim]``."""
+        vision = self.vision
+        hidden = self.tokens(pixel_values)
+        if hasattr(vision, "pre_layrnorm"):  # CLIP: pre-norm, pool the class token
+            hidden = vision.pre_layrnorm(hidden)
+            hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
+            pooled = vision.post_layernorm(hidden[:, 0, :])
+        else:  # SigLIP: post-norm, attention-pooling head over all tokens
+            hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
+            pooled = vision.head(vision.post_layernorm(hidden))
+        return self.projection(pooled)

@@ -1,0 +1,82 @@
+"""The FastAPI application: models loaded in ``lifespan``, one router per concern."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cir_module.errors import InputError
+from cir_module.service import routes_health, routes_rerank, routes_vectorize
+from cir_module.service.encoder import QueryEncoder
+from cir_module.settings import ServiceSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("cir_module.service")
+
+
+def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
+    import torch
+
+    from cir_module.models import load_model
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    start = time.perf_counter()
+    model = load_model(settings.checkpoint).to(settings.device)
+    log.info(
+        "loaded %s from %s on %s in %.1fs (%d scales, dim %d)",
+        model.config.name, settings.checkpoint, settings.device,
+        time.perf_counter() - start, model.image_encoder.num_scales, model.dim,
+    )
+    return QueryEncoder(model, settings.max_batch_size, settings.embedding_cache_size)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the service; ``settings`` defaults to the ``CIR_*`` environment."""
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.encoder = None
+        app.state.encoder = await asyncio.to_thread(_load_encoder, settings)
+        try:
+            yield
+        finally:
+            app.state.encoder.close()
+
+    app = FastAPI(title="weaviate-cir", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.encoder = None
+    for module in (routes_health, routes_vectorize, routes_rerank):
+        app.include_router(module.router)
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    return app

@@ -1,0 +1,160 @@
+"""The serving front of a :class:`CIRModel`: input classification, decoding, batching, caching.
+
+Model calls run on one dedicated worker thread (torch parallelises inside an op; two
+concurrent forwards on two cores only fight). Image decoding runs on the default thread pool,
+off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import anyio.to_thread
+import numpy as np
+from PIL import Image
+
+from cir_module.errors import InputError
+from cir_module.images import decode_base64_image
+from cir_module.models import CIRModel
+from cir_module.query import looks_composed, parse_composed_query
+
+__all__ = ["EmbeddingCache", "QueryEncoder"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EmbeddingCache:
+    """A small LRU of embeddings keyed by a hash of the encoded input."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @staticmethod
+    def key(data: str) -> str:
+        return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        vector = self._items.get(key)
+        if vector is not None:
+            self._items.move_to_end(key)
+        return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = vector
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class QueryEncoder:
+    """Turns Weaviate's request payloads into vectors and scores with one model."""
+
+    def __init__(self, model: CIRModel, max_batch_size: int = 32, cache_size: int = 8192) -> None:
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.cache = EmbeddingCache(cache_size)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _on_model_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _batched(self, fn: Callable[..., np.ndarray], *columns: Sequence) -> np.ndarray:
+        n = len(columns[0])
+        if n == 0:
+            return np.zeros((0, self.model.dim), dtype=np.float32)
+        step = self.max_batch_size
+        parts = [fn(*(c[i : i + step] for c in columns)) for i in range(0, n, step)]
+        return np.concatenate(parts, axis=0)
+
+    # -- /vectorize ------------------------------------------------------------------------
+    async def vectorize(
+        self, texts: Sequence[str], images: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One vector per text (composed-query strings get the composed vector) and per image."""
+        plain_idx, composed_idx, composed = [], [], []
+        for i, text in enumerate(texts):
+            if looks_composed(text):
+                try:
+                    composed.append(parse_composed_query(text))
+                except InputError as exc:
+                    raise InputError(f"texts[{i}]: {exc.message}") from None
+                composed_idx.append(i)
+            else:
+                plain_idx.append(i)
+        decoded = await anyio.to_thread.run_sync(
+            self._decode_all,
+            [q.image for q in composed] + list(images),
+            [f"texts[{i}] (composed query image)" for i in composed_idx]
+            + [f"images[{i}]" for i in range(len(images))],
+        )
+        ref_images, gallery_images = decoded[: len(composed)], decoded[len(composed) :]
+        plain_texts = [texts[i] for i in plain_idx]
+        mod_texts = [q.text for q in composed]
+
+        def run() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (
+                self._batched(self.model.embed_texts, plain_texts),
+                self._batched(self.model.embed_composed, ref_images, mod_texts),
+                self._batched(self.model.embed_images, gallery_images),
+            )
+
+        plain_vecs, composed_vecs, image_vecs = await self._on_model_thread(run)
+        text_vecs = np.zeros((len(texts), self.model.dim), dtype=np.float32)
+        if plain_idx:
+            text_vecs[plain_idx] = plain_vecs
+        if composed_idx:
+            text_vecs[composed_idx] = composed_vecs
+        return text_vecs, image_vecs
+
+    @staticmethod
+    def _decode_all(data: Sequence[str], names: Sequence[str]) -> list[Image.Image]:
+        return [decode_base64_image(d, what=name) for d, name in zip(data, names, strict=True)]
+
+    # -- /rerank ----------------------------------------------------------------------------
+    async def rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Cosine between the query (composed or plain text) and each candidate image."""
+        if looks_composed(query):
+            parsed = parse_composed_query(query)
+            reference = await anyio.to_thread.run_sync(
+                decode_base64_image, parsed.image, "query (composed query image)"
+            )
+            query_fn: Callable[[], np.ndarray] = lambda: self.model.embed_composed(  # noqa: E731
+                [reference], [parsed.text]
+            )
+        else:
+            query_fn = lambda: self.model.embed_texts([query])  # noqa: E731
+
+        keys = [self.cache.key(d) for d in documents]
+        # Take cached vectors now: a concurrent chunk may evict them before we are done.
+        known = {i: v for i, k in enumerate(keys) if (v := self.cache.get(k)) is not None}
+        todo = [i for i in range(len(documents)) if i not in known]
+        candidates = await anyio.to_thread.run_sync(
+            self._decode_all,
+            [documents[i] for i in todo],
+            [f"documents[{i}]" for i in todo],
+        )
+
+        def run() -> tuple[np.ndarray, np.ndarray]:
+            return query_fn()[0], self._batched(self.model.embed_images, candidates)
+
+        query_vec, new_vecs = await self._on_model_thread(run)
+        for i, vec in zip(todo, new_vecs, strict=True):
+            self.cache.put(keys[i], vec)
+            known[i] = vec
+        return np.stack([known[i] for i in range(len(documents))]) @ query_vec

@@ -1,0 +1,53 @@
+"""Liveness, readiness and ``/meta``: what Weaviate polls before it starts."""
+
+from __future__ import annotations
+
+import platform
+
+from fastapi import APIRouter, Request, Response
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/.well-known/live", status_code=204)
+async def live() -> Response:
+    """The process is up."""
+    return Response(status_code=204)
+
+
+@router.get("/.well-known/ready")
+async def ready(request: Request) -> Response:
+    """204 once the model is loaded; 503 before (Weaviate keeps polling until then)."""
+    if getattr(request.app.state, "encoder", None) is None:
+        return Response(status_code=503)
+    return Response(status_code=204)
+
+
+@router.get("/meta")
+async def meta(request: Request) -> dict:
+    """Model and runtime facts; Weaviate merges this object into its own ``/v1/meta``."""
+    import fastapi
+    import torch
+    import transformers
+
+    from cir_module import __version__
+
+    state = request.app.state
+    encoder = getattr(state, "encoder", None)
+    return {
+        "service": "weaviate-cir",
+        "version": __version__,
+        "ready": encoder is not None,
+        "checkpoint": state.settings.checkpoint,
+        "backend": "torch",
+        "device": state.settings.device,
+        "model": encoder.model.describe() if encoder is not None else None,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "fastapi": fastapi.__version__,
+        },
+    }

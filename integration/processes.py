@@ -1,0 +1,103 @@
+"""Helpers for the local processes the integration layer starts: free ports, readiness."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ManagedProcess", "ProcessFailed", "free_port", "tail", "wait_ready"]
+
+
+class ProcessFailed(RuntimeError):
+    """A child process exited or never became ready; the message carries its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file (empty if it does not exist)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen, log_path: Path, what: str, timeout: float = 180.0
+) -> None:
+    """Poll ``url`` until it answers 2xx; fail early with the log if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ProcessFailed(
+                f"{what} exited with code {process.returncode}; log tail:\n{tail(log_path)}"
+            )
+        try:
+            if httpx.get(url, timeout=2.0).status_code < 300:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise ProcessFailed(f"{what} not ready at {url} after {timeout:.0f}s; log tail:\n{tail(log_path)}")
+
+
+class ManagedProcess:
+    """A child process with a log file, started by :meth:`start` and stopped by :meth:`stop`.
+
+    Subclasses implement :meth:`start` with :meth:`_spawn` and :meth:`_wait_ready`.
+    """
+
+    log_path: Path
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._log_file = None
+
+    def start(self) -> ManagedProcess:
+        raise NotImplementedError
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+        self._log_file = self.log_path.open("w")
+        self._process = subprocess.Popen(
+            command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+
+    def _wait_ready(self, url: str, what: str, timeout: float) -> None:
+        assert self._process is not None
+        try:
+            wait_ready(url, self._process, self.log_path, what, timeout)
+        except ProcessFailed:
+            self.stop()
+            raise
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; closes the log."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

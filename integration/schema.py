@@ -1,0 +1,51 @@
+"""Collections for composed image retrieval: a ``blob`` image vectorised by our service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from weaviate import WeaviateClient
+from weaviate.classes.config import (
+    Configure,
+    DataType,
+    Property,
+    VectorDistances,
+)
+from weaviate.collections import Collection
+
+__all__ = ["create_image_collection"]
+
+
+def create_image_collection(
+    client: WeaviateClient,
+    name: str,
+    *,
+    image_property: str = "image",
+    text_properties: Sequence[str] = ("title",),
+    vector_name: str = "default",
+    inference_url: str | None = None,
+) -> Collection:
+    """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
+    (cosine distance) and the transformers reranker.
+
+    Only the image is vectorised: stored objects live in the image space that composed
+    queries are trained to match. ``inference_url`` routes this named vector to another
+    service (or path prefix) than the server-wide ``CLIP_INFERENCE_API``.
+    """
+    properties = [Property(name=image_property, data_type=DataType.BLOB)]
+    properties += [
+        Property(name=p, data_type=DataType.TEXT, skip_vectorization=True) for p in text_properties
+    ]
+    return client.collections.create(
+        name=name,
+        properties=properties,
+        vector_config=Configure.Vectors.multi2vec_clip(
+            name=vector_name,
+            image_fields=[image_property],
+            inference_url=inference_url,
+            vector_index_config=Configure.VectorIndex.hnsw(
+                distance_metric=VectorDistances.COSINE
+            ),
+        ),
+        reranker_config=Configure.Reranker.transformers(),
+    )

@@ -1,0 +1,47 @@
+"""The inference service as a real child process (``cir serve``), for Weaviate to call."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from integration.processes import ManagedProcess, free_port
+
+__all__ = ["ServiceProcess"]
+
+
+class ServiceProcess(ManagedProcess):
+    """``cir serve`` on 127.0.0.1 and a free port; ready once the model is loaded."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.checkpoint = str(checkpoint)
+        self.port = free_port()
+        self.extra_env = env or {}
+        self.startup_timeout = startup_timeout
+        self.log_path = Path(tempfile.mkstemp(prefix="cir-service-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        """Start ``cir serve`` and wait until ``/.well-known/ready`` answers 2xx."""
+        env = {
+            **os.environ,
+            "CIR_CHECKPOINT": self.checkpoint,
+            "CIR_HOST": "127.0.0.1",
+            "CIR_PORT": str(self.port),
+            **self.extra_env,
+        }
+        self._spawn([sys.executable, "-m", "cir_module.cli", "serve"], env)
+        self._wait_ready(f"{self.url}/.well-known/ready", "cir service", self.startup_timeout)
+        return self
