@@ -15,13 +15,21 @@ def _serve(args: argparse.Namespace) -> None:
     from cir_module.service import create_app
     from cir_module.settings import ServiceSettings
 
-    overrides = {k: v for k, v in {"checkpoint": args.checkpoint, "host": args.host,
-                                   "port": args.port}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"checkpoint": args.checkpoint, "host": args.host, "port": args.port}.items()
+        if v is not None
+    }
     settings = ServiceSettings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def _init_model(args: argparse.Namespace) -> None:
@@ -29,15 +37,22 @@ def _init_model(args: argparse.Namespace) -> None:
 
     model = create_model(args.config, pretrained=args.pretrained, num_scales=args.num_scales)
     path = model.save_pretrained(args.out)
-    print(f"saved {model.config.name} ({model.image_encoder.num_scales} scales, dim {model.dim}) "
-          f"to {path}")
+    print(
+        f"saved {model.config.name} ({model.image_encoder.num_scales} scales, dim {model.dim}) "
+        f"to {path}"
+    )
 
 
 def _demo(args: argparse.Namespace) -> None:
     from integration.demo import run_demo
 
-    run_demo(checkpoint=args.checkpoint, gallery_size=args.gallery_size,
-             num_queries=args.queries, seed=args.seed, top_k=args.top_k)
+    run_demo(
+        checkpoint=args.checkpoint,
+        gallery_size=args.gallery_size,
+        num_queries=args.queries,
+        seed=args.seed,
+        top_k=args.top_k,
+    )
 
 
 def _weaviate_install(args: argparse.Namespace) -> None:
@@ -68,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--num-scales", type=int, help="override the pyramid's number of scales")
     init.set_defaults(func=_init_model)
 
-    demo = sub.add_parser("demo", help="local Weaviate + service + sample gallery, composed queries")
+    demo = sub.add_parser(
+        "demo", help="local Weaviate + service + sample gallery, composed queries"
+    )
     demo.add_argument("--checkpoint", help="model to serve (default: a model built from tiny-clip)")
     demo.add_argument("--gallery-size", type=int, default=60)
     demo.add_argument("--queries", type=int, default=3)
@@ -85,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cir`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:  # one line per HTTP call drowns the demo's output
         logging.getLogger("httpx").setLevel(logging.WARNING)
     args.func(args)

@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cir_module.errors import InputError
 
-__all__ = ["decode_base64_image", "encode_image_base64", "MAX_IMAGE_PIXELS"]
+__all__ = ["MAX_IMAGE_PIXELS", "decode_base64_image", "encode_image_base64"]
 
 # Decompression bombs: refuse anything larger than 64 megapixels before decoding it.
 MAX_IMAGE_PIXELS = 64_000_000

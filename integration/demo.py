@@ -31,9 +31,7 @@ class SampleQuery:
     target: Scene
 
 
-def sample_gallery(
-    size: int, num_queries: int, seed: int
-) -> tuple[list[Scene], list[SampleQuery]]:
+def sample_gallery(size: int, num_queries: int, seed: int) -> tuple[list[Scene], list[SampleQuery]]:
     """Distinct scenes and queries whose reference and target are both in the gallery."""
     rng = random.Random(seed)
     scenes: list[Scene] = []
@@ -74,7 +72,8 @@ def run_demo(
         checkpoint = default_checkpoint()
         log.warning(
             "no --checkpoint: serving %s, a tiny-clip model with random weights; the pipeline "
-            "is real but rankings only reflect untrained features", checkpoint,
+            "is real but rankings only reflect untrained features",
+            checkpoint,
         )
     scenes, queries = sample_gallery(gallery_size, num_queries, seed)
     image_rng = random.Random(seed + 1)
@@ -82,13 +81,15 @@ def run_demo(
     name = f"CIRDemo_{uuid.uuid4().hex[:8]}"
     rankings: list[list[str]] = []
     with local_stack(checkpoint) as stack, connect(stack.weaviate) as client:
-        print(f"Weaviate {client.get_meta()['version']} at {stack.weaviate.url}, "
-              f"service at {stack.service.url} serving {checkpoint}")
+        print(
+            f"Weaviate {client.get_meta()['version']} at {stack.weaviate.url}, "
+            f"service at {stack.service.url} serving {checkpoint}"
+        )
         try:
             collection = create_image_collection(client, name, text_properties=("scene",))
             report = ingest_objects(
-                collection, ((describe(s), {"image": images[s], "scene": describe(s)})
-                             for s in scenes)
+                collection,
+                ((describe(s), {"image": images[s], "scene": describe(s)}) for s in scenes),
             )
             if report.failed:
                 raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
@@ -103,15 +104,22 @@ def run_demo(
                     return_metadata=MetadataQuery(distance=True),
                 )
                 print(f"query {n}: reference  {describe(q.reference)}")
-                print(f"         modification \"{q.text}\"")
+                print(f'         modification "{q.text}"')
                 print(f"         target     {describe(q.target)}")
                 ranked = []
                 for rank, obj in enumerate(result.objects, 1):
                     scene = obj.properties["scene"]
-                    mark = ("  <- target" if scene == describe(q.target) else
-                            "  <- reference" if scene == describe(q.reference) else "")
-                    print(f"    {rank}. distance {obj.metadata.distance:.4f}  rerank "
-                          f"{obj.metadata.rerank_score:.4f}  {scene}{mark}")
+                    mark = (
+                        "  <- target"
+                        if scene == describe(q.target)
+                        else "  <- reference"
+                        if scene == describe(q.reference)
+                        else ""
+                    )
+                    print(
+                        f"    {rank}. distance {obj.metadata.distance:.4f}  rerank "
+                        f"{obj.metadata.rerank_score:.4f}  {scene}{mark}"
+                    )
                     ranked.append(scene)
                 rankings.append(ranked)
                 print()

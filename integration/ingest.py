@@ -53,6 +53,7 @@ def ingest_objects(
         key = keys.get(str(failed.object_.uuid), str(failed.object_.uuid))
         report.failed.append((key, failed.message))
     if report.failed:
-        log.warning("%d of %d objects failed; first: %s", len(report.failed), report.sent,
-                    report.failed[0])
+        log.warning(
+            "%d of %d objects failed; first: %s", len(report.failed), report.sent, report.failed[0]
+        )
     return report

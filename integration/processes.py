@@ -47,7 +47,9 @@ def wait_ready(
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise ProcessFailed(f"{what} not ready at {url} after {timeout:.0f}s; log tail:\n{tail(log_path)}")
+    raise ProcessFailed(
+        f"{what} not ready at {url} after {timeout:.0f}s; log tail:\n{tail(log_path)}"
+    )
 
 
 class ManagedProcess:
@@ -96,7 +98,7 @@ class ManagedProcess:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self):  # noqa: ANN204 - returns the subclass
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

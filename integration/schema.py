@@ -43,9 +43,7 @@ def create_image_collection(
             name=vector_name,
             image_fields=[image_property],
             inference_url=inference_url,
-            vector_index_config=Configure.VectorIndex.hnsw(
-                distance_metric=VectorDistances.COSINE
-            ),
+            vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
         ),
         reranker_config=Configure.Reranker.transformers(),
     )

@@ -28,7 +28,9 @@ def connect(server: WeaviateServer) -> weaviate.WeaviateClient:
     on PyPI, which must not leave loopback.
     """
     return weaviate.connect_to_local(
-        host="127.0.0.1", port=server.http_port, grpc_port=server.grpc_port,
+        host="127.0.0.1",
+        port=server.http_port,
+        grpc_port=server.grpc_port,
         skip_init_checks=True,
     )
 

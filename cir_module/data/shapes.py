@@ -14,18 +14,39 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["COLORS", "SHAPES", "ShapeObject", "Scene", "describe", "modify", "random_scene", "render"]
+__all__ = [
+    "COLORS",
+    "SHAPES",
+    "Scene",
+    "ShapeObject",
+    "describe",
+    "modify",
+    "random_scene",
+    "render",
+]
 
 COLORS: dict[str, tuple[int, int, int]] = {
-    "gray": (128, 128, 128), "red": (220, 40, 40), "blue": (40, 70, 220),
-    "green": (40, 170, 60), "brown": (140, 90, 40), "purple": (140, 50, 190),
-    "cyan": (40, 200, 210), "yellow": (235, 210, 40),
+    "gray": (128, 128, 128),
+    "red": (220, 40, 40),
+    "blue": (40, 70, 220),
+    "green": (40, 170, 60),
+    "brown": (140, 90, 40),
+    "purple": (140, 50, 190),
+    "cyan": (40, 200, 210),
+    "yellow": (235, 210, 40),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 SIZES = ("small", "large")
 CELL_NAMES = (
-    "top-left", "top-middle", "top-right", "middle-left", "center", "middle-right",
-    "bottom-left", "bottom-middle", "bottom-right",
+    "top-left",
+    "top-middle",
+    "top-right",
+    "middle-left",
+    "center",
+    "middle-right",
+    "bottom-left",
+    "bottom-middle",
+    "bottom-right",
 )
 
 
@@ -72,8 +93,14 @@ def render(scene: Scene, rng: random.Random, size: int = 128) -> Image.Image:
     return image
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                fill: tuple[int, int, int]) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: tuple[int, int, int],
+) -> None:
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "square":
@@ -89,20 +116,48 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
 
 
 _PHRASES = {
-    "color": ["make the {ref} {value}", "change the {ref} to {value}", "turn the {ref} {value}",
-              "paint the {ref} {value}", "the {ref} should be {value}"],
-    "shape": ["turn the {ref} into a {value}", "replace the {ref} with a {value}",
-              "make the {ref} a {value}", "change the {ref} into a {value}",
-              "swap the {ref} for a {value}"],
-    "size": ["make the {ref} {value}", "the {ref} should be {value}", "change the {ref} to {value}",
-             "resize the {ref} to {value}", "turn the {ref} {value}"],
-    "remove": ["remove the {ref}", "delete the {ref}", "take away the {ref}",
-               "get rid of the {ref}", "drop the {ref}"],
-    "add": ["add a {value} at {cell}", "put a {value} at {cell}", "place a {value} at {cell}",
-            "insert a {value} at {cell}", "draw a {value} at {cell}"],
-    "move": ["move the {ref} to {cell}", "put the {ref} at {cell} instead",
-             "shift the {ref} to {cell}", "the {ref} goes to {cell}",
-             "relocate the {ref} to {cell}"],
+    "color": [
+        "make the {ref} {value}",
+        "change the {ref} to {value}",
+        "turn the {ref} {value}",
+        "paint the {ref} {value}",
+        "the {ref} should be {value}",
+    ],
+    "shape": [
+        "turn the {ref} into a {value}",
+        "replace the {ref} with a {value}",
+        "make the {ref} a {value}",
+        "change the {ref} into a {value}",
+        "swap the {ref} for a {value}",
+    ],
+    "size": [
+        "make the {ref} {value}",
+        "the {ref} should be {value}",
+        "change the {ref} to {value}",
+        "resize the {ref} to {value}",
+        "turn the {ref} {value}",
+    ],
+    "remove": [
+        "remove the {ref}",
+        "delete the {ref}",
+        "take away the {ref}",
+        "get rid of the {ref}",
+        "drop the {ref}",
+    ],
+    "add": [
+        "add a {value} at {cell}",
+        "put a {value} at {cell}",
+        "place a {value} at {cell}",
+        "insert a {value} at {cell}",
+        "draw a {value} at {cell}",
+    ],
+    "move": [
+        "move the {ref} to {cell}",
+        "put the {ref} at {cell} instead",
+        "shift the {ref} to {cell}",
+        "the {ref} goes to {cell}",
+        "relocate the {ref} to {cell}",
+    ],
 }
 
 
@@ -142,9 +197,11 @@ def modify(scene: Scene, rng: random.Random) -> tuple[Scene, str]:
         new = (*rest, replace(obj, cell=cell))
         return tuple(sorted(new)), phrase.format(ref=ref, cell=CELL_NAMES[cell])
     else:  # add
-        added = ShapeObject(rng.choice(free), rng.choice(SHAPES), rng.choice(list(COLORS)),
-                            rng.choice(SIZES))
+        added = ShapeObject(
+            rng.choice(free), rng.choice(SHAPES), rng.choice(list(COLORS)), rng.choice(SIZES)
+        )
         value = f"{added.size} {added.color} {added.shape}"
-        return tuple(sorted((*scene, added))), phrase.format(value=value,
-                                                             cell=CELL_NAMES[added.cell])
+        return tuple(sorted((*scene, added))), phrase.format(
+            value=value, cell=CELL_NAMES[added.cell]
+        )
     return tuple(sorted(new)), phrase.format(ref=ref, value=value)

@@ -58,7 +58,7 @@ def family_of(name: str) -> Family:
 
 
 def build_backbone(spec: BackboneSpec, source: str | Path | None = None) -> PreTrainedModel:
-    """Load the backbone from ``source`` (or ``spec.pretrained``), else build it from ``spec.config``."""
+    """Load from ``source`` or ``spec.pretrained``; else build from ``spec.config`` (random)."""
     family = family_of(spec.family)
     source = source or spec.pretrained
     if source is not None:

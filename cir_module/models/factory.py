@@ -72,7 +72,9 @@ def create_model(
         tokenizer = build_word_tokenizer(max_length=config.text_max_length)
         side = backbone.config.vision_config.image_size
         image_processor = family.image_processor_cls(
-            size={"shortest_edge": side} if family.name == "clip" else {"height": side, "width": side},
+            size={"shortest_edge": side}
+            if family.name == "clip"
+            else {"height": side, "width": side},
             crop_size={"height": side, "width": side},
         )
     return CIRModel(config, backbone, tokenizer, image_processor)

@@ -132,7 +132,9 @@ class CIRModel(nn.Module):
         """Pairs (reference image, modification text) -> float32 unit vectors ``[n, dim]``."""
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
-        return self.encode_composed(self.pixels(images), **self.tokenize(texts)).float().cpu().numpy()
+        return (
+            self.encode_composed(self.pixels(images), **self.tokenize(texts)).float().cpu().numpy()
+        )
 
     def describe(self) -> dict[str, Any]:
         """What ``/meta`` reports about the model."""

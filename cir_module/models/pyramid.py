@@ -85,7 +85,10 @@ class PyramidImageEncoder(nn.Module):
             scaled = pixel_values
             if scaled.shape[-1] != side or scaled.shape[-2] != side:
                 scaled = F.interpolate(
-                    pixel_values, size=(side, side), mode="bilinear", antialias=True,
+                    pixel_values,
+                    size=(side, side),
+                    mode="bilinear",
+                    antialias=True,
                     align_corners=False,
                 )
             patches = embeddings.patch_embedding(scaled).flatten(2).transpose(1, 2)

@@ -34,8 +34,12 @@ def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
     model = load_model(settings.checkpoint).to(settings.device)
     log.info(
         "loaded %s from %s on %s in %.1fs (%d scales, dim %d)",
-        model.config.name, settings.checkpoint, settings.device,
-        time.perf_counter() - start, model.image_encoder.num_scales, model.dim,
+        model.config.name,
+        settings.checkpoint,
+        settings.device,
+        time.perf_counter() - start,
+        model.image_encoder.num_scales,
+        model.dim,
     )
     return QueryEncoder(model, settings.max_batch_size, settings.embedding_cache_size)
 

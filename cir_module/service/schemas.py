@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RerankRequest", "RerankResponse", "RerankScore", "VectorizeRequest", "VectorizeResponse"]
+__all__ = [
+    "RerankRequest",
+    "RerankResponse",
+    "RerankScore",
+    "VectorizeRequest",
+    "VectorizeResponse",
+]
 
 
 class VectorizeRequest(BaseModel):

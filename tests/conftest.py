@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny random model saved to disk, the real service, the real Weaviate."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cir_module.data.shapes import random_scene, render
+from cir_module.models import CIRModel, create_model, load_model
+from integration.service_process import ServiceProcess
+from integration.stack import connect
+from integration.weaviate_server import WeaviateServer
+
+log = logging.getLogger("tests")
+
+
+def png_b64(image: Image.Image, format: str = "PNG", **save_args: object) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **save_args)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def scene_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """``n`` distinct rendered shape scenes."""
+    rng = random.Random(seed)
+    return [render(random_scene(rng), rng) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-clip model (3 scales, random weights) written as a checkpoint folder."""
+    path = tmp_path_factory.mktemp("tiny-clip")
+    create_model("tiny-clip").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_model(tiny_checkpoint: Path) -> CIRModel:
+    """The same checkpoint loaded in-process, to compare the service's answers with."""
+    return load_model(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def service(tiny_checkpoint: Path) -> Iterator[ServiceProcess]:
+    """The real service (``cir serve``) over HTTP on 127.0.0.1."""
+    with ServiceProcess(tiny_checkpoint) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def weaviate_server(service: ServiceProcess) -> Iterator[WeaviateServer]:
+    """A real Weaviate (pinned release built with go install) using our service."""
+    with WeaviateServer(service.url) as server:
+        log.info("integration tests run against Weaviate %s", server.served_version)
+        yield server
+
+
+@pytest.fixture
+def client(weaviate_server: WeaviateServer):
+    with connect(weaviate_server) as c:
+        yield c
+
+
+@pytest.fixture
+def collection_name(client) -> Iterator[str]:
+    """A unique collection name, deleted afterwards whatever happens."""
+    name = f"CIRTest_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        client.collections.delete(name)

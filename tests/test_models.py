@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cir_module.models import create_model, list_models, load_model, pyramid_grids
+from tests.conftest import scene_images
+
+
+@pytest.mark.parametrize("family", ["tiny-clip", "tiny-siglip"])
+def test_single_scale_reproduces_plain_image_features(family):
+    torch.manual_seed(0)
+    model = create_model(family, num_scales=1, scale_embedding=False)
+    pixels = model.pixels(scene_images(3))
+    with torch.no_grad():
+        ours = model.image_encoder(pixels)
+        plain = model.backbone.get_image_features(pixel_values=pixels)
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["tiny-clip", "tiny-siglip"])
+def test_pyramid_adds_coarser_tokens(family):
+    model = create_model(family, num_scales=3)
+    encoder = model.image_encoder
+    assert encoder.grids == [8, 4, 2]
+    tokens = encoder.tokens(model.pixels(scene_images(2)))
+    assert tokens.shape == (2, encoder.num_tokens(), 32)
+    assert encoder.num_tokens() == 64 + 16 + 4 + (1 if family == "tiny-clip" else 0)
+    single = create_model(family, num_scales=1, scale_embedding=False)
+    single.load_state_dict(model.state_dict(), strict=False)
+    pixels = model.pixels(scene_images(2))
+    with torch.no_grad():
+        assert not torch.allclose(model.encode_image(pixels), single.encode_image(pixels))
+
+
+def test_pyramid_grids():
+    assert pyramid_grids(7, 3) == [7, 4, 2]
+    assert pyramid_grids(14, 5) == [14, 7, 4, 2, 1]
+    assert pyramid_grids(4, 4) == [4, 2, 1, 1]
+    with pytest.raises(ValueError):
+        pyramid_grids(7, 0)
+
+
+def test_scale_embedding_is_trained_through_the_encoder():
+    model = create_model("tiny-clip", num_scales=2).train()
+    loss = model.encode_image(model.pixels(scene_images(2))).sum()
+    loss.backward()
+    grad = model.image_encoder.scale_embedding.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert model.image_encoder.vision.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_fusion_starts_as_normalised_sum():
+    model = create_model("tiny-clip")
+    images = scene_images(2)
+    texts = ["make the circle red", "remove the square at top-left"]
+    composed = model.embed_composed(images, texts)
+    expected = model.embed_images(images) + model.embed_texts(texts)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(composed, expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(composed, axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["tiny-clip", "tiny-siglip"])
+def test_checkpoint_round_trip(family, tmp_path):
+    model = create_model(family)
+    with torch.no_grad():  # make the heads non-trivial so that loading them is tested
+        model.image_encoder.scale_embedding.normal_()
+        model.fusion.mlp[-1].weight.normal_()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.config == model.config
+    images, texts = scene_images(3), ["make it blue", "add a small red circle", ""]
+    np.testing.assert_allclose(loaded.embed_images(images), model.embed_images(images), atol=1e-6)
+    np.testing.assert_allclose(loaded.embed_texts(texts), model.embed_texts(texts), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.embed_composed(images, texts), model.embed_composed(images, texts), atol=1e-6
+    )
+
+
+def test_plain_backbone_checkpoint_loads_with_from_pretrained(tmp_path):
+    model = create_model("tiny-clip", num_scales=1, scale_embedding=False)
+    model.backbone.save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    model.image_processor.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)  # no cir_config.json: a plain CLIP checkpoint
+    assert loaded.image_encoder.num_scales == 1
+    pixels = model.pixels(scene_images(2))
+    with torch.no_grad():
+        plain = F.normalize(model.backbone.get_image_features(pixel_values=pixels), dim=-1)
+        torch.testing.assert_close(loaded.encode_image(pixels), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_registry_and_errors():
+    assert {"tiny-clip", "tiny-siglip", "clip-vit-b32-pyramid3"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("no-such-model")
+
+
+def test_long_text_is_truncated_not_rejected():
+    model = create_model("tiny-clip")
+    vec = model.embed_texts(["red " * 500])
+    assert vec.shape == (1, model.dim) and np.isfinite(vec).all()
