@@ -80,6 +80,8 @@ class WeaviateServer(ManagedProcess):
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
+        self.binary: Path | None = None
+        self.served_version: str | None = None
 
     @property
     def url(self) -> str:
@@ -109,7 +111,7 @@ class WeaviateServer(ManagedProcess):
 
     def start(self) -> WeaviateServer:
         """Install if needed, start, and wait until ``/v1/.well-known/ready`` answers."""
-        binary = install_weaviate(self.version)
+        binary = self.binary = install_weaviate(self.version)
         command = [str(binary), "--host", "127.0.0.1", "--port", str(self.http_port)]
         self._spawn([*command, "--scheme", "http"], self.environment())
         self._wait_ready(

@@ -7,11 +7,15 @@ import io
 import logging
 import random
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+# authlib (a weaviate-client dependency) warns about its own httpx integration on import.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
 from cir_module.data.shapes import random_scene, render
 from cir_module.models import CIRModel, create_model, load_model
@@ -20,6 +24,8 @@ from integration.stack import connect
 from integration.weaviate_server import WeaviateServer
 
 log = logging.getLogger("tests")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+SERVED: dict[str, str] = {}
 
 
 def png_b64(image: Image.Image, format: str = "PNG", **save_args: object) -> str:
@@ -60,6 +66,7 @@ def weaviate_server(service: ServiceProcess) -> Iterator[WeaviateServer]:
     """A real Weaviate (pinned release built with go install) using our service."""
     with WeaviateServer(service.url) as server:
         log.info("integration tests run against Weaviate %s", server.served_version)
+        SERVED["weaviate"] = f"{server.served_version} ({server.url}, built from {server.binary})"
         yield server
 
 
@@ -77,3 +84,8 @@ def collection_name(client) -> Iterator[str]:
         yield name
     finally:
         client.collections.delete(name)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if "weaviate" in SERVED:
+        terminalreporter.write_line(f"real Weaviate server used: {SERVED['weaviate']}")
