@@ -21,9 +21,7 @@ def _serve(args: argparse.Namespace) -> None:
         if v is not None
     }
     settings = ServiceSettings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.getLogger().setLevel(settings.log_level.upper())
     uvicorn.run(
         create_app(settings),
         host=settings.host,

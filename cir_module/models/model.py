@@ -142,6 +142,7 @@ class CIRModel(nn.Module):
         return {
             "name": self.config.name,
             "family": self.family.name,
+            "backbone": self.config.backbone.pretrained or "built from config",
             "dimension": self.dim,
             "image_size": self.preprocess.image_size,
             "patch_size": vision.patch_size,
