@@ -24,6 +24,7 @@ def create_image_collection(
     text_properties: Sequence[str] = ("title",),
     vector_name: str = "default",
     inference_url: str | None = None,
+    index: str = "hnsw",
 ) -> Collection:
     """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
     (cosine distance) and the transformers reranker.

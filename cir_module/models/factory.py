@@ -6,12 +6,9 @@ import dataclasses
 from importlib import resources
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
-from cir_module.models.backbone import build_backbone, family_of
+from cir_module.models.backbone import family_of, resolve_pretrained
 from cir_module.models.config import CIRConfig
 from cir_module.models.model import CIRModel
-from cir_module.models.tokenizer import build_word_tokenizer
 
 __all__ = ["create_model", "get_model_config", "list_models", "load_model"]
 
@@ -63,17 +60,16 @@ def create_model(
         config.backbone.pretrained = str(pretrained)
 
     family = family_of(config.backbone.family)
-    backbone = build_backbone(config.backbone)
+    backbone = family.build(config.backbone, None)
+    tokenizer = family.tokenizer(config.backbone, None)
     source = config.backbone.pretrained
     if source is not None:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        image_processor = family.image_processor_cls.from_pretrained(source)
+        image_processor = family.image_processor_cls.from_pretrained(resolve_pretrained(source))
     else:
-        tokenizer = build_word_tokenizer(max_length=config.text_max_length)
-        side = backbone.config.vision_config.image_size
+        side = family.vision_transformer(backbone).embeddings.image_size
         image_processor = family.image_processor_cls(
             size={"shortest_edge": side}
-            if family.name == "clip"
+            if family.name != "siglip"
             else {"height": side, "width": side},
             crop_size={"height": side, "width": side},
         )

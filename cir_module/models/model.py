@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from cir_module.models.backbone import build_backbone, family_of
+from cir_module.models.backbone import family_of
 from cir_module.models.config import CIRConfig
-from cir_module.models.fusion import ComposedFusionHead
+from cir_module.models.fusion import build_fusion
 from cir_module.models.preprocess import ImagePreprocessor
 from cir_module.models.pyramid import PyramidImageEncoder
 
@@ -56,22 +56,27 @@ class CIRModel(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.preprocess = ImagePreprocessor.from_hf(image_processor)
+        vision = self.family.vision_transformer(backbone)
         self.image_encoder = PyramidImageEncoder(
-            backbone.vision_model,
+            vision,
             self.family.visual_projection(backbone),
             num_scales=config.pyramid.num_scales,
             scale_embedding=config.pyramid.scale_embedding,
         )
-        self.fusion = ComposedFusionHead(self.dim, config.fusion.hidden_dim)
-        text_positions = backbone.config.text_config.max_position_embeddings
+        self.fusion = build_fusion(
+            config.fusion,
+            self.dim,
+            image_hidden=vision.embeddings.embed_dim,
+            text_hidden=self.family.text_hidden_size(backbone),
+        )
+        text_positions = self.family.text_max_positions(backbone)
         self.text_max_length = min(config.text_max_length, text_positions)
         self.eval()
 
     @property
     def dim(self) -> int:
         """Dimension of the joint embedding space."""
-        cfg = self.backbone.config
-        return getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size
+        return self.family.dim(self.backbone)
 
     @property
     def device(self) -> torch.device:
@@ -84,18 +89,41 @@ class CIRModel(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids -> unit text embeddings ``[batch, dim]``."""
-        kwargs = {"input_ids": input_ids}
-        if self.family.name == "clip":  # SigLIP's text tower was trained without a mask
-            kwargs["attention_mask"] = attention_mask
-        return F.normalize(self.backbone.get_text_features(**kwargs), dim=-1)
+        features, _ = self.family.encode_text(self.backbone, input_ids, attention_mask)
+        return F.normalize(features, dim=-1)
+
+    def encode_text_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the composed path needs of a text: unit embedding, token states, mask.
+
+        Split out so that a trainer with a frozen text tower can compute it once per caption.
+        """
+        features, tokens = self.family.encode_text(self.backbone, input_ids, attention_mask)
+        return F.normalize(features, dim=-1), tokens, attention_mask
+
+    def compose(
+        self,
+        pixel_values: torch.Tensor,
+        text_embeds: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Reference pixels + a text's states (from :meth:`encode_text_states`) -> query."""
+        image_features, image_tokens = self.image_encoder.encode(pixel_values)
+        return self.fusion(
+            F.normalize(image_features, dim=-1),
+            text_embeds,
+            image_tokens=image_tokens,
+            text_tokens=text_tokens,
+            text_mask=text_mask,
+        )
 
     def encode_composed(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Reference image + modification text -> unit composed-query embeddings."""
-        return self.fusion(
-            self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask)
-        )
+        return self.compose(pixel_values, *self.encode_text_states(input_ids, attention_mask))
 
     # -- inputs ----------------------------------------------------------------------------
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -138,14 +166,14 @@ class CIRModel(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """What ``/meta`` reports about the model."""
-        vision = self.backbone.config.vision_config
         return {
             "name": self.config.name,
             "family": self.family.name,
             "backbone": self.config.backbone.pretrained or "built from config",
             "dimension": self.dim,
             "image_size": self.preprocess.image_size,
-            "patch_size": vision.patch_size,
+            "patch_size": self.image_encoder.patch_size,
+            "fusion": self.config.fusion.kind,
             "scales": self.image_encoder.num_scales,
             "scale_grids": self.image_encoder.grids,
             "visual_tokens": self.image_encoder.num_tokens(),
@@ -159,7 +187,7 @@ class CIRModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.config.save(path / CIR_CONFIG_NAME)
-        self.backbone.save_pretrained(path)
+        self.family.save(self.backbone, self.config.backbone, path)
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
         heads = {
@@ -186,7 +214,7 @@ class CIRModel(nn.Module):
         family = family_of(config.backbone.family)
         model = cls(
             config,
-            build_backbone(config.backbone, source=folder),
+            family.build(config.backbone, folder),
             AutoTokenizer.from_pretrained(folder),
             family.image_processor_cls.from_pretrained(folder),
         )

@@ -42,10 +42,15 @@ class ImagePreprocessor:
             center_crop=center_crop,
         )
 
-    def _resize(self, image: Image.Image) -> Image.Image:
+    def resize(self, image: Image.Image) -> Image.Image:
+        """Resize (and crop) one RGB image to the model's input size."""
         side = self.image_size
         if not self.center_crop:
-            return image.resize((side, side), resample=self.resample)
+            return (
+                image.resize((side, side), resample=self.resample)
+                if image.size != (side, side)
+                else image
+            )
         width, height = image.size
         scale = side / min(width, height)
         new_w, new_h = max(side, round(width * scale)), max(side, round(height * scale))
@@ -53,12 +58,14 @@ class ImagePreprocessor:
         left, top = (new_w - side) // 2, (new_h - side) // 2
         return image.crop((left, top, left + side, top + side))
 
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """RGB PIL images -> float32 array ``[batch, 3, size, size]``."""
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``[n, size, size, 3]`` -> normalised float32 ``[n, 3, size, size]``."""
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
-        batch = np.empty((len(images), 3, self.image_size, self.image_size), dtype=np.float32)
-        for i, image in enumerate(images):
-            pixels = np.asarray(self._resize(image.convert("RGB")), dtype=np.float32) / 255.0
-            batch[i] = ((pixels - mean) / std).transpose(2, 0, 1)
-        return batch
+        scaled = pixels.astype(np.float32) * (1 / 255.0)
+        return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """RGB PIL images -> float32 array ``[batch, 3, size, size]``."""
+        resized = [np.asarray(self.resize(image.convert("RGB"))) for image in images]
+        return self.normalize(np.stack(resized))

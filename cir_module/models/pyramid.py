@@ -101,8 +101,9 @@ class PyramidImageEncoder(nn.Module):
             parts.insert(0, cls.expand(pixel_values.shape[0], 1, -1))
         return torch.cat(parts, dim=1)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image features in the joint space (not normalised), shape ``[batch, dim]``."""
+    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image features in the joint space (not normalised) ``[batch, dim]`` and the
+        transformer's output tokens ``[batch, tokens, hidden]`` (for token-level fusion)."""
         vision = self.vision
         hidden = self.tokens(pixel_values)
         if hasattr(vision, "pre_layrnorm"):  # CLIP: pre-norm, pool the class token
@@ -110,6 +111,10 @@ class PyramidImageEncoder(nn.Module):
             hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
             pooled = vision.post_layernorm(hidden[:, 0, :])
         else:  # SigLIP: post-norm, attention-pooling head over all tokens
-            hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
-            pooled = vision.head(vision.post_layernorm(hidden))
-        return self.projection(pooled)
+            hidden = vision.post_layernorm(vision.encoder(inputs_embeds=hidden).last_hidden_state)
+            pooled = vision.head(hidden)
+        return self.projection(pooled), hidden
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image features in the joint space (not normalised), shape ``[batch, dim]``."""
+        return self.encode(pixel_values)[0]

@@ -1,0 +1,74 @@
+"""Evaluation through a real Weaviate: the gallery is ingested with our service as the
+vectorizer, every query runs as a composed ``nearText`` from the v4 client, and the same
+CIRR metrics are computed from the rankings Weaviate returns.
+
+The collection uses a flat (exact) index so that the rankings can be compared with the
+in-process ones; an HNSW index would add its own approximation on top.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from weaviate import WeaviateClient
+from weaviate.classes.query import Filter
+
+from cir_module.eval.inprocess import EvalSplit, RankedResult
+from cir_module.eval.metrics import cirr_metrics_from_rankings
+from cir_module.query import compose_query
+from integration.ingest import ingest_objects
+from integration.schema import create_image_collection
+from integration.stack import connect, local_stack
+
+__all__ = ["evaluate_through_weaviate", "evaluate_with_client"]
+
+log = logging.getLogger(__name__)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def evaluate_with_client(client: WeaviateClient, split: EvalSplit) -> RankedResult:
+    """Ingest ``split``'s gallery into a new collection, run its queries, drop the collection."""
+    name = f"CIREval_{uuid.uuid4().hex[:8]}"
+    quiet = not log.isEnabledFor(logging.INFO)
+    try:
+        collection = create_image_collection(client, name, text_properties=("name",), index="flat")
+        report = ingest_objects(
+            collection,
+            ((n, {"image": _b64(split.image_path(n)), "name": n}) for n in split.gallery),
+        )
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} gallery images failed: {report.failed[:3]}")
+        rankings, subset_rankings = [], []
+        for t in tqdm(split.triplets, desc="weaviate queries", disable=quiet, leave=False):
+            query = compose_query(_b64(split.image_path(t.reference)), t.caption)
+            top = collection.query.near_text(query=query, limit=51, return_properties=["name"])
+            names = [
+                o.properties["name"] for o in top.objects if o.properties["name"] != t.reference
+            ]
+            rankings.append(names[:50])
+            members = [m for m in t.subset if m != t.reference]
+            within = collection.query.near_text(
+                query=query,
+                limit=len(members),
+                filters=Filter.by_property("name").contains_any(members),
+                return_properties=["name"],
+            )
+            subset_rankings.append([o.properties["name"] for o in within.objects])
+        metrics = cirr_metrics_from_rankings(rankings, subset_rankings, split.triplets)
+        return RankedResult(metrics, rankings, subset_rankings)
+    finally:
+        client.collections.delete(name)
+
+
+def evaluate_through_weaviate(checkpoint: str | Path, split: EvalSplit) -> RankedResult:
+    """Start the service (``checkpoint``) and a real Weaviate, then evaluate through them."""
+    with local_stack(checkpoint) as stack, connect(stack.weaviate) as client:
+        log.info("evaluating through Weaviate %s", client.get_meta()["version"])
+        return evaluate_with_client(client, split)
