@@ -53,6 +53,87 @@ def _demo(args: argparse.Namespace) -> None:
     )
 
 
+def _train(args: argparse.Namespace) -> None:
+    from cir_module.training import TrainConfig, train
+
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    checkpoint = train(TrainConfig(**{k: v for k, v in fields.items() if v is not None}))
+    print(f"checkpoint: {checkpoint}")
+    if args.eval_split:
+        _print_eval(checkpoint, args.data, args.eval_split, args.dataset_name, None, False)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    _print_eval(
+        args.checkpoint, args.data, args.split, args.name, args.limit, args.weaviate, args.json_out
+    )
+
+
+def _print_eval(
+    checkpoint: str,
+    data: str,
+    split: str,
+    name: str,
+    limit: int | None,
+    weaviate: bool,
+    json_out: str | None = None,
+) -> None:
+    import json
+
+    from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+    from cir_module.models import load_model
+
+    data_split = EvalSplit.load(data, split, name, limit=limit)
+    results = {"in-process": evaluate_in_process(load_model(checkpoint), data_split)}
+    if weaviate:
+        from integration.evaluate import evaluate_through_weaviate
+
+        results["weaviate"] = evaluate_through_weaviate(checkpoint, data_split)
+    keys = list(results["in-process"].metrics)
+    print(
+        f"{checkpoint} on {data} [{split}], {len(data_split.triplets)} queries, "
+        f"gallery {len(data_split.gallery)}"
+    )
+    print(f"{'':12}" + "".join(f"{k:>11}" for k in keys))
+    for where, result in results.items():
+        print(f"{where:12}" + "".join(f"{100 * result.metrics[k]:11.2f}" for k in keys))
+    if weaviate:
+        a, b = results["in-process"], results["weaviate"]
+        same = sum(x == y for x, y in zip(a.rankings, b.rankings, strict=True))
+        diff = max(abs(a.metrics[k] - b.metrics[k]) for k in keys)
+        print(
+            f"identical top-50 rankings: {same}/{len(a.rankings)}; "
+            f"largest metric difference: {100 * diff:.2f} points"
+        )
+    if json_out:
+        summary = {
+            "checkpoint": str(checkpoint),
+            "data": data,
+            "split": split,
+            "queries": len(data_split.triplets),
+            **{where: r.metrics for where, r in results.items()},
+        }
+        with open(json_out, "w") as fh:
+            json.dump(summary, fh, indent=2)
+
+
+def _data_shapes(args: argparse.Namespace) -> None:
+    from cir_module.data.benchmark import generate_benchmark
+
+    summary = generate_benchmark(
+        args.out,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        image_size=args.image_size,
+        phrasing_for_test=args.phrasing_for_test,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    print(summary)
+
+
 def _weaviate_install(args: argparse.Namespace) -> None:
     from integration.weaviate_server import install_weaviate
 
@@ -84,12 +165,62 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="local Weaviate + service + sample gallery, composed queries"
     )
-    demo.add_argument("--checkpoint", help="model to serve (default: a model built from tiny-clip)")
-    demo.add_argument("--gallery-size", type=int, default=60)
-    demo.add_argument("--queries", type=int, default=3)
+    demo.add_argument("--checkpoint", help="model to serve (default: the shipped shapes-minilm)")
+    demo.add_argument("--gallery-size", type=int, default=100)
+    demo.add_argument("--queries", type=int, default=5)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--top-k", type=int, default=5)
     demo.set_defaults(func=_demo)
+
+    tr = sub.add_parser("train", help="InfoNCE training on triplets in CIRR's format")
+    tr.add_argument("--data", required=True, help="data root (CIRR layout)")
+    tr.add_argument("--out", required=True, help="run folder (checkpoint/, trainer state)")
+    tr.add_argument("--model", default="shapes-minilm", help="registered config or JSON")
+    tr.add_argument("--pretrained", help="backbone hub id or folder")
+    tr.add_argument("--num-scales", type=int, help="pyramid scales (ablation)")
+    tr.add_argument("--fusion", help="fusion kind: cross, mlp, sum, image, text")
+    tr.add_argument("--dataset-name", default="shapes", help="annotation name (rc2 for CIRR)")
+    tr.add_argument("--split", default="train")
+    tr.add_argument("--epochs", type=float)
+    tr.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    tr.add_argument("--hard-negatives", type=int, help="img_set negatives per triplet")
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--weight-decay", type=float)
+    tr.add_argument("--warmup-steps", type=int)
+    tr.add_argument("--freeze", choices=["none", "backbone", "vision", "text"])
+    tr.add_argument("--unfreeze-last", type=int, help="train the last N frozen vision layers")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--save-every", type=int)
+    tr.add_argument("--resume", action="store_true", default=None)
+    tr.add_argument("--device")
+    tr.add_argument("--eval-split", help="evaluate in-process on this split afterwards")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="CIRR metrics in-process and through a real Weaviate")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--name", default="shapes", help="annotation name (rc2 for CIRR)")
+    ev.add_argument("--limit", type=int, help="first N queries only")
+    ev.add_argument("--weaviate", action="store_true", help="also evaluate through Weaviate")
+    ev.add_argument("--json-out", help="write the metrics as JSON")
+    ev.set_defaults(func=_eval)
+
+    data = sub.add_parser("data", help="data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    shapes = data_sub.add_parser("shapes", help="generate the synthetic shapes benchmark")
+    shapes.add_argument("out")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--n-train", type=int, default=20000)
+    shapes.add_argument("--n-val", type=int, default=1000)
+    shapes.add_argument("--n-test", type=int, default=1000)
+    shapes.add_argument("--image-size", type=int, default=128)
+    shapes.add_argument("--phrasing-for-test", choices=["train", "heldout"], default="train")
+    shapes.add_argument("--workers", type=int, default=2)
+    shapes.add_argument("--overwrite", action="store_true")
+    shapes.set_defaults(func=_data_shapes)
 
     wv = sub.add_parser("weaviate-install", help="build the pinned Weaviate into the cache")
     wv.add_argument("--version", default=WEAVIATE_VERSION)

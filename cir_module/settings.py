@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cir_module.checkpoints import shipped_checkpoint
+
 __all__ = ["ServiceSettings"]
 
 
@@ -14,8 +16,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CIR_", extra="ignore")
 
     checkpoint: str = Field(
+        default_factory=lambda: str(shipped_checkpoint()),
         description="Model to serve: a checkpoint folder written by `cir` (or a plain CLIP / "
-        "SigLIP checkpoint: hub id or folder).",
+        "SigLIP checkpoint: hub id or folder). Default: the shipped shapes-minilm model.",
     )
     device: str = Field("cpu", description="torch device for the model, e.g. cpu or cuda.")
     host: str = Field("127.0.0.1", description="Address `cir serve` binds.")

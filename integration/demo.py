@@ -11,15 +11,16 @@ from pathlib import Path
 
 from weaviate.classes.query import MetadataQuery, Rerank
 
-from cir_module.data.shapes import Scene, describe, modify, random_scene, render
+from cir_module.checkpoints import shipped_checkpoint
+from cir_module.data.benchmark import make_triplet
+from cir_module.data.shapes import Scene, describe, random_scene, render
 from cir_module.images import encode_image_base64
 from cir_module.query import compose_query
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.stack import connect, local_stack
-from integration.weaviate_server import cache_dir
 
-__all__ = ["SampleQuery", "default_checkpoint", "run_demo", "sample_gallery"]
+__all__ = ["SampleQuery", "run_demo", "sample_gallery"]
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,15 @@ class SampleQuery:
 
 
 def sample_gallery(size: int, num_queries: int, seed: int) -> tuple[list[Scene], list[SampleQuery]]:
-    """Distinct scenes and queries whose reference and target are both in the gallery."""
-    rng = random.Random(seed)
+    """Queries drawn like the benchmark's (each with its target and four hard negatives, scenes
+    one edit away from the target) plus random scenes up to ``size``."""
     scenes: list[Scene] = []
     queries: list[SampleQuery] = []
-    while len(queries) < num_queries:
-        reference = random_scene(rng)
-        target, text = modify(reference, rng)
-        if reference not in scenes and target not in scenes and target != reference:
-            scenes += [reference, target]
-            queries.append(SampleQuery(reference, text, target))
+    for index in range(num_queries):
+        triplet = make_triplet(seed, "demo", index)
+        queries.append(SampleQuery(triplet.reference, triplet.caption.text, triplet.target))
+        scenes += [s for s in triplet.scenes if s not in scenes]
+    rng = random.Random(seed)
     while len(scenes) < size:
         scene = random_scene(rng)
         if scene not in scenes:
@@ -50,31 +50,15 @@ def sample_gallery(size: int, num_queries: int, seed: int) -> tuple[list[Scene],
     return scenes, queries
 
 
-def default_checkpoint() -> Path:
-    """A model built from the ``tiny-clip`` config (random weights), kept in the cache."""
-    from cir_module.models import create_model
-
-    path = cache_dir() / "models" / "tiny-clip-demo"
-    if not (path / "cir_config.json").is_file():
-        create_model("tiny-clip").save_pretrained(path)
-    return path
-
-
 def run_demo(
     checkpoint: str | Path | None = None,
-    gallery_size: int = 60,
-    num_queries: int = 3,
+    gallery_size: int = 100,
+    num_queries: int = 5,
     seed: int = 0,
     top_k: int = 5,
 ) -> list[list[str]]:
     """Run the demo; returns, per query, the scenes of the top results in rank order."""
-    if checkpoint is None:
-        checkpoint = default_checkpoint()
-        log.warning(
-            "no --checkpoint: serving %s, a tiny-clip model with random weights; the pipeline "
-            "is real but rankings only reflect untrained features",
-            checkpoint,
-        )
+    checkpoint = checkpoint or shipped_checkpoint()
     scenes, queries = sample_gallery(gallery_size, num_queries, seed)
     image_rng = random.Random(seed + 1)
     images = {s: encode_image_base64(render(s, image_rng)) for s in scenes}
@@ -123,6 +107,13 @@ def run_demo(
                     ranked.append(scene)
                 rankings.append(ranked)
                 print()
+            hits = sum(
+                r[:1] == [describe(q.target)] for r, q in zip(rankings, queries, strict=True)
+            )
+            print(
+                f"target ranked first for {hits} of {len(queries)} queries "
+                f"(gallery of {len(scenes)} images incl. 4 hard negatives per query)"
+            )
         finally:
             client.collections.delete(name)
     return rankings

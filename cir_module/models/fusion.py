@@ -13,7 +13,7 @@ from torch import nn
 
 from cir_module.models.config import FusionSpec
 
-__all__ = ["ComposedFusionHead", "CrossFusionHead", "FixedQuery", "build_fusion"]
+__all__ = ["ComposedFusionHead", "CrossFusionHead", "FixedQuery", "FusionHead", "build_fusion"]
 
 
 def _zero_last(layer: nn.Linear) -> nn.Linear:
@@ -22,16 +22,20 @@ def _zero_last(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-class ComposedFusionHead(nn.Module):
-    """Residual MLP over the concatenated global embeddings (``kind: mlp``)."""
+class FusionHead(nn.Module):
+    """Base of the trained heads: ``normalize(img + txt + self.residual(...))``."""
 
     needs_tokens = False
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * dim, hidden_dim), nn.GELU(), _zero_last(nn.Linear(hidden_dim, dim))
-        )
+    def residual(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        image_tokens: torch.Tensor | None,
+        text_tokens: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(
         self,
@@ -41,12 +45,28 @@ class ComposedFusionHead(nn.Module):
         text_tokens: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Unit inputs ``[batch, dim]`` -> unit composed queries ``[batch, dim]``."""
-        residual = self.mlp(torch.cat([image_embeds, text_embeds], dim=-1))
+        """Unit embeddings ``[batch, dim]`` (plus token states for heads that need them) ->
+        unit composed queries ``[batch, dim]``."""
+        residual = self.residual(image_embeds, text_embeds, image_tokens, text_tokens, text_mask)
         return F.normalize(image_embeds + text_embeds + residual, dim=-1)
 
 
-class CrossFusionHead(nn.Module):
+class ComposedFusionHead(FusionHead):
+    """Residual MLP over the concatenated global embeddings (``kind: mlp``)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * dim, hidden_dim), nn.GELU(), _zero_last(nn.Linear(hidden_dim, dim))
+        )
+
+    def residual(
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, *_: object
+    ) -> torch.Tensor:
+        return self.mlp(torch.cat([image_embeds, text_embeds], dim=-1))
+
+
+class CrossFusionHead(FusionHead):
     """A small transformer over [query token; reference-image tokens; text tokens] (``kind:
     cross``): the modification can address a region or one object of the reference, which
     two pooled vectors cannot express."""
@@ -67,15 +87,14 @@ class CrossFusionHead(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(width), _zero_last(nn.Linear(width, dim)))
 
-    def forward(
+    def residual(
         self,
         image_embeds: torch.Tensor,
         text_embeds: torch.Tensor,
-        image_tokens: torch.Tensor | None = None,
-        text_tokens: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None,
+        text_tokens: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Unit embeddings plus token states -> unit composed queries ``[batch, dim]``."""
         if image_tokens is None or text_tokens is None or text_mask is None:
             raise ValueError("the cross fusion head needs image tokens, text tokens and mask")
         batch = image_embeds.shape[0]
@@ -90,27 +109,19 @@ class CrossFusionHead(nn.Module):
         keep = text_mask.new_ones(batch, 1 + image_tokens.shape[1]).bool()
         padding = ~torch.cat([keep, text_mask.bool()], dim=1)
         hidden = self.encoder(sequence, src_key_padding_mask=padding)
-        residual = self.out(hidden[:, 0])
-        return F.normalize(image_embeds + text_embeds + residual, dim=-1)
+        return self.out(hidden[:, 0])
 
 
-class FixedQuery(nn.Module):
+class FixedQuery(FusionHead):
     """Baselines without parameters: ``image`` (the reference alone), ``text`` (the
     modification alone) and ``sum`` (their normalised sum, never trained away)."""
-
-    needs_tokens = False
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
 
     def forward(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        image_tokens: torch.Tensor | None = None,
-        text_tokens: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, *_: object, **__: object
     ) -> torch.Tensor:
         if self.kind == "image":
             return image_embeds

@@ -216,6 +216,11 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            with (out / "train_log.jsonl").open("a") as fh:
+                fh.write(
+                    json.dumps({"step": step, "loss": loss.item(), "scale": logit_scale().item()})
+                    + "\n"
+                )
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", scale=f"{logit_scale().item():.1f}")
             elapsed = time.monotonic() - started

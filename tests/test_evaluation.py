@@ -1,0 +1,40 @@
+"""Evaluation two ways on a tiny generated benchmark: in-process, and through the real
+Weaviate with the real service as vectorizer (flat index), which must agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from cir_module.data.benchmark import generate_benchmark
+from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+from integration.evaluate import evaluate_with_client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> EvalSplit:
+    root = tmp_path_factory.mktemp("shapes-eval")
+    generate_benchmark(root, seed=9, n_train=0, n_val=0, n_test=12, image_size=64)
+    return EvalSplit.load(root, "test")
+
+
+def test_in_process_and_weaviate_agree(client, local_model, tiny_split):
+    local = evaluate_in_process(local_model, tiny_split)
+    through = evaluate_with_client(client, tiny_split)
+    assert len(through.rankings) == len(tiny_split.triplets) == 12
+    for t, ranking in zip(tiny_split.triplets, through.rankings, strict=True):
+        assert t.reference not in ranking and len(ranking) == min(50, len(tiny_split.gallery) - 1)
+    assert through.rankings == local.rankings
+    assert through.subset_rankings == local.subset_rankings
+    assert through.metrics == pytest.approx(local.metrics, abs=1e-12)
+    assert set(local.metrics) == {
+        "R@1",
+        "R@5",
+        "R@10",
+        "R@50",
+        "Rsubset@1",
+        "Rsubset@2",
+        "Rsubset@3",
+        "Avg",
+    }
