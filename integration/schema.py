@@ -9,6 +9,7 @@ from weaviate.classes.config import (
     Configure,
     DataType,
     Property,
+    Tokenization,
     VectorDistances,
 )
 from weaviate.collections import Collection
@@ -25,6 +26,7 @@ def create_image_collection(
     vector_name: str = "default",
     inference_url: str | None = None,
     index: str = "hnsw",
+    tokenization: Tokenization = Tokenization.FIELD,
 ) -> Collection:
     """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
     (cosine distance) and the transformers reranker.
@@ -35,7 +37,10 @@ def create_image_collection(
     """
     properties = [Property(name=image_property, data_type=DataType.BLOB)]
     properties += [
-        Property(name=p, data_type=DataType.TEXT, skip_vectorization=True) for p in text_properties
+        Property(
+            name=p, data_type=DataType.TEXT, skip_vectorization=True, tokenization=tokenization
+        )
+        for p in text_properties
     ]
     return client.collections.create(
         name=name,
