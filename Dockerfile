@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY cir_module ./cir_module
 COPY integration ./integration
 COPY onnx_export ./onnx_export
-RUN pip install --no-cache-dir ".[cpu]" && useradd --create-home cir
+RUN pip install --no-cache-dir ".[cpu,train]" && useradd --create-home cir
 USER cir
 ENV CIR_HOST=0.0.0.0 CIR_PORT=8080
 EXPOSE 8080

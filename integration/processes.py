@@ -63,6 +63,7 @@ class ManagedProcess:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
         self._log_file = None
+        self.keep_log = False  # set when start-up fails: the error message points at the log
 
     def start(self) -> ManagedProcess:
         raise NotImplementedError
@@ -78,6 +79,7 @@ class ManagedProcess:
         try:
             wait_ready(url, self._process, self.log_path, what, timeout)
         except ProcessFailed:
+            self.keep_log = True
             self.stop()
             raise
 
@@ -97,6 +99,8 @@ class ManagedProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self):
         return self.start()
