@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     tr.add_argument("--hard-negatives", type=int, help="img_set negatives per triplet")
+    tr.add_argument(
+        "--reference-negatives",
+        action="store_true",
+        default=None,
+        help="also use each reference as a negative candidate",
+    )
     tr.add_argument("--lr", type=float)
     tr.add_argument("--weight-decay", type=float)
     tr.add_argument("--warmup-steps", type=int)

@@ -99,3 +99,13 @@ def test_freeze_policies(tmp_path, tiny_benchmark):
     assert any(n.startswith("fusion.") for n in trainable)
     with pytest.raises(ValueError, match="freeze policy"):
         _apply_freezing(model, _config(tmp_path, tiny_benchmark, "x", freeze="everything"))
+
+
+def test_reference_negatives_add_candidates(tmp_path, tiny_benchmark):
+    cfg = _config(tmp_path, tiny_benchmark, "refneg", epochs=1, reference_negatives=True)
+    train(cfg)
+    log_lines = (tmp_path / "refneg" / "train_log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in log_lines]
+    # 8 queries against 8 targets + 8 hard negatives + 8 references: loss starts near ln(24).
+    assert len(losses) == 48 // 8
+    assert abs(losses[0] - np.log(24)) < 1.0

@@ -108,22 +108,25 @@ class CIRModel(nn.Module):
         text_embeds: torch.Tensor,
         text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Reference pixels + a text's states (from :meth:`encode_text_states`) -> query."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference pixels + a text's states (from :meth:`encode_text_states`) -> the unit
+        composed query and, as a by-product, the reference's unit image embedding."""
         image_features, image_tokens = self.image_encoder.encode(pixel_values)
-        return self.fusion(
-            F.normalize(image_features, dim=-1),
+        image_embeds = F.normalize(image_features, dim=-1)
+        query = self.fusion(
+            image_embeds,
             text_embeds,
             image_tokens=image_tokens,
             text_tokens=text_tokens,
             text_mask=text_mask,
         )
+        return query, image_embeds
 
     def encode_composed(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Reference image + modification text -> unit composed-query embeddings."""
-        return self.compose(pixel_values, *self.encode_text_states(input_ids, attention_mask))
+        return self.compose(pixel_values, *self.encode_text_states(input_ids, attention_mask))[0]
 
     # -- inputs ----------------------------------------------------------------------------
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:

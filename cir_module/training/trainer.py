@@ -48,6 +48,9 @@ class TrainConfig:
     batch_size: int = 64
     accumulate: int = 1
     hard_negatives: int = 1
+    # Also use each reference as a negative: a composed query must move away from its
+    # reference, which matters wherever the reference is not filtered out of the results.
+    reference_negatives: bool = False
     lr: float = 3e-4
     weight_decay: float = 0.05
     warmup_steps: int = 100
@@ -205,7 +208,15 @@ def train(cfg: TrainConfig) -> Path:
             if micro < skip:
                 continue
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = _batch_loss(model, batch, store, text_cache, logit_scale, cfg.device)
+                loss = _batch_loss(
+                    model,
+                    batch,
+                    store,
+                    text_cache,
+                    logit_scale,
+                    cfg.device,
+                    cfg.reference_negatives,
+                )
             (loss / cfg.accumulate).backward()
             if (micro + 1) % cfg.accumulate:
                 continue
@@ -252,6 +263,7 @@ def _batch_loss(
     text_cache: _TextCache | None,
     logit_scale: LogitScale,
     device: str,
+    reference_negatives: bool = False,
 ) -> torch.Tensor:
     def pixels(names: list[str]) -> torch.Tensor:
         return torch.from_numpy(store.pixels(names)).to(device)
@@ -260,9 +272,12 @@ def _batch_loss(
         text_states = [t.to(device) for t in text_cache(batch.captions)]
     else:
         text_states = model.encode_text_states(**model.tokenize(batch.captions))
-    queries = model.compose(pixels(batch.references), *text_states)
+    queries, references = model.compose(pixels(batch.references), *text_states)
     names = batch.targets + batch.negatives
     candidates = model.encode_image(pixels(names))
+    if reference_negatives:
+        names = names + batch.references
+        candidates = torch.cat([candidates, references])
     # The same image under another index is not a negative of this query.
     same = torch.tensor([[n == t for n in names] for t in batch.targets], device=device)
     same[torch.arange(len(batch.targets)), torch.arange(len(batch.targets))] = False
