@@ -19,6 +19,7 @@ ROWS = {
     "m2": "ours (cross fusion), M = 2",
     "m3": "ours (cross fusion), M = 3",
     "m4": "ours (cross fusion), M = 4",
+    "m3hn": "ours, M = 3, 4 hard negatives + references as negatives",
 }
 KEYS = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Avg")
 
