@@ -13,9 +13,8 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +59,6 @@ class TrainConfig:
     save_every: int = 500
     resume: bool = False
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _seed_everything(seed: int) -> None:
@@ -78,6 +76,11 @@ def _build_model(cfg: TrainConfig) -> CIRModel:
     return create_model(config, pretrained=cfg.pretrained, num_scales=cfg.num_scales)
 
 
+def _text_towers(model: CIRModel) -> list[nn.Module]:
+    """The backbone's text-side modules (``text_model``/``text_projection``, or ``text``)."""
+    return [m for name, m in model.backbone.named_children() if name.startswith("text")]
+
+
 def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
     """Set ``requires_grad`` by the freeze policy; return the trainable parameters."""
     vision = model.image_encoder.vision
@@ -87,18 +90,15 @@ def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
         for layer in layers[len(layers) - cfg.unfreeze_last :] if cfg.unfreeze_last else []:
             layer.requires_grad_(True)
     if cfg.freeze in ("backbone", "text"):
-        for name, module in model.backbone.named_children():
-            if name.startswith("text"):
-                module.requires_grad_(False)
+        for module in _text_towers(model):
+            module.requires_grad_(False)
     elif cfg.freeze not in ("none", "vision"):
         raise ValueError(f"unknown freeze policy {cfg.freeze!r}: none, backbone, vision, text")
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def _text_frozen(model: CIRModel) -> bool:
-    return not any(
-        p.requires_grad for n, p in model.backbone.named_parameters() if n.startswith("text")
-    )
+    return not any(p.requires_grad for m in _text_towers(model) for p in m.parameters())
 
 
 class _TextCache:
@@ -189,9 +189,8 @@ def train(cfg: TrainConfig) -> Path:
 
     model.train()
     if text_cache is not None:  # no dropout in a tower that is not trained
-        for name, module in model.backbone.named_children():
-            if name.startswith("text"):
-                module.eval()
+        for module in _text_towers(model):
+            module.eval()
     bar = tqdm(
         total=total_steps, initial=step, desc="train", disable=not log.isEnabledFor(logging.INFO)
     )
