@@ -35,6 +35,43 @@ def test_pyramid_adds_coarser_tokens(family):
         assert not torch.allclose(model.encode_image(pixels), single.encode_image(pixels))
 
 
+def test_conv_stem_gives_the_patch_grid_and_survives_a_round_trip(tmp_path):
+    model = create_model("tiny-clip", num_scales=3, stem="conv")
+    encoder = model.image_encoder
+    pixels = model.pixels(scene_images(2))
+    assert encoder.tokens(pixels).shape == (2, 64 + 16 + 4 + 1, 32)
+    assert model.describe()["stem"] == "conv"
+    # The stem's first layer is what patchifies now, so it must learn.
+    model.train()
+    model.encode_image(pixels).sum().backward()
+    assert encoder.stem.layers[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        for param in encoder.stem.parameters():
+            param.normal_(std=0.2)
+    model.eval().save_pretrained(tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.config.pyramid.stem == "conv"
+    images = scene_images(3)
+    np.testing.assert_allclose(loaded.embed_images(images), model.embed_images(images), atol=1e-5)
+
+
+def test_conv_stem_embeds_each_image_independently_of_its_batch():
+    model = create_model("tiny-clip", num_scales=2, stem="conv").eval()
+    images = scene_images(4)
+    together = model.embed_images(images)
+    alone = np.concatenate([model.embed_images([image]) for image in images])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_conv_stem_errors():
+    from cir_module.models.pyramid import ConvStem
+
+    with pytest.raises(ValueError, match="power-of-two patch size"):
+        ConvStem(patch_size=12, hidden=32)
+    with pytest.raises(ValueError, match="unknown stem"):
+        create_model("tiny-clip", stem="resnet")
+
+
 def test_pyramid_grids():
     assert pyramid_grids(7, 3) == [7, 4, 2]
     assert pyramid_grids(14, 5) == [14, 7, 4, 2, 1]

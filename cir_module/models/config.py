@@ -30,10 +30,16 @@ class BackboneSpec:
 
 @dataclass
 class PyramidSpec:
-    """The pyramid patcher: ``num_scales`` copies of the image, each half the previous size."""
+    """The pyramid patcher: ``num_scales`` copies of the image, each half the previous size.
+
+    ``stem`` is how a copy becomes tokens: ``patch`` (the backbone's own linear patch
+    embedding, what a pretrained backbone needs) or ``conv`` (a stack of stride-2 3x3
+    convolutions, which trains far faster from scratch; Xiao et al., 2021).
+    """
 
     num_scales: int = 1
     scale_embedding: bool = True
+    stem: str = "patch"
 
 
 @dataclass

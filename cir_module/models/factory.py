@@ -38,6 +38,7 @@ def create_model(
     *,
     num_scales: int | None = None,
     scale_embedding: bool | None = None,
+    stem: str | None = None,
 ) -> CIRModel:
     """Build a model from a config (name, JSON path or :class:`CIRConfig`).
 
@@ -56,6 +57,8 @@ def create_model(
         config.pyramid.num_scales = num_scales
     if scale_embedding is not None:
         config.pyramid.scale_embedding = scale_embedding
+    if stem is not None:
+        config.pyramid.stem = stem
     if pretrained is not None:
         config.backbone.pretrained = str(pretrained)
 

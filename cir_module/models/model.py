@@ -62,6 +62,7 @@ class CIRModel(nn.Module):
             self.family.visual_projection(backbone),
             num_scales=config.pyramid.num_scales,
             scale_embedding=config.pyramid.scale_embedding,
+            stem=config.pyramid.stem,
         )
         self.fusion = build_fusion(
             config.fusion,
@@ -181,6 +182,7 @@ class CIRModel(nn.Module):
             "scale_grids": self.image_encoder.grids,
             "visual_tokens": self.image_encoder.num_tokens(),
             "scale_embedding": self.config.pyramid.scale_embedding,
+            "stem": self.config.pyramid.stem,
             "text_max_length": self.text_max_length,
         }
 
