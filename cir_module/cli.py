@@ -41,6 +41,22 @@ def _init_model(args: argparse.Namespace) -> None:
     )
 
 
+def _export(args: argparse.Namespace) -> None:
+    import json
+
+    from onnx_export import export_checkpoint
+
+    manifest = export_checkpoint(
+        args.checkpoint, args.out, variants=args.variants.split(","), opset=args.opset
+    )
+    for variant, entry in manifest["variants"].items():
+        kept = manifest.get("parity", {}).get(variant, {}).get("kept_fp32", {})
+        note = f" (kept in fp32: {', '.join(kept)})" if kept else ""
+        print(f"{variant}: {', '.join(entry['files'].values())}{note}")
+    print(json.dumps(manifest.get("parity", {}), indent=1))
+    print(f"manifest: {args.out}/manifest.json")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from integration.demo import run_demo
 
@@ -65,7 +81,14 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     _print_eval(
-        args.checkpoint, args.data, args.split, args.name, args.limit, args.weaviate, args.json_out
+        args.checkpoint,
+        args.data,
+        args.split,
+        args.name,
+        args.limit,
+        args.weaviate,
+        args.json_out,
+        onnx_variant=args.onnx_variant,
     )
 
 
@@ -77,6 +100,7 @@ def _print_eval(
     limit: int | None,
     weaviate: bool,
     json_out: str | None = None,
+    onnx_variant: str | None = None,
 ) -> None:
     import json
 
@@ -84,11 +108,18 @@ def _print_eval(
     from cir_module.models import load_model
 
     data_split = EvalSplit.load(data, split, name, limit=limit)
-    results = {"in-process": evaluate_in_process(load_model(checkpoint), data_split)}
+    if onnx_variant:  # ``checkpoint`` is a `cir export` folder
+        from cir_module.models.onnx_model import OnnxCIRModel
+
+        model = OnnxCIRModel(checkpoint, onnx_variant)
+        env = {"CIR_ONNX_EXPORT": str(checkpoint), "CIR_ONNX_VARIANT": onnx_variant}
+    else:
+        model, env = load_model(checkpoint), {}
+    results = {"in-process": evaluate_in_process(model, data_split)}
     if weaviate:
         from integration.evaluate import evaluate_through_weaviate
 
-        results["weaviate"] = evaluate_through_weaviate(checkpoint, data_split)
+        results["weaviate"] = evaluate_through_weaviate(checkpoint, data_split, env=env)
     keys = list(results["in-process"].metrics)
     print(
         f"{checkpoint} on {data} [{split}], {len(data_split.triplets)} queries, "
@@ -162,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--num-scales", type=int, help="override the pyramid's number of scales")
     init.set_defaults(func=_init_model)
 
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX, validated against torch")
+    ex.add_argument("checkpoint", help="checkpoint folder written by cir")
+    ex.add_argument("out", help="export folder to write")
+    ex.add_argument("--variants", default="fp32,int8", help="comma list of fp32, fp16, int8")
+    ex.add_argument("--opset", type=int, default=18)
+    ex.set_defaults(func=_export)
+
     demo = sub.add_parser(
         "demo", help="local Weaviate + service + sample gallery, composed queries"
     )
@@ -212,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="first N queries only")
     ev.add_argument("--weaviate", action="store_true", help="also evaluate through Weaviate")
     ev.add_argument("--json-out", help="write the metrics as JSON")
+    ev.add_argument(
+        "--onnx-variant",
+        choices=["fp32", "fp16", "int8"],
+        help="CHECKPOINT is a `cir export` folder: evaluate this variant on onnxruntime",
+    )
     ev.set_defaults(func=_eval)
 
     data = sub.add_parser("data", help="data sets")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,7 +27,32 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `cir serve` binds.")
     port: int = Field(8080, ge=1, le=65535, description="Port `cir serve` binds.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+    onnx_export: str | None = Field(
+        None,
+        description="Folder written by `cir export`: when set, the model runs on onnxruntime "
+        "from this export instead of torch from `checkpoint`.",
+    )
+    onnx_variant: Literal["fp32", "fp16", "int8"] = Field(
+        "fp32", description="Which exported variant to run (fp16 for GPU, int8 for CPU)."
+    )
+    onnx_providers: list[str] | None = Field(
+        None,
+        description="onnxruntime execution providers to try, best first (JSON list). Default: "
+        "TensorRT, CUDA, CPU, among those installed.",
+    )
+    trt_cache_dir: str = Field(
+        str(Path.home() / ".cache" / "weaviate-cir" / "trt"),
+        description="TensorRT engine cache (engines are built once per input shape).",
+    )
     max_batch_size: int = Field(32, ge=1, description="Most items in one model forward.")
+    cross_request_batching: bool = Field(
+        True,
+        description="Merge concurrent requests' items into shared forwards. Off: each request "
+        "runs alone (the reference containers' design).",
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long a batch waits for more requests to join it."
+    )
     embedding_cache_size: int = Field(
         8192, ge=0, description="Candidate image embeddings kept for /rerank (by content hash)."
     )

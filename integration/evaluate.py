@@ -67,8 +67,11 @@ def evaluate_with_client(client: WeaviateClient, split: EvalSplit) -> RankedResu
         client.collections.delete(name)
 
 
-def evaluate_through_weaviate(checkpoint: str | Path, split: EvalSplit) -> RankedResult:
-    """Start the service (``checkpoint``) and a real Weaviate, then evaluate through them."""
-    with local_stack(checkpoint) as stack, connect(stack.weaviate) as client:
+def evaluate_through_weaviate(
+    checkpoint: str | Path, split: EvalSplit, env: dict[str, str] | None = None
+) -> RankedResult:
+    """Start the service (``checkpoint``, extra ``CIR_*`` settings in ``env``) and a real
+    Weaviate, then evaluate through them."""
+    with local_stack(checkpoint, env=env) as stack, connect(stack.weaviate) as client:
         log.info("evaluating through Weaviate %s", client.get_meta()["version"])
         return evaluate_with_client(client, split)

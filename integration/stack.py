@@ -37,11 +37,15 @@ def connect(server: WeaviateServer) -> weaviate.WeaviateClient:
 
 @contextmanager
 def local_stack(
-    checkpoint: str | Path, *, weaviate_version: str = WEAVIATE_VERSION
+    checkpoint: str | Path,
+    *,
+    weaviate_version: str = WEAVIATE_VERSION,
+    env: dict[str, str] | None = None,
 ) -> Iterator[LocalStack]:
-    """Start the service (and wait until its model is loaded), then Weaviate pointing at it."""
+    """Start the service (and wait until its model is loaded), then Weaviate pointing at it.
+    ``env`` adds ``CIR_*`` settings for the service."""
     with (
-        ServiceProcess(checkpoint) as service,
+        ServiceProcess(checkpoint, env=env) as service,
         WeaviateServer(service.url, version=weaviate_version) as server,
     ):
         yield LocalStack(service=service, weaviate=server)

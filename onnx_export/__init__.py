@@ -1,4 +1,8 @@
-"""ONNX export of the encoders (planned: see the exported-encoders issue).
+"""ONNX export of a checkpoint's encoders (``cir export``), validated against torch."""
 
-Nothing is exported yet; the service runs the torch model.
-"""
+from __future__ import annotations
+
+from onnx_export.export import VARIANTS, export_checkpoint
+from onnx_export.validate import ParityError
+
+__all__ = ["VARIANTS", "ParityError", "export_checkpoint"]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from cir_module.eval.metrics import cirr_metrics, cirr_subset_rankings, rank_gallery
 from cir_module.eval.readers import CIRTriplet, read_cirr, read_image_split, resolve_image_path
 from cir_module.models import CIRModel
+from cir_module.models.onnx_model import OnnxCIRModel
 
 __all__ = ["EvalSplit", "RankedResult", "evaluate_in_process"]
 
@@ -54,6 +55,8 @@ class RankedResult:
     metrics: dict[str, float]
     rankings: list[list[str]]  # top 50 of the gallery, reference excluded
     subset_rankings: list[list[str]]
+    # query x gallery cosine scores (gallery in sorted order); only in-process runs have them
+    scores: np.ndarray | None = None
 
 
 def _embed(
@@ -66,8 +69,11 @@ def _embed(
     return np.concatenate(parts)
 
 
-def evaluate_in_process(model: CIRModel, split: EvalSplit, batch_size: int = 64) -> RankedResult:
-    """CIRR metrics (R@1/5/10/50, Rsubset@1/2/3, Avg) of ``model`` on ``split``."""
+def evaluate_in_process(
+    model: CIRModel | OnnxCIRModel, split: EvalSplit, batch_size: int = 64
+) -> RankedResult:
+    """CIRR metrics (R@1/5/10/50, Rsubset@1/2/3, Avg) of ``model`` (torch, or an ONNX export
+    on onnxruntime) on ``split``."""
     gallery = split.gallery
     gallery_vecs = _embed(
         lambda names: model.embed_images([split.open(n) for n in names]),
@@ -89,4 +95,5 @@ def evaluate_in_process(model: CIRModel, split: EvalSplit, batch_size: int = 64)
         metrics=cirr_metrics(scores, gallery, split.triplets),
         rankings=rank_gallery(scores, gallery, exclude=exclude, k=50),
         subset_rankings=cirr_subset_rankings(scores, gallery, split.triplets),
+        scores=scores,
     )

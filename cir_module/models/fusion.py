@@ -22,6 +22,68 @@ def _zero_last(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key padding mask, parameters named as in
+    ``nn.MultiheadAttention`` (``in_proj_weight``, ``in_proj_bias``, ``out_proj``).
+
+    Written out rather than taken from ``nn.MultiheadAttention`` because that module's
+    traced graph fixes the sequence length, which must stay dynamic in an ONNX export.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """``x [batch, seq, width]``; ``key_padding_mask [batch, seq]``, True = ignore."""
+        batch, seq, width = x.shape
+        q, k, v = (
+            F.linear(x, self.in_proj_weight, self.in_proj_bias)
+            .reshape(batch, seq, 3, self.heads, width // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        keep = ~key_padding_mask[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, seq, width))
+
+
+class PreNormEncoderLayer(nn.Module):
+    """A pre-norm transformer layer (ReLU MLP, no dropout), state-dict compatible with
+    ``nn.TransformerEncoderLayer(width, heads, 4 * width, norm_first=True)``."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(width, heads)
+        self.linear1 = nn.Linear(width, 4 * width)
+        self.linear2 = nn.Linear(4 * width, width)
+        self.norm1 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x), key_padding_mask)
+        return x + self.linear2(F.relu(self.linear1(self.norm2(x))))
+
+
+class PreNormEncoder(nn.Module):
+    """A stack of :class:`PreNormEncoderLayer` (parameters under ``layers.<i>``)."""
+
+    def __init__(self, width: int, heads: int, depth: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(PreNormEncoderLayer(width, heads) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, key_padding_mask)
+        return x
+
+
 class FusionHead(nn.Module):
     """Base of the trained heads: ``normalize(img + txt + self.residual(...))``."""
 
@@ -81,10 +143,7 @@ class CrossFusionHead(FusionHead):
         self.text_in = nn.Linear(text_hidden, width)
         self.query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.type_embedding = nn.Parameter(torch.zeros(3, width))  # query, image, text
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = PreNormEncoder(width, heads, layers)
         self.out = nn.Sequential(nn.LayerNorm(width), _zero_last(nn.Linear(width, dim)))
 
     def residual(
@@ -108,7 +167,7 @@ class CrossFusionHead(FusionHead):
         )
         keep = text_mask.new_ones(batch, 1 + image_tokens.shape[1]).bool()
         padding = ~torch.cat([keep, text_mask.bool()], dim=1)
-        hidden = self.encoder(sequence, src_key_padding_mask=padding)
+        hidden = self.encoder(sequence, padding)
         return self.out(hidden[:, 0])
 
 

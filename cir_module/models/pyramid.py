@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvStem", "PyramidImageEncoder", "pyramid_grids"]
+__all__ = ["ConvStem", "PyramidImageEncoder", "downscale_matrix", "pyramid_grids"]
 
 
 def pyramid_grids(base_grid: int, num_scales: int) -> list[int]:
@@ -23,6 +23,22 @@ def pyramid_grids(base_grid: int, num_scales: int) -> list[int]:
     if num_scales < 1:
         raise ValueError(f"num_scales must be >= 1, got {num_scales}")
     return [max(1, math.ceil(base_grid / 2**k)) for k in range(num_scales)]
+
+
+def downscale_matrix(source: int, target: int) -> torch.Tensor:
+    """The ``[target, source]`` matrix of antialiased bilinear resizing along one axis.
+
+    Resizing is separable, so ``M_h @ image @ M_w.T`` equals ``F.interpolate(..., mode=
+    "bilinear", antialias=True)``. Written as two matrix products it exports to ONNX (the
+    TorchScript exporter has no antialiased resize) and runs as fast as the native op.
+    """
+    # Resizing the identity along its height gives the matrix (a width-1 basis would be
+    # simpler, but the antialiased kernel mishandles inputs one pixel wide).
+    basis = torch.eye(source, dtype=torch.float32).reshape(1, 1, source, source)
+    resized = F.interpolate(
+        basis, size=(target, source), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0, 0].contiguous()
 
 
 class ConvStem(nn.Module):
@@ -94,6 +110,10 @@ class PyramidImageEncoder(nn.Module):
             raise ValueError(f"unknown stem {stem!r}; known: patch, conv")
         # The conv stem replaces the backbone's patch embedding, which then goes unused.
         self.stem = ConvStem(self.patch_size, hidden) if stem == "conv" else None
+        # Resize matrices for the native input size; derived data, so not in checkpoints.
+        for k, grid in enumerate(self.grids[1:], start=1):
+            matrix = downscale_matrix(self.image_size, grid * self.patch_size)
+            self.register_buffer(f"downscale_{k}", matrix, persistent=False)
 
     @property
     def num_scales(self) -> int:
@@ -124,7 +144,11 @@ class PyramidImageEncoder(nn.Module):
         for k, grid in enumerate(self.grids):
             side = grid * self.patch_size
             scaled = pixel_values
-            if scaled.shape[-1] != side or scaled.shape[-2] != side:
+            native = scaled.shape[-1] == scaled.shape[-2] == self.image_size
+            if k > 0 and native:
+                matrix = getattr(self, f"downscale_{k}").to(dtype)
+                scaled = matrix @ pixel_values @ matrix.T
+            elif scaled.shape[-1] != side or scaled.shape[-2] != side:
                 scaled = F.interpolate(
                     pixel_values,
                     size=(side, side),

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cir_module.errors import InputError
 from cir_module.service import routes_health, routes_rerank, routes_vectorize
-from cir_module.service.encoder import QueryEncoder
+from cir_module.service.encoder import EmbeddingModel, QueryEncoder
 from cir_module.settings import ServiceSettings
 
 __all__ = ["create_app"]
@@ -23,25 +23,46 @@ __all__ = ["create_app"]
 log = logging.getLogger("cir_module.service")
 
 
-def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
+def _load_model(settings: ServiceSettings) -> EmbeddingModel:
+    if settings.onnx_export:
+        from cir_module.models.onnx_model import OnnxCIRModel
+
+        return OnnxCIRModel(
+            settings.onnx_export,
+            settings.onnx_variant,
+            providers=settings.onnx_providers,
+            trt_cache=settings.trt_cache_dir,
+            threads=settings.torch_threads,
+        )
     import torch
 
     from cir_module.models import load_model
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    return load_model(settings.checkpoint).to(settings.device)
+
+
+def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
     start = time.perf_counter()
-    model = load_model(settings.checkpoint).to(settings.device)
+    model = _load_model(settings)
+    facts = model.describe()
     log.info(
-        "loaded %s from %s on %s in %.1fs (%d scales, dim %d)",
-        model.config.name,
-        settings.checkpoint,
-        settings.device,
+        "loaded %s from %s in %.1fs (runtime %s, %s scales, dim %d)",
+        facts["name"],
+        settings.onnx_export or settings.checkpoint,
         time.perf_counter() - start,
-        model.image_encoder.num_scales,
+        facts.get("provider", f"torch on {settings.device}"),
+        facts["scales"],
         model.dim,
     )
-    return QueryEncoder(model, settings.max_batch_size, settings.embedding_cache_size)
+    return QueryEncoder(
+        model,
+        settings.max_batch_size,
+        settings.embedding_cache_size,
+        cross_request=settings.cross_request_batching,
+        max_wait_s=settings.batch_wait_ms / 1000,
+    )
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

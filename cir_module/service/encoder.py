@@ -1,8 +1,10 @@
-"""The serving front of a :class:`CIRModel`: input classification, decoding, batching, caching.
+"""The serving front of a model: input classification, decoding, batching, caching.
 
-Model calls run on one dedicated worker thread (torch parallelises inside an op; two
-concurrent forwards on two cores only fight). Image decoding runs on the default thread pool,
-off the event loop.
+The model is a :class:`CIRModel` (torch) or an :class:`OnnxCIRModel` (onnxruntime); both
+offer ``embed_images`` / ``embed_texts`` / ``embed_composed``. Model calls run on one
+dedicated worker thread (the runtimes parallelise inside an op; two concurrent forwards on two
+cores only fight), fed by one :class:`MicroBatcher` per kind of input so that concurrent
+requests share forwards. Image decoding runs on the default thread pool, off the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -21,10 +23,10 @@ from PIL import Image
 
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
-from cir_module.models import CIRModel
 from cir_module.query import looks_composed, parse_composed_query
+from cir_module.service.batcher import MicroBatcher
 
-__all__ = ["EmbeddingCache", "QueryEncoder"]
+__all__ = ["EmbeddingCache", "EmbeddingModel", "QueryEncoder"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,28 +61,70 @@ class EmbeddingCache:
         return len(self._items)
 
 
-class QueryEncoder:
-    """Turns Weaviate's request payloads into vectors and scores with one model."""
+class EmbeddingModel(Protocol):
+    """What the service needs of a model (torch or onnxruntime)."""
 
-    def __init__(self, model: CIRModel, max_batch_size: int = 32, cache_size: int = 8192) -> None:
+    dim: Any
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+class QueryEncoder:
+    """Turns Weaviate's request payloads into vectors and scores with one model.
+
+    With ``cross_request`` off, each request runs alone, in chunks of ``max_batch_size``: the
+    design of Weaviate's reference inference containers, kept for comparison.
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        max_batch_size: int = 32,
+        cache_size: int = 8192,
+        *,
+        cross_request: bool = True,
+        max_wait_s: float = 0.002,
+    ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
+        self.cross_request = cross_request
         self.cache = EmbeddingCache(cache_size)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
+        self.batchers = {
+            name: MicroBatcher(fn, self._on_model_thread, max_batch_size, max_wait_s, name)
+            for name, fn in (
+                ("image", model.embed_images),
+                ("text", model.embed_texts),
+                ("composed", model.embed_composed),
+            )
+        }
 
     def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _on_model_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _batched(self, fn: Callable[..., np.ndarray], *columns: Sequence) -> np.ndarray:
-        n = len(columns[0])
-        if n == 0:
+    async def _embed(self, kind: str, *columns: Sequence) -> np.ndarray:
+        """Rows for ``columns`` from the ``kind`` embedding (image, text or composed)."""
+        if not columns[0]:
             return np.zeros((0, self.model.dim), dtype=np.float32)
-        step = self.max_batch_size
-        parts = [fn(*(c[i : i + step] for c in columns)) for i in range(0, n, step)]
-        return np.concatenate(parts, axis=0)
+        batcher = self.batchers[kind]
+        if self.cross_request:
+            return await batcher.submit(*columns)
+        return await batcher.run_alone(*columns)
+
+    def stats(self) -> dict[str, Any]:
+        """Batching counters per kind, for ``/meta``."""
+        return {
+            name: {**b.stats.as_dict(), "queue_depth": b.queue_depth}
+            for name, b in self.batchers.items()
+        }
 
     # -- /vectorize ------------------------------------------------------------------------
     async def vectorize(
@@ -107,14 +151,11 @@ class QueryEncoder:
         plain_texts = [texts[i] for i in plain_idx]
         mod_texts = [q.text for q in composed]
 
-        def run() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return (
-                self._batched(self.model.embed_texts, plain_texts),
-                self._batched(self.model.embed_composed, ref_images, mod_texts),
-                self._batched(self.model.embed_images, gallery_images),
-            )
-
-        plain_vecs, composed_vecs, image_vecs = await self._on_model_thread(run)
+        plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
+            self._embed("text", plain_texts),
+            self._embed("composed", ref_images, mod_texts),
+            self._embed("image", gallery_images),
+        )
         text_vecs = np.zeros((len(texts), self.model.dim), dtype=np.float32)
         if plain_idx:
             text_vecs[plain_idx] = plain_vecs
@@ -134,11 +175,9 @@ class QueryEncoder:
             reference = await anyio.to_thread.run_sync(
                 decode_base64_image, parsed.image, "query (composed query image)"
             )
-            query_fn: Callable[[], np.ndarray] = lambda: self.model.embed_composed(  # noqa: E731
-                [reference], [parsed.text]
-            )
+            query_kind, query_columns = "composed", ([reference], [parsed.text])
         else:
-            query_fn = lambda: self.model.embed_texts([query])  # noqa: E731
+            query_kind, query_columns = "text", ([query],)
 
         keys = [self.cache.key(d) for d in documents]
         # Take cached vectors now: a concurrent chunk may evict them before we are done.
@@ -150,11 +189,10 @@ class QueryEncoder:
             [f"documents[{i}]" for i in todo],
         )
 
-        def run() -> tuple[np.ndarray, np.ndarray]:
-            return query_fn()[0], self._batched(self.model.embed_images, candidates)
-
-        query_vec, new_vecs = await self._on_model_thread(run)
+        query_vecs, new_vecs = await asyncio.gather(
+            self._embed(query_kind, *query_columns), self._embed("image", candidates)
+        )
         for i, vec in zip(todo, new_vecs, strict=True):
             self.cache.put(keys[i], vec)
             known[i] = vec
-        return np.stack([known[i] for i in range(len(documents))]) @ query_vec
+        return np.stack([known[i] for i in range(len(documents))]) @ query_vecs[0]

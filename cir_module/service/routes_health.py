@@ -41,9 +41,16 @@ async def meta(request: Request) -> dict:
         "version": __version__,
         "ready": encoder is not None,
         "checkpoint": state.settings.checkpoint,
-        "backend": "torch",
+        "onnx_export": state.settings.onnx_export,
+        "backend": "onnxruntime" if state.settings.onnx_export else "torch",
         "device": state.settings.device,
         "model": encoder.model.describe() if encoder is not None else None,
+        "batching": {
+            "cross_request": state.settings.cross_request_batching,
+            "max_batch_size": state.settings.max_batch_size,
+            "max_wait_ms": state.settings.batch_wait_ms,
+            **({"stats": encoder.stats()} if encoder is not None else {}),
+        },
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -1,0 +1,233 @@
+"""``cir export``: a checkpoint -> ONNX graphs, variants, a manifest, all validated.
+
+torch.onnx (the TorchScript exporter) is used for all three graphs: they are this project's
+own composite modules (pyramid patcher + ViT, a text tower + projection, a fusion head), for
+which optimum's exporter, built around hub architectures and their ``OnnxConfig`` classes, has
+no configuration. The versions are the ones pinned in ``pyproject.toml``'s ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cir_module.models import CIRModel, load_model
+from cir_module.models.onnx_model import MANIFEST_NAME
+from onnx_export.graphs import GRAPHS, GraphSpec
+from onnx_export.validate import ParityError, check_graph_parity, variant_parity
+
+__all__ = ["VARIANTS", "export_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "fp16", "int8")
+DEFAULT_OPSET = 18  # Resize with antialias (the pyramid's downscaling) needs opset 18
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"exporting needs {module}: pip install 'weaviate-cir[export]'") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _example_inputs(model: CIRModel) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Tracing inputs for each graph (batch 2, so no axis is specialised to 1)."""
+    pixels = torch.randn(2, 3, model.preprocess.image_size, model.preprocess.image_size)
+    tokens = model.tokenize(["make the circle red", "add a small blue square at the top"])
+    with torch.no_grad():
+        image_embeds, image_tokens = model.image_encoder.encode(pixels)
+        text_embeds, text_tokens, mask = model.encode_text_states(**tokens)
+    return {
+        "image": (pixels,),
+        "text": (tokens["input_ids"], tokens["attention_mask"]),
+        "fusion": (image_embeds, image_tokens, text_embeds, text_tokens, mask),
+    }
+
+
+def _export_graph(
+    model: CIRModel, spec: GraphSpec, args: tuple[torch.Tensor, ...], path: Path, opset: int
+) -> None:
+    onnx = _require("onnx")
+    torch.onnx.export(
+        spec.wrapper(model).eval(),
+        args,
+        str(path),
+        input_names=list(spec.inputs),
+        output_names=list(spec.outputs),
+        dynamic_axes=spec.dynamic_axes,
+        opset_version=opset,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _io_description(path: Path) -> dict[str, list[dict[str, Any]]]:
+    onnx = _require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values: Sequence[Any]) -> list[dict[str, Any]]:
+        out = []
+        for value in values:
+            tensor = value.type.tensor_type
+            shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+            out.append({"name": value.name, "shape": shape, "dtype": dtype})
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def _make_fp16(source: Path, target: Path) -> None:
+    onnx = _require("onnx")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+
+
+def _make_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Dynamic quantisation: int8 weights, activations quantised per batch at run time; the
+    # matrix products run on VNNI where the CPU has it. No calibration data needed.
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.WARNING)  # the quantiser logs every node on root
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+        )
+    finally:
+        logging.getLogger().setLevel(quiet)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    variants: Sequence[str] = ("fp32", "int8"),
+    opset: int = DEFAULT_OPSET,
+    validate: bool = True,
+) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out``; return the manifest (also written as JSON).
+
+    Every graph passes ``onnx.checker``; with ``validate`` the fp32 graphs must match torch
+    within 1e-4 (max abs) and each other variant within cosine 0.999 per vector, on random and
+    on real inputs, or a :class:`ParityError` is raised and no manifest is written.
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or "fp32" not in variants:
+        raise ValueError(f"variants must include fp32 and be among {VARIANTS}; got {variants}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("*.onnx"), out / MANIFEST_NAME]:  # a previous export's files
+        stale.unlink(missing_ok=True)
+    model = load_model(checkpoint).float().eval()
+    model.tokenizer.save_pretrained(out)
+    examples = _example_inputs(model)
+
+    files: dict[str, dict[str, str]] = {v: {} for v in variants}
+    for spec in GRAPHS:
+        fp32 = out / f"{spec.name}.onnx"
+        log.info("exporting the %s graph to %s", spec.name, fp32)
+        _export_graph(model, spec, examples[spec.name], fp32, opset)
+        files["fp32"][spec.name] = fp32.name
+        if "fp16" in variants:
+            _make_fp16(fp32, out / f"{spec.name}.fp16.onnx")
+            files["fp16"][spec.name] = f"{spec.name}.fp16.onnx"
+        if "int8" in variants:
+            _make_int8(fp32, out / f"{spec.name}.int8.onnx")
+            files["int8"][spec.name] = f"{spec.name}.int8.onnx"
+
+    preprocess = model.preprocess
+    manifest: dict[str, Any] = {
+        "format": "weaviate-cir-onnx/1",
+        "source_checkpoint": str(checkpoint),
+        "model": model.describe(),
+        "opset": opset,
+        "versions": _versions(),
+        "preprocessing": {
+            "image_size": preprocess.image_size,
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
+            "resample": preprocess.resample,
+            "center_crop": preprocess.center_crop,
+        },
+        "text": {"padding": model.family.text_padding, "max_length": model.text_max_length},
+        "graphs": {spec.name: _io_description(out / f"{spec.name}.onnx") for spec in GRAPHS},
+        "variants": {
+            variant: {
+                "files": names,
+                "sha256": {graph: _sha256(out / name) for graph, name in names.items()},
+            }
+            for variant, names in files.items()
+        },
+    }
+    manifest_path = out / MANIFEST_NAME
+    # The runtime reads the manifest, so parity runs against a provisional one; it is
+    # removed again if a check fails, leaving no folder that claims to be a valid export.
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    if validate:
+        try:
+            manifest["parity"] = {"graphs": check_graph_parity(model, out, examples)}
+            for variant in variants:
+                manifest["parity"][variant] = _validate_variant(model, out, manifest, variant)
+        except ParityError:
+            manifest_path.unlink()
+            raise
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _validate_variant(
+    model: CIRModel, out: Path, manifest: dict[str, Any], variant: str
+) -> dict[str, Any]:
+    """Check ``variant``; an int8 graph that misses the tolerance is replaced by its fp32
+    graph (recorded under ``kept_fp32``), any other miss raises :class:`ParityError`."""
+    report, failures = variant_parity(model, out, variant)
+    kept: dict[str, str] = {}
+    if failures and variant == "int8":
+        entry = manifest["variants"][variant]
+        for graph, why in failures.items():
+            log.warning("int8 %s graph kept in fp32: %s", graph, why)
+            entry["files"][graph] = manifest["variants"]["fp32"]["files"][graph]
+            entry["sha256"][graph] = manifest["variants"]["fp32"]["sha256"][graph]
+            (out / f"{graph}.int8.onnx").unlink()
+            kept[graph] = why
+        (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+        report, failures = variant_parity(model, out, variant)
+    if failures:
+        raise ParityError("; ".join(failures.values()))
+    return {**report, "kept_fp32": kept} if kept else report
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }

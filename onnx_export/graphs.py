@@ -1,0 +1,117 @@
+"""The three graphs a :class:`CIRModel` is exported as, each a thin torch wrapper.
+
+A composed query needs the reference's token states and the text's token states, a gallery
+image only its embedding, a text query only its embedding. Exporting the image tower, the text
+tower and the fusion head separately lets the runtime run exactly the towers a request needs,
+and batch image work from gallery imports and composed queries together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cir_module.models import CIRModel
+
+__all__ = ["GRAPHS", "FusionGraph", "GraphSpec", "ImageGraph", "TextGraph"]
+
+
+class ImageGraph(nn.Module):
+    """``pixel_values [batch, 3, size, size]`` -> unit ``image_embeds`` and ``image_tokens``."""
+
+    def __init__(self, model: CIRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, tokens = self.model.image_encoder.encode(pixel_values)
+        return F.normalize(features, dim=-1), tokens
+
+
+class TextGraph(nn.Module):
+    """``input_ids``, ``attention_mask`` -> unit ``text_embeds`` and ``text_tokens``."""
+
+    def __init__(self, model: CIRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, tokens, _ = self.model.encode_text_states(input_ids, attention_mask)
+        return embeds, tokens
+
+
+class FusionGraph(nn.Module):
+    """Both towers' outputs (and the text mask) -> the unit composed ``query``."""
+
+    def __init__(self, model: CIRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        image_tokens: torch.Tensor,
+        text_embeds: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model.fusion(
+            image_embeds,
+            text_embeds,
+            image_tokens=image_tokens,
+            text_tokens=text_tokens,
+            text_mask=text_mask,
+        )
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """How one graph is exported: its wrapper, names and dynamic axes."""
+
+    name: str
+    wrapper: type[nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+GRAPHS: tuple[GraphSpec, ...] = (
+    GraphSpec(
+        "image",
+        ImageGraph,
+        ("pixel_values",),
+        ("image_embeds", "image_tokens"),
+        {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}, "image_tokens": {0: "batch"}},
+    ),
+    GraphSpec(
+        "text",
+        TextGraph,
+        ("input_ids", "attention_mask"),
+        ("text_embeds", "text_tokens"),
+        {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "text_embeds": {0: "batch"},
+            "text_tokens": {0: "batch", 1: "sequence"},
+        },
+    ),
+    GraphSpec(
+        "fusion",
+        FusionGraph,
+        ("image_embeds", "image_tokens", "text_embeds", "text_tokens", "text_mask"),
+        ("query",),
+        {
+            "image_embeds": {0: "batch"},
+            "image_tokens": {0: "batch"},
+            "text_embeds": {0: "batch"},
+            "text_tokens": {0: "batch", 1: "sequence"},
+            "text_mask": {0: "batch", 1: "sequence"},
+            "query": {0: "batch"},
+        },
+    ),
+)
