@@ -14,13 +14,16 @@ Each is driven through HTTP by ``--clients`` concurrent single-image ``/vectoriz
 (Weaviate's batch import sends one object per request, up to 2 x NumCPU in flight), then by a
 real Weaviate batch import of ``--objects`` images with that service as its vectorizer. The
 bare onnxruntime session, at the mean batch size the service formed, bounds what serving can
-reach; the gap is the serving overhead. Every ratio is measured in this one run.
+reach; the gap is the serving overhead. The machine is shared and its speed drifts, so every
+side is up at once and measured in ``--rounds`` interleaved windows (imports likewise); every
+ratio is measured in this one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -65,12 +68,12 @@ def sample_images(n: int, seed: int = 0) -> list[str]:
 
 
 async def drive_http(url: str, images: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` loops posting one image each, for ``seconds`` after a short warm-up."""
+    """``clients`` loops posting one image each to ``url`` for ``seconds``."""
     latencies: list[float] = []
     errors = 0
-    stop_at = 0.0
+    stop_at = time.perf_counter() + seconds
 
-    async def client(k: int, http: httpx.AsyncClient, record: bool) -> None:
+    async def client(k: int, http: httpx.AsyncClient) -> None:
         nonlocal errors
         i = k
         while time.perf_counter() < stop_at:
@@ -78,27 +81,24 @@ async def drive_http(url: str, images: list[str], clients: int, seconds: float) 
             r = await http.post(f"{url}/vectorize", json={"images": [images[i % len(images)]]})
             if r.status_code != 200:
                 errors += 1
-            elif record:
+            else:
                 latencies.append(time.perf_counter() - start)
             i += clients
 
+    began = time.perf_counter()
     async with httpx.AsyncClient(timeout=120) as http:
-        for record, duration in ((False, min(3.0, seconds / 4)), (True, seconds)):
-            stop_at = time.perf_counter() + duration
-            began = time.perf_counter()
-            await asyncio.gather(*(client(k, http, record) for k in range(clients)))
-            elapsed = time.perf_counter() - began
+        await asyncio.gather(*(client(k, http) for k in range(clients)))
     return {
-        "images_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p95_ms": 1000 * float(np.percentile(latencies, 95)),
+        "images": len(latencies),
+        "seconds": time.perf_counter() - began,
+        "latencies": latencies,
         "errors": errors,
     }
 
 
-def weaviate_import(service_url: str, images: list[str]) -> dict:
-    """Objects/s of a real Weaviate batch import with ``service_url`` as the vectorizer."""
-    with WeaviateServer(service_url) as server, connect(server) as client:
+def weaviate_import(server: WeaviateServer, images: list[str]) -> dict:
+    """Objects and seconds of one real Weaviate batch import through ``server``'s vectorizer."""
+    with connect(server) as client:
         name = f"Bench_{uuid.uuid4().hex[:8]}"
         try:
             collection = create_image_collection(client, name, text_properties=())
@@ -111,38 +111,92 @@ def weaviate_import(service_url: str, images: list[str]) -> dict:
             client.collections.delete(name)
     if report.failed or stored != len(images):
         raise RuntimeError(f"import lost objects: {report.failed[:3]}, stored {stored}")
-    return {"objects_per_s": len(images) / elapsed, "seconds": elapsed}
+    return {"objects": len(images), "seconds": elapsed}
 
 
-def bare_session(export: Path, variant: str, images: list[str], batch: int, seconds: float):
-    """Images/s of the bare image session at ``batch``, on already preprocessed pixels."""
-    from cir_module.images import decode_base64_image
-
-    model = OnnxCIRModel(export, variant, providers=["CPUExecutionProvider"])
-    pixels = model.pixels([decode_base64_image(b) for b in images[:batch]])
-    model.encode_image(pixels)  # warm-up
+def bare_session(model: OnnxCIRModel, pixels: np.ndarray, seconds: float) -> dict:
+    """Images and seconds of the bare image session on already preprocessed ``pixels``."""
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         model.encode_image(pixels)
-        done += batch
-    return {"images_per_s": done / (time.perf_counter() - start), "batch": batch}
+        done += len(pixels)
+    return {"images": done, "seconds": time.perf_counter() - start}
 
 
-def serve_and_measure(target: str, env: dict, images: list[str], args) -> dict:
-    with ServiceProcess(target, env=env) as service:
-        result = asyncio.run(drive_http(service.url, images, args.clients, args.seconds))
-        stats = httpx.get(f"{service.url}/meta").json()["batching"].get("stats", {})
-        result["mean_batch"] = stats.get("image", {}).get("mean_batch_size", 1.0)
+def mean_batch(url: str) -> float:
+    stats = httpx.get(f"{url}/meta").json()["batching"].get("stats", {})
+    return stats.get("image", {}).get("mean_batch_size", 1.0)
+
+
+def measure(sides: dict, export: Path, images: list[str], args) -> dict:
+    """Every side up at once, measured in interleaved rounds so that drift in the machine's
+    speed (it is shared) reaches every side alike; totals over the rounds."""
+    from cir_module.images import decode_base64_image
+
+    window = args.seconds / args.rounds
+    totals = {side: {"images": 0, "seconds": 0.0, "latencies": [], "errors": 0} for side in sides}
+    with contextlib.ExitStack() as stack:
+        urls = {
+            side: stack.enter_context(ServiceProcess(target, env=env)).url
+            for side, (target, env) in sides.items()
+        }
+        for url in urls.values():  # warm-up: first forwards, allocator, caches
+            asyncio.run(drive_http(url, images, args.clients, min(3.0, window)))
+        bare = {}
+        for side in [s for s in sides if s.startswith("ours")]:
+            batch = max(1, round(mean_batch(urls[side])))
+            model = OnnxCIRModel(export, side.split("-")[1], providers=["CPUExecutionProvider"])
+            pixels = model.pixels([decode_base64_image(b) for b in images[:batch]])
+            model.encode_image(pixels)
+            bare[side] = (model, pixels)
+            totals[side]["bare"] = {"images": 0, "seconds": 0.0, "batch": batch}
+        for r in range(args.rounds):
+            log.info("round %d of %d", r + 1, args.rounds)
+            for side, url in urls.items():
+                run = asyncio.run(drive_http(url, images, args.clients, window))
+                for key in ("images", "seconds", "latencies", "errors"):
+                    totals[side][key] += run[key]
+                if side in bare:
+                    run = bare_session(*bare[side], window)
+                    totals[side]["bare"]["images"] += run["images"]
+                    totals[side]["bare"]["seconds"] += run["seconds"]
+        for side, url in urls.items():
+            totals[side]["mean_batch"] = mean_batch(url)
         if not args.skip_weaviate:
-            result["weaviate"] = weaviate_import(service.url, images[: args.objects])
-    return result
+            servers = {side: stack.enter_context(WeaviateServer(url)) for side, url in urls.items()}
+            per_round = images[: args.objects // args.import_rounds]
+            for side in sides:
+                totals[side]["weaviate"] = {"objects": 0, "seconds": 0.0}
+            for _ in range(args.import_rounds):
+                for side, server in servers.items():
+                    run = weaviate_import(server, per_round)
+                    totals[side]["weaviate"]["objects"] += run["objects"]
+                    totals[side]["weaviate"]["seconds"] += run["seconds"]
+    return {side: summarise(t) for side, t in totals.items()}
+
+
+def summarise(t: dict) -> dict:
+    lat = t.pop("latencies")
+    out = {
+        "images_per_s": t["images"] / t["seconds"],
+        "p50_ms": 1000 * statistics.median(lat),
+        "p95_ms": 1000 * float(np.percentile(lat, 95)),
+        **t,
+    }
+    if "bare" in t:
+        out["bare"]["images_per_s"] = t["bare"]["images"] / t["bare"]["seconds"]
+    if "weaviate" in t:
+        out["weaviate"]["objects_per_s"] = t["weaviate"]["objects"] / t["weaviate"]["seconds"]
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=40.0, help="HTTP time per side")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved windows per side")
     parser.add_argument("--clients", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--objects", type=int, default=256, help="Weaviate import size")
+    parser.add_argument("--import-rounds", type=int, default=2)
     parser.add_argument("--model", default="clip-vit-b32-scratch")
     parser.add_argument("--skip-weaviate", action="store_true")
     parser.add_argument("--json-out")
@@ -165,15 +219,7 @@ def main() -> None:
             str(work / "onnx"),
             {"CIR_ONNX_EXPORT": str(work / "onnx"), "CIR_ONNX_VARIANT": "int8"},
         )
-    results = {}
-    for side, (target, env) in sides.items():
-        log.info("measuring %s", side)
-        results[side] = serve_and_measure(target, env, images, args)
-    for side in [s for s in sides if s.startswith("ours")]:
-        variant = side.split("-")[1]
-        batch = max(1, round(results[side]["mean_batch"]))
-        results[side]["bare"] = bare_session(work / "onnx", variant, images, batch, args.seconds)
-
+    results = measure(sides, work / "onnx", images, args)
     report(results, args, manifest)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))

@@ -107,6 +107,9 @@ class OnnxCIRModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle intra-op threads spin by default; between two batches that spinning takes the
+        # cores from request decoding and the HTTP loop, which a serving process needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chosen = choose_providers(providers, trt_cache)
         self.sessions = {
             graph: ort.InferenceSession(
