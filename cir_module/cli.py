@@ -171,6 +171,27 @@ def _weaviate_install(args: argparse.Namespace) -> None:
     print(install_weaviate(args.version))
 
 
+def _raug_extract(args: argparse.Namespace) -> None:
+    from cir_module.rerank import LVLMReranker, extract_raug, read_cot, save_raug
+    from cir_module.rerank.raug import layer_norms
+
+    pairs = read_cot(args.data)
+    reranker = LVLMReranker.from_pretrained(args.model)
+    vectors = extract_raug(
+        reranker.model.model, reranker.tokenizer, reranker.layers, pairs, args.method
+    )
+    path = save_raug(
+        vectors,
+        args.out,
+        model=str(args.model),
+        method=args.method,
+        pairs=len(pairs),
+        position="last token, decoder layer outputs",
+    )
+    print(f"wrote {tuple(vectors.shape)} RAug-Rep ({args.method}, {len(pairs)} pairs) to {path}")
+    print(f"per-layer norms: {layer_norms(vectors)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cir`` (exposed for documentation and tests)."""
     from cir_module.models import list_models
@@ -270,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--workers", type=int, default=2)
     shapes.add_argument("--overwrite", action="store_true")
     shapes.set_defaults(func=_data_shapes)
+
+    raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
+    raug_sub = raug.add_subparsers(dest="raug_command", required=True)
+    extract = raug_sub.add_parser(
+        "extract", help="per-layer mean (or principal) difference, with vs without reasoning"
+    )
+    extract.add_argument("--model", required=True, help="reranker checkpoint (hub id or folder)")
+    extract.add_argument("--data", required=True, help='JSON lines {"question", "reasoning"}')
+    extract.add_argument("--out", required=True, help="safetensors file to write")
+    extract.add_argument("--method", choices=["mean", "pca"], default="mean")
+    extract.set_defaults(func=_raug_extract)
 
     wv = sub.add_parser("weaviate-install", help="build the pinned Weaviate into the cache")
     wv.add_argument("--version", default=WEAVIATE_VERSION)

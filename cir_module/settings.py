@@ -56,4 +56,32 @@ class ServiceSettings(BaseSettings):
     embedding_cache_size: int = Field(
         8192, ge=0, description="Candidate image embeddings kept for /rerank (by content hash)."
     )
+    reranker_model: str | None = Field(
+        None,
+        description="Image-text-to-text checkpoint (hub id or folder, Qwen2-VL family) that "
+        "rescores /rerank candidates by P(YES); unset: /rerank returns the first-stage cosine.",
+    )
+    reranker_raug: str | None = Field(
+        None, description="RAug-Rep vectors from `cir raug extract` to inject (safetensors)."
+    )
+    reranker_alpha: float = Field(0.6, description="Injection strength alpha (paper: 0.6).")
+    reranker_lambda: float = Field(
+        0.06, description="Fusion weight: score = cosine + lambda * P(YES) (paper: 0.06)."
+    )
+    reranker_layers: str = Field(
+        "all",
+        description="Layers that receive the injection: all, first, middle, last, or a "
+        "comma-separated list of indices.",
+    )
+    reranker_image_side: int = Field(
+        224, ge=28, description="Side images are resized to for the reranker (multiple of 28)."
+    )
+    reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
     log_level: str = Field("info", description="Python log level name.")
+
+    def reranker_layer_choice(self) -> str | list[int]:
+        """``reranker_layers`` as :func:`choose_layers` takes it."""
+        text = self.reranker_layers.strip()
+        if text.replace(",", "").replace(" ", "").isdigit():
+            return [int(x) for x in text.split(",") if x.strip()]
+        return text

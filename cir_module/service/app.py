@@ -62,7 +62,32 @@ def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
         settings.embedding_cache_size,
         cross_request=settings.cross_request_batching,
         max_wait_s=settings.batch_wait_ms / 1000,
+        reranker=_load_reranker(settings),
+        fusion_lambda=settings.reranker_lambda,
     )
+
+
+def _load_reranker(settings: ServiceSettings):
+    if not settings.reranker_model:
+        return None
+    from cir_module.rerank import LVLMReranker
+
+    start = time.perf_counter()
+    reranker = LVLMReranker.from_pretrained(
+        settings.reranker_model,
+        raug=settings.reranker_raug,
+        alpha=settings.reranker_alpha,
+        layers=settings.reranker_layer_choice(),
+        image_side=settings.reranker_image_side,
+        batch_size=settings.reranker_batch_size,
+    )
+    log.info(
+        "loaded reranker %s in %.1fs: %s",
+        settings.reranker_model,
+        time.perf_counter() - start,
+        reranker.describe(),
+    )
+    return reranker
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -24,7 +24,11 @@ from PIL import Image
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
 from cir_module.query import looks_composed, parse_composed_query
+from cir_module.rerank.fusion import fuse_scores
 from cir_module.service.batcher import MicroBatcher
+
+if TYPE_CHECKING:
+    from cir_module.rerank import LVLMReranker
 
 __all__ = ["EmbeddingCache", "EmbeddingModel", "QueryEncoder"]
 
@@ -87,11 +91,15 @@ class QueryEncoder:
         *,
         cross_request: bool = True,
         max_wait_s: float = 0.002,
+        reranker: LVLMReranker | None = None,
+        fusion_lambda: float = 0.06,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.cross_request = cross_request
         self.cache = EmbeddingCache(cache_size)
+        self.reranker = reranker
+        self.fusion_lambda = fusion_lambda
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
         self.batchers = {
             name: MicroBatcher(fn, self._on_model_thread, max_batch_size, max_wait_s, name)
@@ -169,7 +177,10 @@ class QueryEncoder:
 
     # -- /rerank ----------------------------------------------------------------------------
     async def rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
-        """Cosine between the query (composed or plain text) and each candidate image."""
+        """Per candidate image: the first-stage cosine with the query (composed or plain
+        text), plus ``lambda`` x the LVLM reranker's P(YES) when one is configured and the
+        query is composed (the reranker needs the reference image)."""
+        reference = None
         if looks_composed(query):
             parsed = parse_composed_query(query)
             reference = await anyio.to_thread.run_sync(
@@ -182,17 +193,27 @@ class QueryEncoder:
         keys = [self.cache.key(d) for d in documents]
         # Take cached vectors now: a concurrent chunk may evict them before we are done.
         known = {i: v for i, k in enumerate(keys) if (v := self.cache.get(k)) is not None}
+        # The reranker sees every candidate's pixels; without it only uncached ones decode.
         todo = [i for i in range(len(documents)) if i not in known]
-        candidates = await anyio.to_thread.run_sync(
+        to_decode = range(len(documents)) if self.reranker and reference else todo
+        decoded = await anyio.to_thread.run_sync(
             self._decode_all,
-            [documents[i] for i in todo],
-            [f"documents[{i}]" for i in todo],
+            [documents[i] for i in to_decode],
+            [f"documents[{i}]" for i in to_decode],
         )
+        images = dict(zip(to_decode, decoded, strict=True))
 
         query_vecs, new_vecs = await asyncio.gather(
-            self._embed(query_kind, *query_columns), self._embed("image", candidates)
+            self._embed(query_kind, *query_columns),
+            self._embed("image", [images[i] for i in todo]),
         )
         for i, vec in zip(todo, new_vecs, strict=True):
             self.cache.put(keys[i], vec)
             known[i] = vec
-        return np.stack([known[i] for i in range(len(documents))]) @ query_vecs[0]
+        match = np.stack([known[i] for i in range(len(documents))]) @ query_vecs[0]
+        if self.reranker is None or reference is None:
+            return match
+        refine = await self._on_model_thread(
+            self.reranker.score, reference, parsed.text, [images[i] for i in range(len(documents))]
+        )
+        return fuse_scores(match, refine, self.fusion_lambda)

@@ -51,6 +51,11 @@ async def meta(request: Request) -> dict:
             "max_wait_ms": state.settings.batch_wait_ms,
             **({"stats": encoder.stats()} if encoder is not None else {}),
         },
+        "reranker": (
+            {**encoder.reranker.describe(), "lambda": encoder.fusion_lambda}
+            if encoder is not None and encoder.reranker is not None
+            else None
+        ),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -1,0 +1,118 @@
+"""Extracting reasoning-augmented representations (RAug-Rep) from (question, reasoning) pairs.
+
+For each pair the model reads the question alone and the question followed by its reasoning
+path; R^q_L and R^c_L are layer L's outputs at the **last token** of each (the state from
+which the next token is predicted, and the point where the injection acts: decoder layer
+outputs, before the final norm). Two extractors of p_L from the differences D_L = R^c_L - R^q_L:
+
+- ``mean`` (the paper): p_L = mean(D_L).
+- ``pca``: the first principal component of D_L, signed to agree with the mean and scaled to
+  the mean's projection on it: the direction most pairs share, with less of each pair's noise.
+
+The data is JSON lines ``{"question": ..., "reasoning": ...}``; text only (the reasoning
+paths here describe what the reference shows, what the text changes, what the target must
+show, so the images are not needed to read them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cir_module.rerank.injection import capture_last_token
+
+__all__ = ["EXTRACTORS", "extract_raug", "load_raug", "read_cot", "save_raug"]
+
+log = logging.getLogger(__name__)
+
+EXTRACTORS = ("mean", "pca")
+QUESTION = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def read_cot(path: str | Path) -> list[tuple[str, str]]:
+    """(question, reasoning) pairs from a JSON-lines file, with the line of any bad record."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            pairs.append((str(record["question"]), str(record["reasoning"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: expected {{question, reasoning}}: {exc}") from None
+    if not pairs:
+        raise ValueError(f"{path} holds no (question, reasoning) pairs")
+    return pairs
+
+
+@torch.inference_mode()
+def extract_raug(
+    model: torch.nn.Module,
+    tokenizer,
+    layers: torch.nn.ModuleList,
+    pairs: Iterable[tuple[str, str]],
+    method: str = "mean",
+) -> torch.Tensor:
+    """p_L for every decoder layer (layers x hidden), from (question, reasoning) pairs."""
+    if method not in EXTRACTORS:
+        raise ValueError(f"method must be one of {EXTRACTORS}, not {method!r}")
+    device = next(model.parameters()).device
+    quiet = not log.isEnabledFor(logging.INFO)
+    diffs = []
+    for question, reasoning in tqdm(list(pairs), desc="raug", disable=quiet, leave=False):
+        q_ids = tokenizer.encode(QUESTION.format(question=question), add_special_tokens=False)
+        c_ids = q_ids + tokenizer.encode(reasoning, add_special_tokens=False)
+        states = []
+        for ids in (q_ids, c_ids):
+            with capture_last_token(layers) as captured:
+                model(input_ids=torch.tensor([ids], device=device))
+            states.append(torch.stack([c[0] for c in captured]).float())
+        diffs.append(states[1] - states[0])
+    if not diffs:
+        raise ValueError("no (question, reasoning) pairs")
+    d = torch.stack(diffs, dim=1)  # layers x pairs x hidden
+    mean = d.mean(dim=1)
+    if method == "mean":
+        return mean
+    return _principal(d, mean)
+
+
+def _principal(d: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    centred = d - d.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    direction = vh[:, 0]  # layers x hidden, unit norm
+    along = (mean * direction).sum(dim=-1, keepdim=True)
+    return direction * along  # the sign and size of the mean along the component
+
+
+def save_raug(vectors: torch.Tensor, path: str | Path, **metadata: object) -> Path:
+    """Write the vectors (layers x hidden) with string metadata to a safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"raug": vectors.contiguous().cpu()},
+        str(path),
+        metadata={k: json.dumps(v) for k, v in metadata.items()},
+    )
+    return path
+
+
+def load_raug(path: str | Path) -> tuple[torch.Tensor, dict]:
+    """The vectors and metadata :func:`save_raug` wrote."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        return f.get_tensor("raug"), meta
+
+
+def layer_norms(vectors: torch.Tensor) -> Sequence[float]:
+    """Per-layer norms, for the extraction log."""
+    return [round(float(x), 4) for x in vectors.norm(dim=-1)]

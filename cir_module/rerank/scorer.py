@@ -1,0 +1,221 @@
+"""The LVLM reranker: P(YES) that a candidate is the reference changed as the text asks.
+
+One prompt per candidate: the reference image and the modification text (the prefix, the
+same for every candidate of a query), then the candidate image and a YES / NO question (the
+suffix). The score is P(YES) from the next-token logits over the YES and NO tokens, with
+reasoning-augmented representations injected at the first token when configured.
+
+The paper's way runs the whole prompt once per candidate. Here the prefix runs once per
+query, injection applied (the first token is in it), and its key / value cache is reused by
+every candidate, batched: :meth:`LVLMReranker.score` (and :meth:`score_naive`, the paper's
+way, kept for tests and the benchmark).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cir_module.rerank.family import FamilyAdapter, adapter_for
+from cir_module.rerank.injection import choose_layers, injected
+from cir_module.rerank.raug import load_raug
+
+__all__ = ["IMAGE", "LVLMReranker", "RerankPrompt"]
+
+log = logging.getLogger(__name__)
+
+IMAGE = "{image}"
+
+
+@dataclass(frozen=True)
+class RerankPrompt:
+    """The prompt, split where the candidate begins; ``{image}`` marks an image."""
+
+    prefix: str = (
+        "<|im_start|>user\nReference image: {image}\nModification: {text}\nCandidate image: "
+    )
+    suffix: str = (
+        "{image}\nIs the candidate the reference image changed as the modification asks? "
+        "Answer YES or NO.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    yes: str = "YES"
+    no: str = "NO"
+
+
+class LVLMReranker:
+    """Scores candidates for a composed query with a vision-language model."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        image_processor,
+        adapter: FamilyAdapter,
+        *,
+        raug: torch.Tensor | None = None,
+        alpha: float = 0.6,
+        layers: str | Sequence[int] = "all",
+        image_side: int = 224,
+        prompt: RerankPrompt | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.adapter = adapter
+        self.layers = adapter.decoder_layers(model)
+        self.raug = raug
+        self.alpha = float(alpha)
+        self.injection_layers = choose_layers(len(self.layers), layers)
+        self.image_side = image_side
+        self.prompt = prompt or RerankPrompt()
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.yes_id, self.no_id = (self._single_token(w) for w in (self.prompt.yes, self.prompt.no))
+        if raug is not None and raug.shape[0] != len(self.layers):
+            raise ValueError(f"RAug-Rep has {raug.shape[0]} layers, the model {len(self.layers)}")
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, raug: str | Path | None = None, dtype: str = "auto", **kwargs
+    ) -> LVLMReranker:
+        """Load an image-text-to-text checkpoint (hub id or folder) and, optionally, the
+        RAug-Rep vectors ``cir raug extract`` wrote for it."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = torch.float32 if device == "cpu" and dtype == "auto" else dtype
+        model = adapter.load_model(str(path), dtype=torch_dtype).to(device)
+        vectors = load_raug(raug)[0].to(device) if raug else None
+        return cls(
+            model,
+            AutoTokenizer.from_pretrained(path),
+            adapter.load_image_processor(str(path)),
+            adapter,
+            raug=vectors,
+            **kwargs,
+        )
+
+    def describe(self) -> dict:
+        """What ``/meta`` shows."""
+        return {
+            "family": self.adapter.name,
+            "layers": len(self.layers),
+            "raug": self.raug is not None,
+            "alpha": self.alpha,
+            "injection_layers": self.injection_layers,
+            "image_side": self.image_side,
+        }
+
+    # -- prompt ------------------------------------------------------------------------------
+    def _single_token(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the answer word {word!r} is {len(ids)} tokens, not one")
+        return ids[0]
+
+    def _encode(self, template: str, **fields: str) -> list[int]:
+        """Token ids of a template, each ``{image}`` expanded to its placeholder tokens."""
+        a = self.adapter
+        tokens = self.tokenizer.convert_tokens_to_ids
+        image_ids = (
+            [tokens(a.image_start)]
+            + [tokens(a.image_pad)] * a.image_tokens(self.model, self.image_side)
+            + [tokens(a.image_end)]
+        )
+        ids: list[int] = []
+        for i, text in enumerate(template.split(IMAGE)):
+            if i:
+                ids += image_ids
+            if text:
+                ids += self.tokenizer.encode(text.format(**fields), add_special_tokens=False)
+        return ids
+
+    def _pixels(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One size for every image, so that every candidate's suffix has the same length
+        # and candidates batch without padding.
+        side = self.image_side
+        resized = [im.convert("RGB").resize((side, side), Image.BICUBIC) for im in images]
+        out = self.image_processor(images=resized, do_resize=False, return_tensors="pt")
+        return out["pixel_values"].to(self.device, self.model.dtype), out["image_grid_thw"].to(
+            self.device
+        )
+
+    def _p_yes(self, last_hidden: torch.Tensor) -> np.ndarray:
+        logits = self.adapter.lm_head(self.model)(last_hidden)[:, [self.yes_id, self.no_id]]
+        return torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
+
+    def _steering(self):
+        if self.raug is None or not self.injection_layers:
+            return contextlib.nullcontext()
+        return injected(self.layers, self.raug, self.alpha, self.injection_layers)
+
+    # -- scoring -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score(
+        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+    ) -> np.ndarray:
+        """P(YES) per candidate: the shared prefix once, its cache reused by batches of
+        candidates."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        prefix = self._encode(self.prompt.prefix, text=text)
+        suffix = self._encode(self.prompt.suffix)
+        ref_pixels, ref_grid = self._pixels([reference])
+        # Multimodal (3-D) positions depend on the whole prompt: compute them for one full
+        # prompt; every candidate has the same image size, hence the same positions.
+        full = torch.tensor([prefix + suffix], device=self.device)
+        positions = self.adapter.rope_index(self.model, full, torch.cat([ref_grid, ref_grid]))
+        p, s = len(prefix), len(suffix)
+        with self._steering():
+            out = self.model.model(
+                input_ids=full[:, :p],
+                pixel_values=ref_pixels,
+                image_grid_thw=ref_grid,
+                position_ids=positions[:, :, :p],
+                cache_position=torch.arange(p, device=self.device),
+                use_cache=True,
+            )
+        prefix_cache = out.past_key_values
+        scores = []
+        for start in range(0, len(candidates), self.batch_size):
+            batch = candidates[start : start + self.batch_size]
+            n = len(batch)
+            pixels, grid = self._pixels(batch)
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(n)
+            out = self.model.model(
+                input_ids=full[:, p:].expand(n, s),
+                pixel_values=pixels,
+                image_grid_thw=grid,
+                position_ids=positions[:, :, p:].expand(3, n, s),
+                past_key_values=cache,
+                cache_position=torch.arange(p, p + s, device=self.device),
+                use_cache=True,
+            )
+            scores.append(self._p_yes(out.last_hidden_state[:, -1]))
+        return np.concatenate(scores)
+
+    @torch.inference_mode()
+    def score_naive(
+        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+    ) -> np.ndarray:
+        """P(YES) per candidate, one full forward each (the paper's way)."""
+        ids = self._encode(self.prompt.prefix + self.prompt.suffix, text=text)
+        full = torch.tensor([ids], device=self.device)
+        scores = []
+        for candidate in candidates:
+            pixels, grid = self._pixels([reference, candidate])
+            with self._steering():
+                out = self.model.model(input_ids=full, pixel_values=pixels, image_grid_thw=grid)
+            scores.append(self._p_yes(out.last_hidden_state[:, -1]))
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

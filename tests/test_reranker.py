@@ -1,0 +1,244 @@
+"""The LVLM reranker on a tiny random Qwen2-VL built offline: RAug-Rep extraction, injection,
+KV-cache reuse, fusion, and /rerank through a real Weaviate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from weaviate.classes.query import MetadataQuery, Rerank
+
+from cir_module import compose_query
+from cir_module.rerank import (
+    LVLMReranker,
+    choose_layers,
+    extract_raug,
+    fuse_scores,
+    injected,
+    load_raug,
+    read_cot,
+    save_raug,
+)
+from cir_module.rerank.injection import capture_last_token
+from cir_module.rerank.tiny import build_tiny_reranker
+from integration.ingest import ingest_objects
+from integration.schema import create_image_collection
+from integration.service_process import ServiceProcess
+from integration.stack import connect
+from integration.weaviate_server import WeaviateServer
+from tests.conftest import png_b64, scene_images
+
+SIDE = 56  # 4 x 4 patches of 14, merged 2 x 2: 4 tokens per image
+PAIRS = [
+    (
+        "The reference shows a red circle. Make it blue. Does the candidate match?",
+        "The reference has a red circle; the text changes its colour to blue; the target must "
+        "show a blue circle in the same place and nothing else changed.",
+    ),
+    (
+        "The reference shows two squares. Remove the left square. Does the candidate match?",
+        "The reference has two squares; the text removes the left one; the target must show "
+        "one square on the right.",
+    ),
+    (
+        "The reference shows a small star. Make it large. Does the candidate match?",
+        "The reference has a small star; the text enlarges it; the target must show a large star.",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory) -> Path:
+    corpus = [q + " " + r for q, r in PAIRS]
+    return build_tiny_reranker(tmp_path_factory.mktemp("tiny-qwen2-vl"), corpus, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_vlm) -> LVLMReranker:
+    return LVLMReranker.from_pretrained(tiny_vlm, image_side=SIDE, batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def raug(reranker) -> torch.Tensor:
+    return extract_raug(reranker.model.model, reranker.tokenizer, reranker.layers, PAIRS)
+
+
+IMAGES = scene_images(12, seed=5)
+
+
+def full_prompt_logits(reranker: LVLMReranker) -> torch.Tensor:
+    ids = reranker._encode(reranker.prompt.prefix + reranker.prompt.suffix, text="make it red")
+    pixels, grid = reranker._pixels(IMAGES[:2])
+    with torch.inference_mode():
+        return reranker.model(
+            input_ids=torch.tensor([ids]), pixel_values=pixels, image_grid_thw=grid
+        ).logits
+
+
+def test_choose_layers():
+    assert choose_layers(6, "all") == [0, 1, 2, 3, 4, 5]
+    assert (choose_layers(6, "first"), choose_layers(6, "middle"), choose_layers(6, "last")) == (
+        [0],
+        [3],
+        [5],
+    )
+    assert choose_layers(6, [4, 1, 4]) == [1, 4]
+    with pytest.raises(ValueError, match=r"within 0\.\.5"):
+        choose_layers(6, [6])
+    with pytest.raises(ValueError, match="one of"):
+        choose_layers(6, "most")
+
+
+def test_injection_moves_first_token_and_keeps_its_norm():
+    torch.manual_seed(0)
+    layers = nn.ModuleList([nn.Linear(8, 8) for _ in range(3)])
+    vectors = torch.randn(3, 8)
+    x = torch.randn(2, 5, 8)
+    plain = layers[1](x)
+    with injected(layers, vectors, alpha=0.6, which=[1]):
+        steered = layers[1](x)
+        untouched = layers[0](x)
+    torch.testing.assert_close(steered[:, 0].norm(dim=-1), plain[:, 0].norm(dim=-1))
+    assert torch.equal(steered[:, 1:], plain[:, 1:]) and torch.equal(untouched, layers[0](x))
+    expected = plain[:, 0] + 0.6 * vectors[1]
+    expected = (
+        expected * plain[:, 0].norm(dim=-1, keepdim=True) / expected.norm(dim=-1, keepdim=True)
+    )
+    torch.testing.assert_close(steered[:, 0], expected)
+    assert all(not layer._forward_hooks for layer in layers)
+
+
+def test_alpha_zero_is_bit_identical_and_hooks_leave(reranker, raug):
+    before = full_prompt_logits(reranker)
+    with injected(reranker.layers, raug, alpha=0.0, which=range(len(reranker.layers))):
+        at_zero = full_prompt_logits(reranker)
+    with injected(reranker.layers, raug * 50, alpha=1.0, which=[0]):
+        steered = full_prompt_logits(reranker)
+    after = full_prompt_logits(reranker)
+    assert torch.equal(at_zero, before) and torch.equal(after, before)
+    assert not torch.allclose(steered, before)
+    assert all(not layer._forward_hooks for layer in reranker.layers)
+
+
+def test_extracted_vectors_are_mean_differences_at_the_last_token(reranker, raug):
+    assert raug.shape == (len(reranker.layers), reranker.model.config.text_config.hidden_size)
+    # Recompute by hand for the first pair only, and check against a one-pair extraction.
+    question, reasoning = PAIRS[0]
+    tok = reranker.tokenizer
+    q = tok.encode(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    states = []
+    for ids in (q, q + tok.encode(reasoning)):
+        with capture_last_token(reranker.layers) as captured, torch.inference_mode():
+            reranker.model.model(input_ids=torch.tensor([ids]))
+        states.append(torch.stack([c[0] for c in captured]))
+    one = extract_raug(reranker.model.model, tok, reranker.layers, PAIRS[:1])
+    torch.testing.assert_close(one, states[1] - states[0])
+    pca = extract_raug(reranker.model.model, tok, reranker.layers, PAIRS, method="pca")
+    # The component is signed along the mean and no longer than it (a projection).
+    assert ((pca * raug).sum(-1) > 0).all()
+    assert (pca.norm(dim=-1) <= raug.norm(dim=-1) + 1e-6).all()
+    with pytest.raises(ValueError, match="method"):
+        extract_raug(reranker.model.model, tok, reranker.layers, PAIRS, method="median")
+
+
+def test_raug_file_round_trip_and_cot_errors(raug, tmp_path):
+    path = save_raug(raug, tmp_path / "raug.safetensors", method="mean", pairs=3)
+    vectors, meta = load_raug(path)
+    assert torch.equal(vectors, raug) and meta == {"method": "mean", "pairs": 3}
+    cot = tmp_path / "cot.jsonl"
+    cot.write_text(json.dumps({"question": "q", "reasoning": "r"}) + "\n\n{not json}\n")
+    with pytest.raises(ValueError, match=r"cot\.jsonl:3"):
+        read_cot(cot)
+    cot.write_text(json.dumps({"question": "q", "reasoning": "r"}) + "\n")
+    assert read_cot(cot) == [("q", "r")]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_kv_reuse_scores_equal_the_naive_forward(reranker, raug, alpha):
+    reranker.raug, reranker.alpha = raug * 20, alpha
+    try:
+        fast = reranker.score(IMAGES[0], "make the circle red", IMAGES[1:])  # 11: 3 batches
+        slow = reranker.score_naive(IMAGES[0], "make the circle red", IMAGES[1:])
+    finally:
+        reranker.raug, reranker.alpha = None, 0.6
+    assert fast.shape == (11,) and ((fast > 0) & (fast < 1)).all()
+    np.testing.assert_allclose(fast, slow, atol=1e-6)
+    assert np.ptp(fast) > 0  # the candidates really are told apart
+
+
+def test_injection_changes_scores(reranker, raug):
+    plain = reranker.score(IMAGES[0], "remove the square", IMAGES[1:4])
+    reranker.raug = raug * 50
+    try:
+        steered = reranker.score(IMAGES[0], "remove the square", IMAGES[1:4])
+    finally:
+        reranker.raug = None
+    assert not np.allclose(plain, steered)
+
+
+def test_fuse_scores():
+    fused = fuse_scores(np.array([0.5, 0.25]), np.array([1.0, 0.0]), lam=0.5)
+    np.testing.assert_allclose(fused, [1.0, 0.25])
+    np.testing.assert_allclose(fuse_scores([0.1], [0.5]), [0.13])  # the paper's lambda 0.06
+    with pytest.raises(ValueError, match="reranker scores"):
+        fuse_scores([0.1, 0.2], [0.5])
+
+
+@pytest.mark.integration
+def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
+    tiny_checkpoint, local_model, tiny_vlm, reranker, raug, tmp_path
+):
+    raug_file = save_raug(raug * 20, tmp_path / "raug.safetensors", method="mean")
+    env = {
+        "CIR_RERANKER_MODEL": str(tiny_vlm),
+        "CIR_RERANKER_RAUG": str(raug_file),
+        "CIR_RERANKER_IMAGE_SIDE": str(SIDE),
+        "CIR_RERANKER_LAMBDA": "0.5",
+        "CIR_RERANKER_BATCH_SIZE": "8",
+    }
+    gallery = scene_images(40, seed=11)  # more than one 32-document chunk
+    docs = [png_b64(im) for im in gallery]
+    with (
+        ServiceProcess(tiny_checkpoint, env=env) as service,
+        WeaviateServer(service.url) as server,
+        connect(server) as client,
+    ):
+        meta = httpx.get(f"{service.url}/meta").json()["reranker"]
+        assert meta["raug"] and meta["alpha"] == 0.6 and meta["lambda"] == 0.5
+        name = "CIRRerank_" + tmp_path.name.replace("-", "_")[-12:]
+        try:
+            collection = create_image_collection(client, name, text_properties=("key",))
+            report = ingest_objects(
+                collection, ((f"g{i}", {"image": b, "key": str(i)}) for i, b in enumerate(docs))
+            )
+            assert report.failed == []
+            query = compose_query(docs[0], "remove the square at top-left")
+            result = collection.query.near_text(
+                query=query,
+                limit=40,
+                rerank=Rerank(prop="image", query=query),
+                return_properties=["key"],
+                return_metadata=MetadataQuery(distance=True),
+            )
+        finally:
+            client.collections.delete(name)
+    keys = [int(o.properties["key"]) for o in result.objects]
+    scores = np.array([o.metadata.rerank_score for o in result.objects])
+    assert len(keys) == 40 and (np.diff(scores) <= 0).all()
+    # What the service must have computed, in-process: cosine + 0.5 * P(YES) with injection.
+    query_vec = local_model.embed_composed([gallery[0]], ["remove the square at top-left"])[0]
+    cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
+    reranker.raug = raug * 20
+    try:
+        p_yes = reranker.score(
+            gallery[0], "remove the square at top-left", [gallery[k] for k in keys]
+        )
+    finally:
+        reranker.raug = None
+    np.testing.assert_allclose(scores, cosine + 0.5 * p_yes, atol=1e-4)
+    assert not np.allclose(scores, cosine, atol=1e-3)  # the reranker did contribute
