@@ -11,6 +11,7 @@ __all__ = ["main"]
 
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
+    from pydantic import ValidationError
 
     from cir_module.service import create_app
     from cir_module.settings import ServiceSettings
@@ -20,13 +21,26 @@ def _serve(args: argparse.Namespace) -> None:
         for k, v in {"checkpoint": args.checkpoint, "host": args.host, "port": args.port}.items()
         if v is not None
     }
-    settings = ServiceSettings(**overrides)
-    logging.getLogger().setLevel(settings.log_level.upper())
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as exc:
+        from cir_module.service.body import describe_validation_error
+
+        sys.exit(f"cir serve: invalid settings (CIR_* variables): {describe_validation_error(exc)}")
+    root = logging.getLogger()
+    root.setLevel(settings.log_level.upper())
+    if settings.log_format == "json":
+        from cir_module.service.observability import JsonLogFormatter
+
+        for handler in root.handlers:
+            handler.setFormatter(JsonLogFormatter())
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (JSON, request ids)
+        access_log=False,  # the service writes its own access line, with the request id
     )
 
 

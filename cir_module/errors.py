@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "Overloaded"]
 
 
 class InputError(ValueError):
@@ -12,3 +12,13 @@ class InputError(ValueError):
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+
+
+class Overloaded(RuntimeError):
+    """The service is at capacity. Answered with 503, ``Retry-After`` and ``{"error": ...}``
+    instead of queueing without bound."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s

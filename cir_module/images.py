@@ -19,7 +19,7 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 _DATA_URL_PREFIX = "data:"
 
 
-def _b64_bytes(data: str, what: str) -> bytes:
+def _b64_bytes(data: str, what: str, max_bytes: int | None = None) -> bytes:
     if not isinstance(data, str):
         raise InputError(f"{what} must be a base64 string, got {type(data).__name__}")
     payload = data.strip()
@@ -29,6 +29,12 @@ def _b64_bytes(data: str, what: str) -> bytes:
     if not payload:
         raise InputError(f"{what} is empty")
     # Weaviate sends standard base64; tolerate url-safe alphabet and missing padding.
+    if max_bytes is not None and len(payload) * 3 // 4 > max_bytes:
+        raise InputError(
+            f"{what} is about {len(payload) * 3 // 4} bytes, more than the limit of "
+            f"{max_bytes} bytes",
+            status_code=413,
+        )
     payload = payload.replace("-", "+").replace("_", "/")
     payload += "=" * (-len(payload) % 4)
     try:
@@ -37,21 +43,27 @@ def _b64_bytes(data: str, what: str) -> bytes:
         raise InputError(f"{what} is not valid base64: {exc}") from None
 
 
-def decode_base64_image(data: str, what: str = "image") -> Image.Image:
+def decode_base64_image(
+    data: str,
+    what: str = "image",
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Image.Image:
     """Decode a base64 string (JPEG, PNG, WebP, GIF, ... any colour mode) to an RGB image.
 
     Animated images give their first frame; transparency is composited on white, so that
     the same picture with and without an alpha channel embeds alike.
     Raises :class:`InputError` with a message naming ``what`` when the input is unusable.
     """
-    raw = _b64_bytes(data, what)
+    raw = _b64_bytes(data, what, max_bytes)
     try:
         with Image.open(io.BytesIO(raw)) as img:
             width, height = img.size
-            if width * height > MAX_IMAGE_PIXELS:
+            if width * height > max_pixels:
                 raise InputError(
                     f"{what} is {width}x{height} pixels, more than the limit of "
-                    f"{MAX_IMAGE_PIXELS} pixels",
+                    f"{max_pixels} pixels",
                     status_code=413,
                 )
             img.seek(0)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cir_module.checkpoints import shipped_checkpoint
@@ -78,6 +79,50 @@ class ServiceSettings(BaseSettings):
     )
     reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
     log_level: str = Field("info", description="Python log level name.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`cir serve` log lines: JSON objects (with request ids) or text."
+    )
+    # -- boundaries ------------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        128 * 2**20, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_image_bytes: int = Field(
+        32 * 2**20, ge=1, description="Largest decoded image file accepted (413 above)."
+    )
+    max_image_pixels: int = Field(
+        64_000_000, ge=1, description="Most pixels an image may declare (decompression bombs)."
+    )
+    max_text_chars: int = Field(
+        4096,
+        ge=1,
+        description="Texts are truncated to this many characters before encoding "
+        "(the tokenizer then keeps the model's maximum number of tokens).",
+    )
+    max_pending_items: int = Field(
+        1024,
+        ge=1,
+        description="Items (images, texts) admitted at once; beyond it requests "
+        "get 503 with Retry-After instead of queueing without bound.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="When set, callers must send `Authorization: Bearer <token>`, except "
+        "health probes and the addresses in `trusted_clients` (Weaviate sends no token).",
+    )
+    trusted_clients: list[str] = Field(
+        default_factory=list,
+        description="IP addresses or networks (CIDR, JSON list) that need no token: Weaviate's.",
+    )
+
+    @field_validator("trusted_clients")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
 
     def reranker_layer_choice(self) -> str | list[int]:
         """``reranker_layers`` as :func:`choose_layers` takes it."""

@@ -13,9 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cir_module.errors import InputError
-from cir_module.service import routes_health, routes_rerank, routes_vectorize
-from cir_module.service.encoder import EmbeddingModel, QueryEncoder
+from cir_module.errors import InputError, Overloaded
+from cir_module.service import routes_health, routes_metrics, routes_rerank, routes_vectorize
+from cir_module.service.encoder import EmbeddingModel, InputLimits, QueryEncoder
+from cir_module.service.middleware import install_middleware
+from cir_module.service.observability import ServiceMetrics
 from cir_module.settings import ServiceSettings
 
 __all__ = ["create_app"]
@@ -43,7 +45,7 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     return load_model(settings.checkpoint).to(settings.device)
 
 
-def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
+def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEncoder:
     start = time.perf_counter()
     model = _load_model(settings)
     facts = model.describe()
@@ -56,14 +58,29 @@ def _load_encoder(settings: ServiceSettings) -> QueryEncoder:
         facts["scales"],
         model.dim,
     )
+    reranker = _load_reranker(settings)
+    metrics.model_load_seconds.set(time.perf_counter() - start)
+    metrics.model_info.labels(
+        facts["name"],
+        "onnxruntime" if settings.onnx_export else "torch",
+        facts.get("provider", settings.device),
+        reranker.adapter.name if reranker else "none",
+    ).set(1)
     return QueryEncoder(
         model,
         settings.max_batch_size,
         settings.embedding_cache_size,
         cross_request=settings.cross_request_batching,
         max_wait_s=settings.batch_wait_ms / 1000,
-        reranker=_load_reranker(settings),
+        reranker=reranker,
         fusion_lambda=settings.reranker_lambda,
+        limits=InputLimits(
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_text_chars=settings.max_text_chars,
+            max_pending_items=settings.max_pending_items,
+        ),
+        on_batch=metrics.observe_batch,
     )
 
 
@@ -93,11 +110,12 @@ def _load_reranker(settings: ServiceSettings):
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service; ``settings`` defaults to the ``CIR_*`` environment."""
     settings = settings or ServiceSettings()
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.encoder = None
-        app.state.encoder = await asyncio.to_thread(_load_encoder, settings)
+        app.state.encoder = await asyncio.to_thread(_load_encoder, settings, metrics)
         try:
             yield
         finally:
@@ -105,9 +123,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="weaviate-cir", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.encoder = None
-    for module in (routes_health, routes_vectorize, routes_rerank):
+    for module in (routes_health, routes_metrics, routes_vectorize, routes_rerank):
         app.include_router(module.router)
+    install_middleware(app, settings, metrics)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        metrics.rejected.inc()
+        return JSONResponse(
+            {"error": exc.message},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:

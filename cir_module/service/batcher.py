@@ -71,12 +71,14 @@ class MicroBatcher:
         max_batch_size: int = 32,
         max_wait_s: float = 0.002,
         name: str = "batch",
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         self.fn = fn
         self.run = run
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.name = name
+        self.on_batch = on_batch
         self.stats = BatchStats()
         self._pending: deque[_Job] = deque()
         self._arrived = asyncio.Event()
@@ -168,6 +170,8 @@ class MicroBatcher:
             parts.append(await self.run(self.fn, *chunk))
             self.stats.batches += 1
             self.stats.items += len(chunk[0])
+            if self.on_batch is not None:
+                self.on_batch(self.name, len(chunk[0]))
         return np.concatenate(parts, axis=0)
 
 

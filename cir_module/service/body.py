@@ -30,7 +30,14 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 async def read_json_body(request: Request, model: type[M]) -> M:
     """Parse the request body as JSON into ``model``; raise :class:`InputError` otherwise."""
-    raw = await request.body()
+    limit = request.app.state.settings.max_request_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: chunked bodies too
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"request body is more than the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         raise InputError("request body is empty; expected a JSON object")
     try:

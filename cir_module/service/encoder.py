@@ -10,19 +10,21 @@ requests share forwards. Image decoding runs on the default thread pool, off the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio.to_thread
 import numpy as np
 from PIL import Image
 
-from cir_module.errors import InputError
-from cir_module.images import decode_base64_image
+from cir_module.errors import InputError, Overloaded
+from cir_module.images import MAX_IMAGE_PIXELS, decode_base64_image
 from cir_module.query import looks_composed, parse_composed_query
 from cir_module.rerank.fusion import fuse_scores
 from cir_module.service.batcher import MicroBatcher
@@ -30,7 +32,7 @@ from cir_module.service.batcher import MicroBatcher
 if TYPE_CHECKING:
     from cir_module.rerank import LVLMReranker
 
-__all__ = ["EmbeddingCache", "EmbeddingModel", "QueryEncoder"]
+__all__ = ["EmbeddingCache", "EmbeddingModel", "InputLimits", "QueryEncoder"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +67,16 @@ class EmbeddingCache:
         return len(self._items)
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Bounds on what one input may cost (see the settings of the same names)."""
+
+    max_image_bytes: int | None = None
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_text_chars: int = 4096
+    max_pending_items: int = 1024
+
+
 class EmbeddingModel(Protocol):
     """What the service needs of a model (torch or onnxruntime)."""
 
@@ -93,6 +105,8 @@ class QueryEncoder:
         max_wait_s: float = 0.002,
         reranker: LVLMReranker | None = None,
         fusion_lambda: float = 0.06,
+        limits: InputLimits | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -100,9 +114,13 @@ class QueryEncoder:
         self.cache = EmbeddingCache(cache_size)
         self.reranker = reranker
         self.fusion_lambda = fusion_lambda
+        self.limits = limits or InputLimits()
+        self.pending_items = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
         self.batchers = {
-            name: MicroBatcher(fn, self._on_model_thread, max_batch_size, max_wait_s, name)
+            name: MicroBatcher(
+                fn, self._on_model_thread, max_batch_size, max_wait_s, name, on_batch
+            )
             for name, fn in (
                 ("image", model.embed_images),
                 ("text", model.embed_texts),
@@ -127,6 +145,34 @@ class QueryEncoder:
             return await batcher.submit(*columns)
         return await batcher.run_alone(*columns)
 
+    @contextlib.contextmanager
+    def admitted(self, items: int) -> Iterator[None]:
+        """Hold ``items`` of the service's capacity for the block, or raise
+        :class:`Overloaded` when it is full: a bounded queue, not an unbounded one."""
+        limit = self.limits.max_pending_items
+        if items > limit:
+            raise InputError(
+                f"request holds {items} items; at most {limit} are accepted at once", 413
+            )
+        if self.pending_items + items > limit:
+            raise Overloaded(f"the service is full ({self.pending_items} items in flight)")
+        self.pending_items += items
+        try:
+            yield
+        finally:
+            self.pending_items -= items
+
+    def _truncate(self, text: str) -> str:
+        return text[: self.limits.max_text_chars]
+
+    def _decode(self, data: str, what: str) -> Image.Image:
+        return decode_base64_image(
+            data,
+            what,
+            max_bytes=self.limits.max_image_bytes,
+            max_pixels=self.limits.max_image_pixels,
+        )
+
     def stats(self) -> dict[str, Any]:
         """Batching counters per kind, for ``/meta``."""
         return {
@@ -139,6 +185,12 @@ class QueryEncoder:
         self, texts: Sequence[str], images: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """One vector per text (composed-query strings get the composed vector) and per image."""
+        with self.admitted(len(texts) + len(images)):
+            return await self._vectorize(texts, images)
+
+    async def _vectorize(
+        self, texts: Sequence[str], images: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
         plain_idx, composed_idx, composed = [], [], []
         for i, text in enumerate(texts):
             if looks_composed(text):
@@ -156,8 +208,8 @@ class QueryEncoder:
             + [f"images[{i}]" for i in range(len(images))],
         )
         ref_images, gallery_images = decoded[: len(composed)], decoded[len(composed) :]
-        plain_texts = [texts[i] for i in plain_idx]
-        mod_texts = [q.text for q in composed]
+        plain_texts = [self._truncate(texts[i]) for i in plain_idx]
+        mod_texts = [self._truncate(q.text) for q in composed]
 
         plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
             self._embed("text", plain_texts),
@@ -171,24 +223,27 @@ class QueryEncoder:
             text_vecs[composed_idx] = composed_vecs
         return text_vecs, image_vecs
 
-    @staticmethod
-    def _decode_all(data: Sequence[str], names: Sequence[str]) -> list[Image.Image]:
-        return [decode_base64_image(d, what=name) for d, name in zip(data, names, strict=True)]
+    def _decode_all(self, data: Sequence[str], names: Sequence[str]) -> list[Image.Image]:
+        return [self._decode(d, name) for d, name in zip(data, names, strict=True)]
 
     # -- /rerank ----------------------------------------------------------------------------
     async def rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Per candidate image: the first-stage cosine with the query (composed or plain
         text), plus ``lambda`` x the LVLM reranker's P(YES) when one is configured and the
         query is composed (the reranker needs the reference image)."""
+        with self.admitted(1 + len(documents)):
+            return await self._rerank(query, documents)
+
+    async def _rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
         reference = None
         if looks_composed(query):
             parsed = parse_composed_query(query)
             reference = await anyio.to_thread.run_sync(
-                decode_base64_image, parsed.image, "query (composed query image)"
+                self._decode, parsed.image, "query (composed query image)"
             )
-            query_kind, query_columns = "composed", ([reference], [parsed.text])
+            query_kind, query_columns = "composed", ([reference], [self._truncate(parsed.text)])
         else:
-            query_kind, query_columns = "text", ([query],)
+            query_kind, query_columns = "text", ([self._truncate(query)],)
 
         keys = [self.cache.key(d) for d in documents]
         # Take cached vectors now: a concurrent chunk may evict them before we are done.
