@@ -1,42 +1,119 @@
-"""docker-compose.yml cannot be run here (no Docker engine): check that it agrees with the
-service's settings and with the pinned Weaviate release."""
+"""docker-compose.yml and the Dockerfiles cannot be run here (no Docker engine, no compose
+plugin): check that they agree with the service's settings, the pinned Weaviate release,
+the network and auth boundaries, and README."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cir_module.settings import ServiceSettings
 from integration.weaviate_server import WEAVIATE_VERSION
 
-COMPOSE = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+ROOT = Path(__file__).parents[1]
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with compose's ``!reset`` tag (an override that removes a key)."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+
+
+def load(name: str) -> dict:
+    return yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)
+
+
+COMPOSE = load("docker-compose.yml")
+CPU = load("docker-compose.cpu.yml")
+WEAVIATE = COMPOSE["services"]["weaviate"]
+CIR = COMPOSE["services"]["cir"]
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ServiceSettings:
+    """The settings the service reads from this environment, as in the container."""
+    for name in ServiceSettings.model_fields:
+        monkeypatch.delenv(f"CIR_{name.upper()}", raising=False)
+    for key, value in env.items():
+        # Compose substitutes ${VAR:-default}; with VAR unset the default is what arrives.
+        value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+        if value:
+            monkeypatch.setenv(key, value)
+    return ServiceSettings()
 
 
 def test_weaviate_image_is_the_pinned_release_with_both_modules():
-    weaviate = COMPOSE["services"]["weaviate"]
-    assert weaviate["image"].endswith(f":{WEAVIATE_VERSION}")
-    env = weaviate["environment"]
+    assert WEAVIATE["image"].endswith(f":{WEAVIATE_VERSION}")
+    env = WEAVIATE["environment"]
     assert set(env["ENABLE_MODULES"].split(",")) == {"multi2vec-clip", "reranker-transformers"}
 
 
 def test_inference_urls_point_at_the_service_port():
-    env = COMPOSE["services"]["weaviate"]["environment"]
-    service_env = COMPOSE["services"]["cir"]["environment"]
-    expected = f"http://cir:{service_env['CIR_PORT']}"
-    assert env["CLIP_INFERENCE_API"] == expected
-    assert env["RERANKER_INFERENCE_API"] == expected
-    assert service_env["CIR_HOST"] == "0.0.0.0"
+    env = WEAVIATE["environment"]
+    expected = f"http://cir:{CIR['environment']['CIR_PORT']}"
+    assert env["CLIP_INFERENCE_API"] == env["RERANKER_INFERENCE_API"] == expected
+    assert CIR["environment"]["CIR_HOST"] == "0.0.0.0"
 
 
-def test_service_variables_are_real_settings():
+def test_weaviate_requires_an_api_key():
+    env = WEAVIATE["environment"]
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    assert env["AUTHENTICATION_APIKEY_ENABLED"] == "true"
+    # No default key: compose refuses to start until the operator sets one.
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"].startswith("${WEAVIATE_API_KEY:?")
+
+
+def test_service_is_reachable_only_on_the_internal_network():
+    assert "ports" not in CIR and CIR["networks"] == ["inference"]
+    assert set(WEAVIATE["networks"]) == {"public", "inference"}
+    inference = COMPOSE["networks"]["inference"]
+    assert inference["internal"] is True
+    subnet = ipaddress.ip_network(inference["ipam"]["config"][0]["subnet"])
+    trusted = json.loads(CIR["environment"]["CIR_TRUSTED_CLIENTS"])
+    assert [ipaddress.ip_network(t) for t in trusted] == [subnet]
+
+
+def test_service_variables_are_real_settings_and_valid(monkeypatch):
     fields = {f"CIR_{name.upper()}" for name in ServiceSettings.model_fields}
-    service = COMPOSE["services"]["cir"]
-    assert set(service["environment"]) <= fields
-    settings = ServiceSettings(
-        **{k.removeprefix("CIR_").lower(): v for k, v in service["environment"].items()}
-    )
-    assert settings.port == 8080
-    devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["capabilities"] == ["gpu"]
-    assert COMPOSE["services"]["weaviate"]["depends_on"]["cir"]["condition"] == "service_healthy"
+    cpu = {**CIR["environment"], **CPU["services"]["cir"]["environment"]}
+    for env in (CIR["environment"], cpu):
+        assert set(env) <= fields
+        settings = settings_from(env, monkeypatch)
+        assert settings.port == 8080 and settings.trusted_clients == ["172.28.0.0/24"]
+    assert settings.onnx_variant == "int8" and settings.device == "cpu"
+
+
+def test_gpu_reservation_health_checks_and_volumes():
+    devices = CIR["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
+    assert CPU["services"]["cir"]["deploy"] is None  # the CPU override drops the reservation
+    assert WEAVIATE["depends_on"]["cir"]["condition"] == "service_healthy"
+    assert "/.well-known/ready" in " ".join(CIR["healthcheck"]["test"])
+    assert "/v1/.well-known/ready" in " ".join(WEAVIATE["healthcheck"]["test"])
+    named = set(COMPOSE["volumes"])
+    assert "weaviate_data:/var/lib/weaviate" in WEAVIATE["volumes"]
+    assert {v.split(":")[0] for v in CIR["volumes"]} - named == {"./models"}
+    assert any(v.endswith(":ro") for v in CIR["volumes"])  # models are read-only
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_dockerfiles_run_as_non_root_with_a_health_check(dockerfile):
+    text = (ROOT / dockerfile).read_text()
+    assert re.search(r"^USER (?!root)\w+", text, re.M)
+    assert "HEALTHCHECK" in text and "/.well-known/ready" in text
+    extra = "gpu" if dockerfile == "Dockerfile" else "cpu"
+    assert f'".[{extra},train]"' in text
+
+
+def test_every_variable_in_the_compose_files_is_documented():
+    readme = (ROOT / "README.md").read_text()
+    names = set(CIR["environment"]) | set(WEAVIATE["environment"])
+    names |= set(CPU["services"]["cir"]["environment"])
+    names |= set(re.findall(r"\$\{(\w+)", (ROOT / "docker-compose.yml").read_text()))
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert not missing, f"README does not document {missing}"
