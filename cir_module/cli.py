@@ -206,6 +206,54 @@ def _raug_extract(args: argparse.Namespace) -> None:
     print(f"per-layer norms: {layer_norms(vectors)}")
 
 
+def _rerank_cot(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from cir_module.rerank.training import reasoning_pairs
+
+    pairs = reasoning_pairs(args.data, args.split, args.limit, args.seed)
+    Path(args.out).write_text(
+        "".join(json.dumps({"question": q, "reasoning": r}) + "\n" for q, r in pairs)
+    )
+    print(f"wrote {len(pairs)} (question, reasoning) pairs to {args.out}")
+
+
+def _rerank_train(args: argparse.Namespace) -> None:
+    from cir_module.rerank.training import RerankTrainConfig, train_reranker
+
+    fields = RerankTrainConfig.__dataclass_fields__
+    cfg = RerankTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    print(f"reranker saved to {train_reranker(cfg)}")
+
+
+def _rerank_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from cir_module.eval.inprocess import EvalSplit
+    from cir_module.models import load_model
+    from cir_module.rerank import LVLMReranker
+    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
+
+    split = EvalSplit.load(args.data, args.split, limit=args.limit)
+    stage = first_stage(load_model(args.first_stage), split, args.k)
+    reranker = LVLMReranker.from_pretrained(
+        args.reranker, raug=args.raug, image_side=args.image_side
+    )
+    settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
+    settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
+    rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
+    print(f"{'setting':32s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
+    for row in rows:
+        lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
+        print(
+            f"{row['setting']:32s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cir`` (exposed for documentation and tests)."""
     from cir_module.models import list_models
@@ -305,6 +353,39 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--workers", type=int, default=2)
     shapes.add_argument("--overwrite", action="store_true")
     shapes.set_defaults(func=_data_shapes)
+
+    rr = sub.add_parser("rerank", help="the LVLM reranker on the synthetic benchmark")
+    rr_sub = rr.add_subparsers(dest="rerank_command", required=True)
+    cot = rr_sub.add_parser("cot", help="template reasoning paths from the scene graphs")
+    cot.add_argument("--data", required=True)
+    cot.add_argument("--out", required=True, help="JSON lines file to write")
+    cot.add_argument("--split", default="train")
+    cot.add_argument("--limit", type=int, default=256)
+    cot.add_argument("--seed", type=int, default=0)
+    cot.set_defaults(func=_rerank_cot)
+    rtrain = rr_sub.add_parser("train", help="train a small Qwen2-VL-type reranker from scratch")
+    rtrain.add_argument("--data", required=True)
+    rtrain.add_argument("--out", required=True)
+    rtrain.add_argument("--steps", type=int, default=1500)
+    rtrain.add_argument("--batch-size", type=int, default=32)
+    rtrain.add_argument("--lr", type=float, default=1e-3)
+    rtrain.add_argument("--seed", type=int, default=0)
+    rtrain.add_argument("--max-minutes", type=float)
+    rtrain.set_defaults(func=_rerank_train)
+    reval = rr_sub.add_parser("eval", help="first stage, then reranking: injection and lambda")
+    reval.add_argument("--first-stage", required=True, help="cir checkpoint of the first stage")
+    reval.add_argument("--reranker", required=True, help="reranker checkpoint folder")
+    reval.add_argument("--raug", help="RAug-Rep file (cir raug extract)")
+    reval.add_argument("--data", required=True)
+    reval.add_argument("--split", default="test")
+    reval.add_argument("--limit", type=int, help="first N queries only")
+    reval.add_argument("--k", type=int, default=20, help="candidates reranked per query")
+    reval.add_argument("--image-side", type=int, default=112)
+    reval.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.6, 1.0, 2.0])
+    reval.add_argument("--layer-alpha", type=float, default=0.6)
+    reval.add_argument("--lambdas", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3, 1.0])
+    reval.add_argument("--json-out")
+    reval.set_defaults(func=_rerank_eval)
 
     raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
     raug_sub = raug.add_subparsers(dest="raug_command", required=True)

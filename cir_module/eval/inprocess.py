@@ -17,7 +17,7 @@ from cir_module.eval.readers import CIRTriplet, read_cirr, read_image_split, res
 from cir_module.models import CIRModel
 from cir_module.models.onnx_model import OnnxCIRModel
 
-__all__ = ["EvalSplit", "RankedResult", "evaluate_in_process"]
+__all__ = ["EvalSplit", "RankedResult", "embed_split", "evaluate_in_process"]
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,13 @@ def _embed(
     return np.concatenate(parts)
 
 
-def evaluate_in_process(
+def embed_split(
     model: CIRModel | OnnxCIRModel, split: EvalSplit, batch_size: int = 64
-) -> RankedResult:
-    """CIRR metrics (R@1/5/10/50, Rsubset@1/2/3, Avg) of ``model`` (torch, or an ONNX export
-    on onnxruntime) on ``split``."""
-    gallery = split.gallery
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gallery image embeddings (in ``split.gallery`` order) and composed-query embeddings."""
     gallery_vecs = _embed(
         lambda names: model.embed_images([split.open(n) for n in names]),
-        gallery,
+        split.gallery,
         batch_size,
         "gallery",
     )
@@ -89,6 +87,16 @@ def evaluate_in_process(
         batch_size,
         "queries",
     )
+    return gallery_vecs, query_vecs
+
+
+def evaluate_in_process(
+    model: CIRModel | OnnxCIRModel, split: EvalSplit, batch_size: int = 64
+) -> RankedResult:
+    """CIRR metrics (R@1/5/10/50, Rsubset@1/2/3, Avg) of ``model`` (torch, or an ONNX export
+    on onnxruntime) on ``split``."""
+    gallery = split.gallery
+    gallery_vecs, query_vecs = embed_split(model, split, batch_size)
     scores = query_vecs @ gallery_vecs.T
     exclude = [t.reference for t in split.triplets]
     return RankedResult(

@@ -1,0 +1,152 @@
+"""A small reranker of the Qwen2-VL architecture, trained from scratch on the synthetic
+benchmark to answer YES / NO, and the template reasoning paths its RAug-Rep come from.
+
+Each example is (reference, modification, candidate): the target (YES), or a hard negative
+(NO): a member of the query's image set one edit away from the target, or the unchanged
+reference. The loss is cross-entropy over the two answer tokens at the last position,
+exactly the quantity the scorer reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cir_module.data.shapes import describe, scene_from_dict
+from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.tiny import build_tiny_reranker
+
+__all__ = ["RerankTrainConfig", "reasoning_pairs", "train_reranker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankTrainConfig:
+    data: str
+    out: str
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    seed: int = 0
+    hidden: int = 128
+    layers: int = 4
+    vision_depth: int = 2
+    image_side: int = 112
+    max_minutes: float | None = None
+
+
+def _scenes(root: Path, split: str) -> dict:
+    path = root / "scene_graphs" / f"scenes.shapes.{split}.json"
+    return {k: scene_from_dict(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, seed: int = 0):
+    """(question, reasoning) pairs from the benchmark's scene graphs: what the reference
+    shows, what the text changes, what the target must show."""
+    root = Path(root)
+    scenes = _scenes(root, split)
+    triplets = EvalSplit.load(root, split).triplets
+    rng = random.Random(seed)
+    pairs = []
+    for t in rng.sample(triplets, min(limit, len(triplets))):
+        question = f"Modification: {t.caption}. Is the candidate the reference changed as asked?"
+        reasoning = (
+            f"The reference shows {describe(scenes[t.reference])}. The text asks to "
+            f"{t.caption}. The target must show {describe(scenes[t.target])}, nothing else "
+            "changed. So the answer depends on whether the candidate shows exactly that."
+        )
+        pairs.append((question, reasoning))
+    return pairs
+
+
+def _examples(split: EvalSplit, rng: random.Random, n: int):
+    """``n`` (reference, caption, candidate, is_target) tuples, half positives."""
+    out = []
+    for _ in range(n):
+        t = rng.choice(split.triplets)
+        if rng.random() < 0.5:
+            out.append((t.reference, t.caption, t.target, True))
+            continue
+        others = [m for m in t.subset if m not in (t.target, t.reference)]
+        negative = rng.choice(others) if others and rng.random() < 0.75 else t.reference
+        out.append((t.reference, t.caption, negative, False))
+    return out
+
+
+def train_reranker(cfg: RerankTrainConfig) -> Path:
+    """Train and save the reranker to ``cfg.out``/model; returns that folder."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    split = EvalSplit.load(cfg.data, "train")
+    corpus = [t.caption for t in split.triplets[:4000]]
+    corpus += [q + " " + r for q, r in reasoning_pairs(cfg.data, limit=500, seed=cfg.seed + 1)]
+    folder = build_tiny_reranker(
+        out / "model",
+        corpus,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=4,
+        vision_depth=cfg.vision_depth,
+        vision_width=64,
+        vocab_size=1024,
+        seed=cfg.seed,
+    )
+    reranker = LVLMReranker.from_pretrained(folder, image_side=cfg.image_side)
+    model, tok = reranker.model.train(), reranker.tokenizer
+    pad = tok.pad_token_id
+    template = reranker.prompt.prefix + reranker.prompt.suffix
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))
+        ),
+    )
+    answers = torch.tensor([reranker.yes_id, reranker.no_id])
+    start, log_file = time.time(), (out / "train_log.jsonl").open("w")
+    quiet = not log.isEnabledFor(logging.INFO)
+    bar = tqdm(range(cfg.steps), desc="rerank train", disable=quiet)
+    for step in bar:
+        batch = _examples(split, rng, cfg.batch_size)
+        ids = [reranker._encode(template, text=caption) for _, caption, _, _ in batch]
+        width = max(map(len, ids))
+        # Left padding: the answer is read at the last position of every row.
+        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        images = [split.open(name) for ref, _, cand, _ in batch for name in (ref, cand)]
+        pixels, grid = reranker._pixels(images)
+        hidden = model.model(
+            input_ids=input_ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid
+        ).last_hidden_state[:, -1]
+        logits = model.lm_head(hidden)[:, answers]
+        labels = torch.tensor([0 if positive else 1 for *_, positive in batch])
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        accuracy = (logits.argmax(-1) == labels).float().mean().item()
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
+        log_file.write(json.dumps({"step": step, "loss": loss.item(), "acc": accuracy}) + "\n")
+        if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
+            log.info("time budget reached at step %d", step + 1)
+            break
+    log_file.close()
+    model.eval().save_pretrained(folder)
+    log.info("reranker trained in %.1f min -> %s", (time.time() - start) / 60, folder)
+    return folder
