@@ -254,6 +254,36 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             json.dump(rows, f, indent=2)
 
 
+def _enrich(args: argparse.Namespace) -> None:
+    import json
+
+    import weaviate
+
+    from cir_module.enrich import SceneGraphCaptioner
+    from integration.enrich import enrich_collection
+
+    captioner = SceneGraphCaptioner.from_benchmark(
+        args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
+    )
+    with weaviate.connect_to_local(
+        host=args.host, port=args.port, grpc_port=args.grpc_port, skip_init_checks=True
+    ) as client:
+        report = enrich_collection(
+            client.collections.get(args.collection),
+            captioner,
+            image_property=args.image_property,
+            caption_property=args.caption_property,
+            state_file=args.state,
+            journal=args.journal,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            dry_run=args.dry_run,
+        )
+    print(json.dumps(report.as_dict(), indent=2))
+    if report.failed:
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cir`` (exposed for documentation and tests)."""
     from cir_module.models import list_models
@@ -386,6 +416,25 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--lambdas", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3, 1.0])
     reval.add_argument("--json-out")
     reval.set_defaults(func=_rerank_eval)
+
+    en = sub.add_parser("enrich", help="caption a collection's images and write them back")
+    en.add_argument("--collection", required=True)
+    en.add_argument("--host", default="127.0.0.1")
+    en.add_argument("--port", type=int, default=8080)
+    en.add_argument("--grpc-port", type=int, default=50051)
+    en.add_argument("--captioner", choices=["scene-graph"], default="scene-graph")
+    en.add_argument("--data", required=True, help="benchmark folder with scene_graphs/")
+    en.add_argument("--drop", type=float, default=0.0, help="scene-graph noise: drop a shape")
+    en.add_argument("--wrong", type=float, default=0.0, help="scene-graph noise: wrong attribute")
+    en.add_argument("--seed", type=int, default=0)
+    en.add_argument("--image-property", default="image")
+    en.add_argument("--caption-property", default="caption")
+    en.add_argument("--state", help="state file: cursor and counts, for resuming")
+    en.add_argument("--journal", help="JSON lines: one line per object written")
+    en.add_argument("--batch-size", type=int, default=16)
+    en.add_argument("--limit", type=int, help="caption at most this many objects")
+    en.add_argument("--dry-run", action="store_true", help="caption, but write nothing")
+    en.set_defaults(func=_enrich)
 
     raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
     raug_sub = raug.add_subparsers(dest="raug_command", required=True)

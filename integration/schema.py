@@ -8,6 +8,7 @@ from weaviate import WeaviateClient
 from weaviate.classes.config import (
     Configure,
     DataType,
+    Multi2VecField,
     Property,
     Tokenization,
     VectorDistances,
@@ -27,6 +28,8 @@ def create_image_collection(
     inference_url: str | None = None,
     index: str = "hnsw",
     tokenization: Tokenization = Tokenization.FIELD,
+    caption_property: str | None = None,
+    caption_weight: float = 0.5,
 ) -> Collection:
     """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
     (cosine distance) and the transformers reranker.
@@ -34,6 +37,11 @@ def create_image_collection(
     Only the image is vectorised: stored objects live in the image space that composed
     queries are trained to match. ``inference_url`` routes this named vector to another
     service (or path prefix) than the server-wide ``CLIP_INFERENCE_API``.
+
+    With ``caption_property`` (RAR enrichment, ``cir enrich``) the stored vector becomes
+    Weaviate's weighted average of the image vector and the caption's text vector
+    (``caption_weight`` on the caption); objects are re-vectorised when the caption is written.
+    A ``captioner`` property records who wrote each caption.
     """
     properties = [Property(name=image_property, data_type=DataType.BLOB)]
     properties += [
@@ -42,12 +50,22 @@ def create_image_collection(
         )
         for p in text_properties
     ]
+    image_fields: list = [image_property]
+    text_fields: list | None = None
+    if caption_property:
+        properties += [
+            Property(name=caption_property, data_type=DataType.TEXT),
+            Property(name="captioner", data_type=DataType.TEXT, skip_vectorization=True),
+        ]
+        image_fields = [Multi2VecField(name=image_property, weight=1 - caption_weight)]
+        text_fields = [Multi2VecField(name=caption_property, weight=caption_weight)]
     return client.collections.create(
         name=name,
         properties=properties,
         vector_config=Configure.Vectors.multi2vec_clip(
             name=vector_name,
-            image_fields=[image_property],
+            image_fields=image_fields,
+            text_fields=text_fields,
             inference_url=inference_url,
             vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
         ),

@@ -1,0 +1,221 @@
+"""``cir enrich``: caption every stored image of a collection and write the captions back.
+
+The collection is read with the client's cursor (``iterator``), in uuid order. Objects whose
+``captioner`` property already names this captioner are skipped, so a run is idempotent and
+a killed run resumes where it stopped (the state file also remembers the cursor, so the
+resumed run does not re-read what was done). Captions go back in batches that replace each
+object with its caption added, so Weaviate re-vectorises it with the enriched recipe; every
+batch is checked through ``failed_objects`` and transient failures are retried with
+backoff. Undecodable images are reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from weaviate.collections import Collection
+
+from cir_module.enrich.captioners import Captioner, CaptionItem
+from cir_module.errors import InputError
+from cir_module.images import decode_base64_image
+
+__all__ = ["EnrichReport", "enrich_collection"]
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = ("timeout", "timed out", "connection", "unavailable", "503", "502", "429", "reset")
+
+
+@dataclass
+class EnrichReport:
+    """Counts of one run, and each failure with its reason."""
+
+    seen: int = 0
+    enriched: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (uuid, reason)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "failed_count": len(self.failed)}
+
+
+class _State:
+    """The state file: cursor and counts, rewritten atomically after every batch."""
+
+    def __init__(self, path: Path | None, collection: str, captioner: str) -> None:
+        self.path, self.key = path, {"collection": collection, "captioner": captioner}
+        self.after: str | None = None
+        if path and path.exists():
+            saved = json.loads(path.read_text())
+            if {k: saved.get(k) for k in self.key} == self.key:
+                self.after = saved.get("after")
+
+    def save(self, after: str | None, report: EnrichReport) -> None:
+        self.after = after
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.key, "after": after, "report": report.as_dict()}))
+        tmp.replace(self.path)
+
+
+def enrich_collection(
+    collection: Collection,
+    captioner: Captioner,
+    *,
+    image_property: str = "image",
+    caption_property: str = "caption",
+    state_file: str | Path | None = None,
+    journal: str | Path | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    dry_run: bool = False,
+    retries: int = 4,
+    backoff_s: float = 0.5,
+    on_batch: Callable[[EnrichReport], None] | None = None,
+) -> EnrichReport:
+    """Caption the collection's images with ``captioner``; see the module docstring.
+
+    ``journal`` (JSON lines) gets one line per object written, for audits and tests.
+    ``limit`` bounds how many objects are captioned in this run.
+    """
+    report = EnrichReport(dry_run=dry_run)
+    state = _State(Path(state_file) if state_file else None, collection.name, captioner.id)
+    names = [p.name for p in collection.config.get().properties]
+    quiet = not log.isEnabledFor(logging.INFO)
+    bar = tqdm(desc="enrich", unit="obj", disable=quiet)
+    pending: list[tuple[str, dict[str, Any], CaptionItem]] = []
+
+    def flush() -> None:
+        nonlocal pending
+        if not pending:
+            return
+        done = _caption_and_write(
+            collection, captioner, pending, caption_property, report, dry_run, retries, backoff_s
+        )
+        if journal and done:
+            with open(journal, "a") as f:
+                f.writelines(
+                    json.dumps({"uuid": u, "captioner": captioner.id}) + "\n" for u in done
+                )
+        state.save(pending[-1][0], report)
+        pending = []
+        if on_batch:
+            on_batch(report)
+
+    try:
+        for obj in collection.iterator(return_properties=names, after=state.after):
+            uuid = str(obj.uuid)
+            report.seen += 1
+            bar.update()
+            props = dict(obj.properties)
+            if props.get("captioner") == captioner.id:
+                report.skipped += 1
+                continue
+            if limit is not None and report.enriched + len(pending) >= limit:
+                break
+            blob = props.get(image_property)
+            try:
+                image = decode_base64_image(
+                    blob if isinstance(blob, str) else base64.b64encode(blob or b"").decode(),
+                    f"object {uuid} {image_property}",
+                )
+            except InputError as exc:
+                report.failed.append((uuid, exc.message))
+                continue
+            pending.append((uuid, props, CaptionItem(uuid, image, props)))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        if limit is None:
+            # A complete pass: the next run starts from the beginning again (skipping what
+            # is enriched, retrying what failed); the cursor only serves a killed run.
+            state.save(None, report)
+    finally:
+        bar.close()
+    log.info(
+        "enrich %s with %s: seen %d, enriched %d, skipped %d, failed %d",
+        collection.name,
+        captioner.id,
+        report.seen,
+        report.enriched,
+        report.skipped,
+        len(report.failed),
+    )
+    return report
+
+
+def _caption_and_write(
+    collection: Collection,
+    captioner: Captioner,
+    pending: list[tuple[str, dict[str, Any], CaptionItem]],
+    caption_property: str,
+    report: EnrichReport,
+    dry_run: bool,
+    retries: int,
+    backoff_s: float,
+) -> list[str]:
+    """Caption one batch and write it back; returns the uuids written."""
+    try:
+        captions = captioner.caption([item for _, _, item in pending])
+    except Exception as exc:  # the batch failed together: caption one by one to find out
+        captions = []
+        for _, _, item in pending:
+            try:
+                captions.extend(captioner.caption([item]))
+            except Exception as single:
+                captions.append(single)
+        log.warning("captioning a batch failed (%s); captioned one by one", exc)
+    todo = {}
+    for (uuid, props, _), caption in zip(pending, captions, strict=True):
+        if isinstance(caption, Exception):
+            report.failed.append((uuid, f"captioner: {caption}"))
+            continue
+        todo[uuid] = {**props, caption_property: caption, "captioner": captioner.id}
+    if dry_run:
+        report.enriched += len(todo)
+        return []
+    written: list[str] = []
+    for attempt in range(retries + 1):
+        failures = _write(collection, todo)
+        transient = {u: m for u, m in failures.items() if _is_transient(m)}
+        for uuid, message in failures.items():
+            if uuid not in transient or attempt == retries:
+                report.failed.append((uuid, message))
+        ok = [u for u in todo if u not in failures]
+        written += ok
+        report.enriched += len(ok)
+        if not transient or attempt == retries:
+            break
+        todo = {u: todo[u] for u in transient}
+        delay = backoff_s * 2**attempt
+        log.warning("%d transient write failures; retrying in %.1fs", len(transient), delay)
+        time.sleep(delay)
+    return written
+
+
+def _write(collection: Collection, objects: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Replace ``objects`` (uuid -> properties) in one batch; uuid -> message of failures."""
+    if not objects:
+        return {}
+    try:
+        with collection.batch.fixed_size(batch_size=len(objects), concurrent_requests=1) as b:
+            for uuid, props in objects.items():
+                b.add_object(properties=props, uuid=uuid)
+    except Exception as exc:  # the whole request failed (server down): all transient
+        return {uuid: f"connection: {exc}" for uuid in objects}
+    return {str(f.object_.uuid): f.message for f in collection.batch.failed_objects}
+
+
+def _is_transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in TRANSIENT)
