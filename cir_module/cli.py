@@ -237,9 +237,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     stage = first_stage(load_model(args.first_stage), split, args.k)
-    reranker = LVLMReranker.from_pretrained(
-        args.reranker, raug=args.raug, image_side=args.image_side
-    )
+    reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
     settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
     settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
@@ -410,7 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--split", default="test")
     reval.add_argument("--limit", type=int, help="first N queries only")
     reval.add_argument("--k", type=int, default=20, help="candidates reranked per query")
-    reval.add_argument("--image-side", type=int, default=112)
     reval.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.6, 1.0, 2.0])
     reval.add_argument("--layer-alpha", type=float, default=0.6)
     reval.add_argument("--lambdas", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3, 1.0])

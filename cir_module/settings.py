@@ -74,8 +74,11 @@ class ServiceSettings(BaseSettings):
         description="Layers that receive the injection: all, first, middle, last, or a "
         "comma-separated list of indices.",
     )
-    reranker_image_side: int = Field(
-        224, ge=28, description="Side images are resized to for the reranker (multiple of 28)."
+    reranker_image_side: int | None = Field(
+        None,
+        ge=28,
+        description="Side images are resized to for the reranker (multiple of 28). Default: "
+        "the model folder's cir_reranker.json, else 224.",
     )
     reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
     log_level: str = Field("info", description="Python log level name.")

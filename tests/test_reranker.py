@@ -242,3 +242,41 @@ def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
         reranker.raug = None
     np.testing.assert_allclose(scores, cosine + 0.5 * p_yes, atol=1e-4)
     assert not np.allclose(scores, cosine, atol=1e-3)  # the reranker did contribute
+
+
+def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
+    from cir_module.data.benchmark import generate_benchmark
+    from cir_module.eval.inprocess import EvalSplit
+    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
+    from cir_module.rerank.training import RerankTrainConfig, reasoning_pairs, train_reranker
+
+    root = tmp_path / "bench"
+    generate_benchmark(root, seed=2, n_train=16, n_val=0, n_test=4, image_size=64)
+    pairs = reasoning_pairs(root, limit=5)
+    assert len(pairs) == 5 and all("The target must show" in r for _, r in pairs)
+    cfg = RerankTrainConfig(
+        data=str(root), out=str(tmp_path / "run"), steps=3, batch_size=4, hidden=32, layers=2,
+        vision_depth=1,
+    )  # fmt: skip
+    folder = train_reranker(cfg)
+    log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 3 and all(0 <= json.loads(line)["acc"] <= 1 for line in log)
+    trained = LVLMReranker.from_pretrained(folder)
+    assert trained.image_side == 84  # from cir_reranker.json
+    trained.raug = extract_raug(trained.model.model, trained.tokenizer, trained.layers, pairs)
+
+    split = EvalSplit.load(root, "test")
+    stage = first_stage(local_model, split, k=5)
+    assert all(t.reference not in top for t, top in zip(split.triplets, stage.top, strict=True))
+    assert (np.diff(stage.cosine, axis=1) <= 0).all()
+    rows = rerank_sweep(
+        trained,
+        split,
+        stage,
+        [InjectionSetting(0.0), InjectionSetting(0.6, "last")],
+        lambdas=[0.0, 1.0],
+    )
+    assert rows[0]["setting"] == "first stage only" and len(rows) == 1 + 2 * 2
+    # lambda = 0 keeps the first-stage order whatever the injection.
+    assert rows[1]["R@1"] == rows[3]["R@1"] == rows[0]["R@1"]
+    assert trained.alpha == 0.6 and trained.injection_layers == [0, 1]  # restored

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = ["IMAGE", "LVLMReranker", "RerankPrompt"]
 log = logging.getLogger(__name__)
 
 IMAGE = "{image}"
+RERANKER_SETTINGS = "cir_reranker.json"
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,13 @@ class LVLMReranker:
         cls, path: str | Path, *, raug: str | Path | None = None, dtype: str = "auto", **kwargs
     ) -> LVLMReranker:
         """Load an image-text-to-text checkpoint (hub id or folder) and, optionally, the
-        RAug-Rep vectors ``cir raug extract`` wrote for it."""
+        RAug-Rep vectors ``cir raug extract`` wrote for it. A folder's ``cir_reranker.json``
+        (written by ``cir rerank train``) supplies defaults such as ``image_side``."""
         from transformers import AutoConfig, AutoTokenizer
+
+        saved = Path(path) / RERANKER_SETTINGS
+        if saved.is_file():
+            kwargs = {**json.loads(saved.read_text()), **kwargs}
 
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -76,7 +76,8 @@ def build_tiny_reranker(
     tokenizer = train_tokenizer(text * 4, vocab_size)
     ids = tokenizer.convert_tokens_to_ids
     head_dim = hidden // heads
-    quarter = head_dim // 4
+    # M-RoPE splits the rotary half of each head into (time, height, width) sections.
+    spatial = max(1, head_dim // 8)
     config = Qwen2VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -88,7 +89,7 @@ def build_tiny_reranker(
             max_position_embeddings=2048,
             rope_scaling={
                 "type": "mrope",
-                "mrope_section": [head_dim // 2 - 2 * quarter, quarter, quarter],
+                "mrope_section": [head_dim // 2 - 2 * spatial, spatial, spatial],
             },
             tie_word_embeddings=False,
         ),

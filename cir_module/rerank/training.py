@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cir_module.data.shapes import describe, scene_from_dict
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 
 __all__ = ["RerankTrainConfig", "reasoning_pairs", "train_reranker"]
@@ -42,7 +42,7 @@ class RerankTrainConfig:
     hidden: int = 128
     layers: int = 4
     vision_depth: int = 2
-    image_side: int = 112
+    image_side: int = 84  # 6 x 6 patches of 14, merged to 3 x 3: one token per grid cell
     max_minutes: float | None = None
 
 
@@ -148,5 +148,6 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
             break
     log_file.close()
     model.eval().save_pretrained(folder)
+    (folder / RERANKER_SETTINGS).write_text(json.dumps({"image_side": cfg.image_side}))
     log.info("reranker trained in %.1f min -> %s", (time.time() - start) / 60, folder)
     return folder

@@ -95,7 +95,7 @@ def _load_reranker(settings: ServiceSettings):
         raug=settings.reranker_raug,
         alpha=settings.reranker_alpha,
         layers=settings.reranker_layer_choice(),
-        image_side=settings.reranker_image_side,
+        **({"image_side": settings.reranker_image_side} if settings.reranker_image_side else {}),
         batch_size=settings.reranker_batch_size,
     )
     log.info(
