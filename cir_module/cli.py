@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="local Weaviate + service + sample gallery, composed queries"
     )
-    demo.add_argument("--checkpoint", help="model to serve (default: the shipped shapes-minilm)")
+    demo.add_argument("--checkpoint", help="model to serve (default: the shipped checkpoint)")
     demo.add_argument("--gallery-size", type=int, default=100)
     demo.add_argument("--queries", type=int, default=5)
     demo.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,7 @@ class ServiceSettings(BaseSettings):
     checkpoint: str = Field(
         default_factory=lambda: str(shipped_checkpoint()),
         description="Model to serve: a checkpoint folder written by `cir` (or a plain CLIP / "
-        "SigLIP checkpoint: hub id or folder). Default: the shipped shapes-minilm model.",
+        "SigLIP checkpoint: hub id or folder). Default: the shipped shapes-minilm-conv model.",
     )
     device: str = Field("cpu", description="torch device for the model, e.g. cpu or cuda.")
     host: str = Field("127.0.0.1", description="Address `cir serve` binds.")

