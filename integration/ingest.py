@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from weaviate.collections import Collection
 from weaviate.util import generate_uuid5
 
-__all__ = ["IngestReport", "ingest_objects"]
+__all__ = ["IngestReport", "ingest_objects", "ingest_until_stored"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,33 @@ def ingest_objects(
             "%d of %d objects failed; first: %s", len(report.failed), report.sent, report.failed[0]
         )
     return report
+
+
+def ingest_until_stored(
+    collection: Collection,
+    objects: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    rounds: int = 5,
+    wait_s: float = 2.0,
+    **batch_options: Any,
+) -> tuple[IngestReport, list[IngestReport]]:
+    """Import, then re-send the failed objects (same UUIDs, so nothing is duplicated) up to
+    ``rounds`` times, waiting ``wait_s`` (doubling) between rounds: an inference service
+    restarted mid-import loses nothing. Returns the final report (what still failed after
+    the last round) and every round's report."""
+    todo = {key: dict(props) for key, props in objects}
+    reports: list[IngestReport] = []
+    for attempt in range(rounds + 1):
+        report = ingest_objects(collection, todo.items(), **batch_options)
+        reports.append(report)
+        if not report.failed or attempt == rounds:
+            break
+        log.warning(
+            "round %d: %d objects failed, re-sending in %.1fs",
+            attempt + 1,
+            len(report.failed),
+            wait_s * 2**attempt,
+        )
+        time.sleep(wait_s * 2**attempt)
+        todo = {key: todo[key] for key, _ in report.failed}
+    return reports[-1], reports

@@ -21,10 +21,11 @@ class ServiceProcess(ManagedProcess):
         *,
         env: dict[str, str] | None = None,
         startup_timeout: float = 300.0,
+        port: int | None = None,
     ) -> None:
         super().__init__()
         self.checkpoint = str(checkpoint)
-        self.port = free_port()
+        self.port = port or free_port()
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
         self.log_path = Path(tempfile.mkstemp(prefix="cir-service-", suffix=".log")[1])
