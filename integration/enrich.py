@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+from weaviate.classes.data import DataObject
 from weaviate.collections import Collection
 
 from cir_module.enrich.captioners import Captioner, CaptionItem
@@ -204,16 +205,19 @@ def _caption_and_write(
 
 
 def _write(collection: Collection, objects: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Replace ``objects`` (uuid -> properties) in one batch; uuid -> message of failures."""
+    """Replace ``objects`` (uuid -> properties) in one synchronous batch request; returns
+    uuid -> message of the failures. One request, not the client's background batcher: when
+    the server is gone that raises at once instead of retrying without bound."""
     if not objects:
         return {}
+    uuids = list(objects)
     try:
-        with collection.batch.fixed_size(batch_size=len(objects), concurrent_requests=1) as b:
-            for uuid, props in objects.items():
-                b.add_object(properties=props, uuid=uuid)
+        result = collection.data.insert_many(
+            [DataObject(properties=objects[u], uuid=u) for u in uuids]
+        )
     except Exception as exc:  # the whole request failed (server down): all transient
-        return {uuid: f"connection: {exc}" for uuid in objects}
-    return {str(f.object_.uuid): f.message for f in collection.batch.failed_objects}
+        return {uuid: f"connection: {exc}" for uuid in uuids}
+    return {uuids[i]: error.message for i, error in result.errors.items()}
 
 
 def _is_transient(message: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,3 +158,71 @@ def test_killed_run_resumes_and_enriches_every_object_exactly_once(
     assert again["enriched"] == 0 and again["skipped"] == len(split.gallery)
     assert len(again["failed"]) == 2  # failures are retried by every complete run
     assert len(journal.read_text().splitlines()) == len(lines)
+
+
+def test_weaviate_restarted_during_enrichment_nothing_lost(service, bench, tmp_path):
+    from cir_module.eval.inprocess import EvalSplit
+    from integration.stack import connect
+    from integration.weaviate_server import WeaviateServer
+
+    split = EvalSplit.load(bench, "test")
+    data = tmp_path / "weaviate-data"
+    data.mkdir()
+    state, journal = tmp_path / "state.json", tmp_path / "journal.jsonl"
+    name = f"CIREnrichRestart_{uuidlib.uuid4().hex[:8]}"
+
+    def command(server: WeaviateServer) -> list[str]:
+        return [
+            sys.executable, "-m", "cir_module.cli", "enrich", "--collection", name,
+            "--data", str(bench), "--port", str(server.http_port),
+            "--grpc-port", str(server.grpc_port), "--state", str(state),
+            "--journal", str(journal), "--batch-size", "1",
+        ]  # fmt: skip
+
+    first = WeaviateServer(service.url, data_dir=data).start()
+    try:
+        with connect(first) as client:
+            collection = create_image_collection(
+                client, name, text_properties=("name",), caption_property="caption"
+            )
+            report = ingest_objects(
+                collection,
+                ((n, {"image": png_b64(split.open(n)), "name": n}) for n in split.gallery),
+            )
+            assert report.failed == []
+        output = (tmp_path / "job.log").open("w")
+        job = subprocess.Popen(command(first), stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline and job.poll() is None:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.01)
+        first.stop()  # Weaviate restarts while the job runs
+        try:  # the job retries while Weaviate is away; an operator would stop it and re-run
+            job.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            job.terminate()
+            job.wait(timeout=60)
+        output.close()
+        done_before = len(journal.read_text().splitlines())
+        assert done_before < len(split.gallery), "enrichment ended before the restart"
+    finally:
+        first.stop()
+
+    second = WeaviateServer(service.url, data_dir=data).start()
+    try:
+        resumed = subprocess.run(command(second), capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        lines = [json.loads(line)["uuid"] for line in journal.read_text().splitlines()]
+        assert len(lines) == len(set(lines)) == len(split.gallery)
+        captioner = SceneGraphCaptioner.from_benchmark(bench)
+        with connect(second) as client:
+            objects = list(
+                client.collections.get(name).iterator(return_properties=["name", "captioner"])
+            )
+            client.collections.delete(name)
+        assert len(objects) == len(split.gallery)
+        assert all(o.properties["captioner"] == captioner.id for o in objects)
+    finally:
+        second.stop()
+        shutil.rmtree(data, ignore_errors=True)
