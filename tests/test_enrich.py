@@ -135,7 +135,13 @@ def test_killed_run_resumes_and_enriches_every_object_exactly_once(
     assert all("could not be decoded" in m or "not a recognised" in m for _, m in report["failed"])
 
     lines = [json.loads(line)["uuid"] for line in journal.read_text().splitlines()]
-    assert len(lines) == len(set(lines)) == len(split.gallery)  # exactly once each
+    # Exactly once: nothing written twice, and the resumed run wrote only what was left. The
+    # kill may fall between a batch's write and its journal line (at most one batch of 2):
+    # those objects carry the caption already and the resumed run skips them.
+    assert len(lines) == len(set(lines))
+    assert len(split.gallery) - 2 <= len(lines) <= len(split.gallery)
+    assert report["enriched"] == len(lines) - written_first
+    assert report["skipped"] <= 2  # the resumed run starts at the saved cursor
     captioner = SceneGraphCaptioner.from_benchmark(bench)
     objects = list(
         collection.iterator(return_properties=["name", "caption", "captioner"], include_vector=True)
