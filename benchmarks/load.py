@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import json
 import os
 import random
@@ -27,19 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cir_module import compose_query
 from cir_module.checkpoints import shipped_checkpoint
-from cir_module.data.shapes import random_scene, render
+from cir_module.data.shapes import random_images
+from cir_module.images import encode_image_base64
 from integration.service_process import ServiceProcess
-
-
-def images(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        buffer = io.BytesIO()
-        render(random_scene(rng), rng).save(buffer, format="PNG")
-        out.append(base64.b64encode(buffer.getvalue()).decode())
-    return out
-
 
 QUANTILES = (50, 95, 99)
 
@@ -96,7 +84,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(shipped_checkpoint()))
     parser.add_argument("--json-out")
     args = parser.parse_args()
-    pool = images(200)
+    pool = [encode_image_base64(im) for im in random_images(200)]
     with ServiceProcess(args.checkpoint) as service:
         pid = service.pid
         asyncio.run(drive(service.url, pool, args.clients, 10))  # warm-up: caches fill

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cir_module.data.shapes import random_scene, render
+from cir_module.data.shapes import random_images
 from cir_module.rerank import LVLMReranker, extract_raug
 from cir_module.rerank.tiny import build_tiny_reranker
 
@@ -83,8 +82,7 @@ def main() -> None:
     print(f"{'K':>4s} {'naive s':>9s} {'kv reuse s':>10s} {'speed-up':>9s} {'max |diff|':>11s}")
     results = []
     for k in args.k:
-        rng = random.Random(k)
-        images = [render(random_scene(rng), rng) for _ in range(k + 1)]
+        images = random_images(k + 1, seed=k)
         reference, candidates = images[0], images[1:]
         text = "remove the square at top-left"
         reranker.score(reference, text, candidates[:2])  # warm-up

@@ -39,7 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cir_module.data.shapes import random_scene, render
+from cir_module.data.shapes import random_images
+from cir_module.images import encode_image_base64
 from cir_module.models import create_model
 from cir_module.models.onnx_model import OnnxCIRModel
 from integration.ingest import ingest_objects
@@ -50,21 +51,6 @@ from integration.weaviate_server import WeaviateServer
 from onnx_export import export_checkpoint
 
 log = logging.getLogger("benchmark")
-
-
-def sample_images(n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct rendered scenes as base64 PNG (what Weaviate sends for a blob)."""
-    import base64
-    import io
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        buffer = io.BytesIO()
-        render(random_scene(rng), rng).save(buffer, format="PNG")
-        out.append(base64.b64encode(buffer.getvalue()).decode())
-    return out
 
 
 async def drive_http(url: str, images: list[str], clients: int, seconds: float) -> dict:
@@ -207,7 +193,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cir-bench-"))
     create_model(args.model).save_pretrained(work / "ckpt")
     manifest = export_checkpoint(work / "ckpt", work / "onnx", variants=("fp32", "int8"))
-    images = sample_images(max(args.objects, 4 * args.clients))
+    images = [encode_image_base64(im) for im in random_images(max(args.objects, 4 * args.clients))]
 
     int8_image = manifest["variants"]["int8"]["files"]["image"].endswith(".int8.onnx")
     sides = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import random
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from PIL import Image
 # authlib (a weaviate-client dependency) warns about its own httpx integration on import.
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
-from cir_module.data.shapes import random_scene, render
+from cir_module.data.shapes import random_images
 from cir_module.models import CIRModel, create_model, load_model
 from integration.service_process import ServiceProcess
 from integration.stack import connect
@@ -36,8 +35,7 @@ def png_b64(image: Image.Image, format: str = "PNG", **save_args: object) -> str
 
 def scene_images(n: int, seed: int = 0) -> list[Image.Image]:
     """``n`` distinct rendered shape scenes."""
-    rng = random.Random(seed)
-    return [render(random_scene(rng), rng) for _ in range(n)]
+    return random_images(n, seed)
 
 
 @pytest.fixture(scope="session")

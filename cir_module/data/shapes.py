@@ -47,6 +47,7 @@ __all__ = [
     "modify",
     "phrase_edit",
     "random_edit",
+    "random_images",
     "random_scene",
     "render",
     "scene_from_dict",
@@ -137,6 +138,12 @@ def scene_from_dict(data: Iterable[Mapping[str, Any]]) -> Scene:
     if len({o.cell for o in objects}) != len(objects):
         raise ValueError("two objects share a cell")
     return tuple(sorted(objects))
+
+
+def random_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """``n`` rendered random scenes, deterministic from ``seed`` (tests and benchmarks)."""
+    rng = random.Random(seed)
+    return [render(random_scene(rng), rng) for _ in range(n)]
 
 
 def render(scene: Scene, rng: random.Random, size: int = 128) -> Image.Image:
