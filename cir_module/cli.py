@@ -227,6 +227,14 @@ def _rerank_train(args: argparse.Namespace) -> None:
     print(f"reranker saved to {train_reranker(cfg)}")
 
 
+def _rerank_export(args: argparse.Namespace) -> None:
+    from onnx_export.reranker import export_reranker
+
+    manifest = export_reranker(args.model, args.out, image_side=args.image_side)
+    print(f"exported {manifest['family']} reranker to {args.out}")
+    print(f"parity (max |dP(YES)| torch vs onnxruntime): {manifest['parity']}")
+
+
 def _rerank_eval(args: argparse.Namespace) -> None:
     import json
 
@@ -397,9 +405,21 @@ def build_parser() -> argparse.ArgumentParser:
     rtrain.add_argument("--steps", type=int, default=1500)
     rtrain.add_argument("--batch-size", type=int, default=32)
     rtrain.add_argument("--lr", type=float, default=1e-3)
+    rtrain.add_argument("--easy-negatives", type=float, default=0.5)
+    rtrain.add_argument("--describe-weight", type=float, default=0.5)
+    rtrain.add_argument("--warmup-steps", type=int, default=50)
+    rtrain.add_argument("--hidden", type=int, default=128)
+    rtrain.add_argument("--layers", type=int, default=4)
     rtrain.add_argument("--seed", type=int, default=0)
     rtrain.add_argument("--max-minutes", type=float)
     rtrain.set_defaults(func=_rerank_train)
+    rexport = rr_sub.add_parser(
+        "export", help="the reranker to ONNX (vision tower + decoder with injection inputs)"
+    )
+    rexport.add_argument("model", help="reranker checkpoint (hub id or folder)")
+    rexport.add_argument("out", help="folder to write")
+    rexport.add_argument("--image-side", type=int, help="default: the checkpoint's setting")
+    rexport.set_defaults(func=_rerank_export)
     reval = rr_sub.add_parser("eval", help="first stage, then reranking: injection and lambda")
     reval.add_argument("--first-stage", required=True, help="cir checkpoint of the first stage")
     reval.add_argument("--reranker", required=True, help="reranker checkpoint folder")

@@ -59,8 +59,9 @@ class ServiceSettings(BaseSettings):
     )
     reranker_model: str | None = Field(
         None,
-        description="Image-text-to-text checkpoint (hub id or folder, Qwen2-VL family) that "
-        "rescores /rerank candidates by P(YES); unset: /rerank returns the first-stage cosine.",
+        description="Image-text-to-text checkpoint (hub id or folder, Qwen2-VL family), or a "
+        "`cir rerank export` folder (served by onnxruntime), that rescores /rerank candidates "
+        "by P(YES); unset: /rerank returns the first-stage cosine.",
     )
     reranker_raug: str | None = Field(
         None, description="RAug-Rep vectors from `cir raug extract` to inject (safetensors)."

@@ -1,5 +1,6 @@
 """The LVLM reranker on a tiny random Qwen2-VL built offline: RAug-Rep extraction, injection,
-KV-cache reuse, fusion, and /rerank through a real Weaviate."""
+KV-cache reuse, fusion, the ONNX export's parity, and /rerank through a real Weaviate (torch
+and onnxruntime)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,26 @@ from weaviate.classes.query import MetadataQuery, Rerank
 from cir_module import compose_query
 from cir_module.rerank import (
     LVLMReranker,
+    OnnxReranker,
     choose_layers,
     extract_raug,
     fuse_scores,
     injected,
     load_raug,
+    load_reranker,
     read_cot,
     save_raug,
 )
 from cir_module.rerank.injection import capture_last_token
+from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST
+from cir_module.rerank.prompt import mrope_positions
 from cir_module.rerank.tiny import build_tiny_reranker
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.service_process import ServiceProcess
 from integration.stack import connect
 from integration.weaviate_server import WeaviateServer
+from onnx_export.reranker import RERANK_ATOL, export_reranker
 from tests.conftest import png_b64, scene_images
 
 SIDE = 56  # 4 x 4 patches of 14, merged 2 x 2: 4 tokens per image
@@ -189,13 +195,63 @@ def test_fuse_scores():
         fuse_scores([0.1, 0.2], [0.5])
 
 
-@pytest.mark.integration
-def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
-    tiny_checkpoint, local_model, tiny_vlm, reranker, raug, tmp_path
+def test_multimodal_positions_equal_the_models(reranker):
+    ids = reranker._encode(reranker.prompt.prefix + reranker.prompt.suffix, text="make it red")
+    _, grid = reranker._pixels(IMAGES[:2])
+    expected = reranker.adapter.rope_index(reranker.model, torch.tensor([ids]), grid)[:, 0]
+    merged = SIDE // 14 // 2
+    got = mrope_positions(ids, reranker.codec.image_token_id, (merged, merged))
+    np.testing.assert_array_equal(got, expected.numpy())
+
+
+@pytest.fixture(scope="module")
+def onnx_reranker_folder(tiny_vlm, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reranker-onnx")
+    export_reranker(tiny_vlm, out, image_side=SIDE)
+    return out
+
+
+def test_onnx_export_scores_equal_torch_with_and_without_injection(
+    onnx_reranker_folder, reranker, raug
 ):
+    manifest = json.loads((onnx_reranker_folder / RERANKER_MANIFEST).read_text())
+    parity = manifest["parity"]
+    worst = max(v for k, v in parity.items() if k != "injection_effect")
+    assert worst <= RERANK_ATOL
+    # The check saw the injection act: it moved P(YES) far more than the export's error.
+    assert parity["injection_effect"] > max(1e-5, 100 * worst)
+    names = {i["name"] for i in manifest["graphs"]["decoder"]["inputs"]}
+    assert {"raug", "alpha", "inject", "past_keys"} <= names
+    # The extracted vectors (not the export's random ones), a layer list, a ragged batch.
+    ours = load_reranker(onnx_reranker_folder, alpha=1.0, layers=[0, 1], batch_size=4)
+    assert isinstance(ours, OnnxReranker) and ours.describe()["runtime"] == "onnxruntime"
+    ours.raug = (raug * 20).numpy()
+    saved = reranker.raug, reranker.alpha, reranker.injection_layers
+    try:
+        reranker.raug, reranker.alpha, reranker.injection_layers = raug * 20, 1.0, [0, 1]
+        expected = reranker.score(IMAGES[0], "make it red", IMAGES[1:7])
+    finally:
+        reranker.raug, reranker.alpha, reranker.injection_layers = saved
+    np.testing.assert_allclose(
+        ours.score(IMAGES[0], "make it red", IMAGES[1:7]), expected, atol=1e-5
+    )
+    ours.alpha = 0.0
+    plain = reranker.score(IMAGES[0], "make it red", IMAGES[1:7])
+    np.testing.assert_allclose(ours.score(IMAGES[0], "make it red", IMAGES[1:7]), plain, atol=1e-5)
+    assert ours.score(IMAGES[0], "make it red", []).shape == (0,)
+    with pytest.raises(ValueError, match="exported for 56-pixel images"):
+        load_reranker(onnx_reranker_folder, image_side=84)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
+    tiny_checkpoint, local_model, tiny_vlm, onnx_reranker_folder, reranker, raug, tmp_path,
+    runtime,
+):  # fmt: skip
     raug_file = save_raug(raug * 20, tmp_path / "raug.safetensors", method="mean")
     env = {
-        "CIR_RERANKER_MODEL": str(tiny_vlm),
+        "CIR_RERANKER_MODEL": str(tiny_vlm if runtime == "torch" else onnx_reranker_folder),
         "CIR_RERANKER_RAUG": str(raug_file),
         "CIR_RERANKER_IMAGE_SIDE": str(SIDE),
         "CIR_RERANKER_LAMBDA": "0.5",
@@ -210,6 +266,7 @@ def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
     ):
         meta = httpx.get(f"{service.url}/meta").json()["reranker"]
         assert meta["raug"] and meta["alpha"] == 0.6 and meta["lambda"] == 0.5
+        assert meta["runtime"] == runtime
         name = "CIRRerank_" + tmp_path.name.replace("-", "_")[-12:]
         try:
             collection = create_image_collection(client, name, text_properties=("key",))

@@ -95,7 +95,7 @@ def rerank_sweep(
     try:
         for setting in settings:
             reranker.alpha = setting.alpha
-            reranker.injection_layers = choose_layers(len(reranker.layers), setting.layers)
+            reranker.injection_layers = choose_layers(reranker.num_layers, setting.layers)
             refine = p_yes(reranker, split, stage)
             for lam in lambdas:
                 fused = fuse_scores(stage.cosine, refine, lam)

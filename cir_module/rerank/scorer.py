@@ -1,9 +1,10 @@
 """The LVLM reranker: P(YES) that a candidate is the reference changed as the text asks.
 
-One prompt per candidate: the reference image and the modification text (the prefix, the
-same for every candidate of a query), then the candidate image and a YES / NO question (the
-suffix). The score is P(YES) from the next-token logits over the YES and NO tokens, with
-reasoning-augmented representations injected at the first token when configured.
+The prompt (:mod:`cir_module.rerank.prompt`): the reference image and the modification
+text (the prefix, the same for every candidate of a query), then the candidate image and a
+YES / NO question (the suffix). The score is P(YES) from the next-token logits over the YES
+and NO tokens, with reasoning-augmented representations injected at the first token when
+configured.
 
 The paper's way runs the whole prompt once per candidate. Here the prefix runs once per
 query, injection applied (the first token is in it), and its key / value cache is reused by
@@ -18,7 +19,6 @@ import copy
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,29 +27,14 @@ from PIL import Image
 
 from cir_module.rerank.family import FamilyAdapter, adapter_for
 from cir_module.rerank.injection import choose_layers, injected
+from cir_module.rerank.prompt import PromptCodec, RerankPrompt
 from cir_module.rerank.raug import load_raug
 
-__all__ = ["IMAGE", "LVLMReranker", "RerankPrompt"]
+__all__ = ["RERANKER_SETTINGS", "LVLMReranker"]
 
 log = logging.getLogger(__name__)
 
-IMAGE = "{image}"
 RERANKER_SETTINGS = "cir_reranker.json"
-
-
-@dataclass(frozen=True)
-class RerankPrompt:
-    """The prompt, split where the candidate begins; ``{image}`` marks an image."""
-
-    prefix: str = (
-        "<|im_start|>user\nReference image: {image}\nModification: {text}\nCandidate image: "
-    )
-    suffix: str = (
-        "{image}\nIs the candidate the reference image changed as the modification asks? "
-        "Answer YES or NO.<|im_end|>\n<|im_start|>assistant\n"
-    )
-    yes: str = "YES"
-    no: str = "NO"
 
 
 class LVLMReranker:
@@ -81,7 +66,18 @@ class LVLMReranker:
         self.prompt = prompt or RerankPrompt()
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        self.yes_id, self.no_id = (self._single_token(w) for w in (self.prompt.yes, self.prompt.no))
+        self.codec = PromptCodec(
+            tokenizer,
+            image_processor,
+            adapter.image_start,
+            adapter.image_pad,
+            adapter.image_end,
+            adapter.image_tokens(model, image_side),
+            image_side,
+        )
+        self.yes_id, self.no_id = (
+            self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
+        )
         if raug is not None and raug.shape[0] != len(self.layers):
             raise ValueError(f"RAug-Rep has {raug.shape[0]} layers, the model {len(self.layers)}")
 
@@ -116,6 +112,7 @@ class LVLMReranker:
         """What ``/meta`` shows."""
         return {
             "family": self.adapter.name,
+            "runtime": "torch",
             "layers": len(self.layers),
             "raug": self.raug is not None,
             "alpha": self.alpha,
@@ -124,38 +121,18 @@ class LVLMReranker:
         }
 
     # -- prompt ------------------------------------------------------------------------------
-    def _single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"the answer word {word!r} is {len(ids)} tokens, not one")
-        return ids[0]
-
     def _encode(self, template: str, **fields: str) -> list[int]:
-        """Token ids of a template, each ``{image}`` expanded to its placeholder tokens."""
-        a = self.adapter
-        tokens = self.tokenizer.convert_tokens_to_ids
-        image_ids = (
-            [tokens(a.image_start)]
-            + [tokens(a.image_pad)] * a.image_tokens(self.model, self.image_side)
-            + [tokens(a.image_end)]
-        )
-        ids: list[int] = []
-        for i, text in enumerate(template.split(IMAGE)):
-            if i:
-                ids += image_ids
-            if text:
-                ids += self.tokenizer.encode(text.format(**fields), add_special_tokens=False)
-        return ids
+        return self.codec.encode(template, **fields)
 
     def _pixels(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        # One size for every image, so that every candidate's suffix has the same length
-        # and candidates batch without padding.
-        side = self.image_side
-        resized = [im.convert("RGB").resize((side, side), Image.BICUBIC) for im in images]
-        out = self.image_processor(images=resized, do_resize=False, return_tensors="pt")
-        return out["pixel_values"].to(self.device, self.model.dtype), out["image_grid_thw"].to(
-            self.device
-        )
+        pixels, grid = self.codec.pixels(images)
+        return torch.from_numpy(pixels).to(self.device, self.model.dtype), torch.from_numpy(
+            grid
+        ).to(self.device)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
 
     def _p_yes(self, last_hidden: torch.Tensor) -> np.ndarray:
         logits = self.adapter.lm_head(self.model)(last_hidden)[:, [self.yes_id, self.no_id]]

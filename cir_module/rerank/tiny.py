@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cir_module.rerank.scorer import RerankPrompt
+from cir_module.rerank.prompt import RerankPrompt
 
 __all__ = ["SPECIAL_TOKENS", "build_tiny_reranker", "train_tokenizer"]
 

@@ -1,10 +1,16 @@
 """A small reranker of the Qwen2-VL architecture, trained from scratch on the synthetic
 benchmark to answer YES / NO, and the template reasoning paths its RAug-Rep come from.
 
-Each example is (reference, modification, candidate): the target (YES), or a hard negative
-(NO): a member of the query's image set one edit away from the target, or the unchanged
-reference. The loss is cross-entropy over the two answer tokens at the last position,
-exactly the quantity the scorer reads.
+Each example is (reference, modification, candidate): the target (YES), or a negative (NO):
+another query's target, or a hard one (a member of the query's image set one edit away from
+the target, or the unchanged reference). The loss is cross-entropy over the two answer tokens
+at the end of the prompt, exactly the quantity the scorer reads, plus a language-modelling
+loss on a description of both images written after the answer (teacher-forced). A model
+trained from scratch on the YES / NO bit alone sat at chance for hundreds of steps: one bit
+per example is too little signal to teach the vision tower what is where. The descriptions
+are dense supervision of exactly that, the usual captioning stage of a VLM recipe. They come
+after the answer, so the answer position never sees them (causal attention) and scoring is
+unchanged.
 """
 
 from __future__ import annotations
@@ -43,12 +49,21 @@ class RerankTrainConfig:
     layers: int = 4
     vision_depth: int = 2
     image_side: int = 84  # 6 x 6 patches of 14, merged to 3 x 3: one token per grid cell
+    easy_negatives: float = 0.5  # share of negatives drawn from other queries' targets
+    describe_weight: float = 0.5  # weight of the description loss (0: the answer alone)
     max_minutes: float | None = None
 
 
 def _scenes(root: Path, split: str) -> dict:
     path = root / "scene_graphs" / f"scenes.shapes.{split}.json"
     return {k: scene_from_dict(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _description(scenes: dict, reference: str, candidate: str) -> str:
+    return (
+        f" The reference shows {describe(scenes[reference])}."
+        f" The candidate shows {describe(scenes[candidate])}."
+    )
 
 
 def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, seed: int = 0):
@@ -70,8 +85,10 @@ def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, se
     return pairs
 
 
-def _examples(split: EvalSplit, rng: random.Random, n: int):
-    """``n`` (reference, caption, candidate, is_target) tuples, half positives."""
+def _examples(split: EvalSplit, rng: random.Random, n: int, easy: float):
+    """``n`` (reference, caption, candidate, is_target) tuples, half positives. A negative is
+    another query's target with probability ``easy``; otherwise a hard one: a member of the
+    query's image set one edit away from the target, or the unchanged reference."""
     out = []
     for _ in range(n):
         t = rng.choice(split.triplets)
@@ -79,8 +96,13 @@ def _examples(split: EvalSplit, rng: random.Random, n: int):
             out.append((t.reference, t.caption, t.target, True))
             continue
         others = [m for m in t.subset if m not in (t.target, t.reference)]
-        negative = rng.choice(others) if others and rng.random() < 0.75 else t.reference
-        out.append((t.reference, t.caption, negative, False))
+        if rng.random() < easy:
+            negative = rng.choice(split.triplets).target
+        elif others and rng.random() < 0.75:
+            negative = rng.choice(others)
+        else:
+            negative = t.reference
+        out.append((t.reference, t.caption, negative, negative == t.target))
     return out
 
 
@@ -92,7 +114,9 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     split = EvalSplit.load(cfg.data, "train")
+    scenes = _scenes(Path(cfg.data), "train")
     corpus = [t.caption for t in split.triplets[:4000]]
+    corpus += [_description(scenes, t.reference, t.target) for t in split.triplets[:2000]]
     corpus += [q + " " + r for q, r in reasoning_pairs(cfg.data, limit=500, seed=cfg.seed + 1)]
     folder = build_tiny_reranker(
         out / "model",
@@ -117,32 +141,50 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
         ),
     )
     answers = torch.tensor([reranker.yes_id, reranker.no_id])
-    start, log_file = time.time(), (out / "train_log.jsonl").open("w")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    start, log_file = time.time(), (out / "train_log.jsonl").open("w", buffering=1)
     quiet = not log.isEnabledFor(logging.INFO)
     bar = tqdm(range(cfg.steps), desc="rerank train", disable=quiet)
     for step in bar:
-        batch = _examples(split, rng, cfg.batch_size)
-        ids = [reranker._encode(template, text=caption) for _, caption, _, _ in batch]
-        width = max(map(len, ids))
-        # Left padding: the answer is read at the last position of every row.
-        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        batch = _examples(split, rng, cfg.batch_size, cfg.easy_negatives)
+        prompts = [reranker._encode(template, text=caption) for _, caption, _, _ in batch]
+        labels = torch.tensor([0 if positive else 1 for *_, positive in batch])
+        rows = [
+            [*p, int(answers[label]), *tok.encode(_description(scenes, ref, cand)), end]
+            for p, label, (ref, _, cand, _) in zip(prompts, labels.tolist(), batch, strict=True)
+        ]
+        width = max(map(len, rows))
+        # Right padding; the answer is read at each prompt's last position.
+        input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
         images = [split.open(name) for ref, _, cand, _ in batch for name in (ref, cand)]
         pixels, grid = reranker._pixels(images)
         hidden = model.model(
             input_ids=input_ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid
-        ).last_hidden_state[:, -1]
-        logits = model.lm_head(hidden)[:, answers]
-        labels = torch.tensor([0 if positive else 1 for *_, positive in batch])
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        ).last_hidden_state
+        at_answer = torch.tensor([len(p) - 1 for p in prompts])
+        logits = model.lm_head(hidden[torch.arange(len(rows)), at_answer])[:, answers]
+        answer_loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss = answer_loss
+        if cfg.describe_weight:
+            # Next-token loss on the description only (after the answer token).
+            targets = input_ids[:, 1:].clone()
+            position = torch.arange(width - 1)[None]
+            targets[(position <= at_answer[:, None]) | (mask[:, 1:] == 0)] = -100
+            lm_logits = model.lm_head(hidden[:, :-1])
+            describe = torch.nn.functional.cross_entropy(
+                lm_logits.flatten(0, 1), targets.flatten(), ignore_index=-100
+            )
+            loss = loss + cfg.describe_weight * describe
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         accuracy = (logits.argmax(-1) == labels).float().mean().item()
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
-        log_file.write(json.dumps({"step": step, "loss": loss.item(), "acc": accuracy}) + "\n")
+        bar.set_postfix(answer=f"{answer_loss.item():.3f}", acc=f"{accuracy:.2f}")
+        record = {"step": step, "loss": loss.item(), "answer_loss": answer_loss.item()}
+        log_file.write(json.dumps({**record, "acc": accuracy}) + "\n")
         if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
             log.info("time budget reached at step %d", step + 1)
             break

@@ -64,7 +64,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         facts["name"],
         "onnxruntime" if settings.onnx_export else "torch",
         facts.get("provider", settings.device),
-        reranker.adapter.name if reranker else "none",
+        reranker.describe()["family"] if reranker else "none",
     ).set(1)
     return QueryEncoder(
         model,
@@ -87,15 +87,15 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
 def _load_reranker(settings: ServiceSettings):
     if not settings.reranker_model:
         return None
-    from cir_module.rerank import LVLMReranker
+    from cir_module.rerank import load_reranker
 
     start = time.perf_counter()
-    reranker = LVLMReranker.from_pretrained(
+    reranker = load_reranker(
         settings.reranker_model,
         raug=settings.reranker_raug,
         alpha=settings.reranker_alpha,
         layers=settings.reranker_layer_choice(),
-        **({"image_side": settings.reranker_image_side} if settings.reranker_image_side else {}),
+        image_side=settings.reranker_image_side,
         batch_size=settings.reranker_batch_size,
     )
     log.info(

@@ -30,7 +30,7 @@ from cir_module.rerank.fusion import fuse_scores
 from cir_module.service.batcher import MicroBatcher
 
 if TYPE_CHECKING:
-    from cir_module.rerank import LVLMReranker
+    from cir_module.rerank import LVLMReranker, OnnxReranker
 
 __all__ = ["EmbeddingCache", "EmbeddingModel", "InputLimits", "QueryEncoder"]
 
@@ -103,7 +103,7 @@ class QueryEncoder:
         *,
         cross_request: bool = True,
         max_wait_s: float = 0.002,
-        reranker: LVLMReranker | None = None,
+        reranker: LVLMReranker | OnnxReranker | None = None,
         fusion_lambda: float = 0.06,
         limits: InputLimits | None = None,
         on_batch: Callable[[str, int], None] | None = None,

@@ -1,0 +1,181 @@
+"""The LVLM reranker exported by ``cir rerank export``, served by onnxruntime.
+
+The same scores as :class:`LVLMReranker` (the shared prefix once, its key / value cache
+reused by batches of candidates; injection applied on the prefix pass), with the RAug-Rep
+vectors, alpha and the steered layers as decoder inputs: changing them needs no re-export.
+The folder holds ``reranker_manifest.json``, ``vision.onnx``, ``decoder.onnx``, the tokenizer
+and the image processor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cir_module.models.onnx_model import _onnxruntime, choose_providers
+from cir_module.rerank.injection import choose_layers
+from cir_module.rerank.prompt import PromptCodec, RerankPrompt, mrope_positions
+
+__all__ = ["RERANKER_MANIFEST", "OnnxReranker", "is_onnx_reranker"]
+
+log = logging.getLogger(__name__)
+
+RERANKER_MANIFEST = "reranker_manifest.json"
+
+
+def is_onnx_reranker(path: str | Path) -> bool:
+    """Whether ``path`` is a ``cir rerank export`` folder."""
+    return (Path(path) / RERANKER_MANIFEST).is_file()
+
+
+class OnnxReranker:
+    """P(YES) per candidate from the exported vision tower and decoder."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        raug: str | Path | np.ndarray | None = None,
+        alpha: float = 0.6,
+        layers: str | Sequence[int] = "all",
+        batch_size: int = 16,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer, Qwen2VLImageProcessor
+
+        ort = _onnxruntime()
+        self.folder = Path(folder)
+        if not is_onnx_reranker(folder):
+            raise FileNotFoundError(f"{folder} is not a reranker export: no {RERANKER_MANIFEST}")
+        self.manifest = manifest = json.loads((self.folder / RERANKER_MANIFEST).read_text())
+        self.prompt = RerankPrompt(**manifest["prompt"])
+        self.image_side = int(manifest["image_side"])
+        self.codec = PromptCodec(
+            AutoTokenizer.from_pretrained(self.folder),
+            Qwen2VLImageProcessor.from_pretrained(self.folder),
+            *manifest["image_markers"],
+            int(manifest["image_tokens"]),
+            self.image_side,
+        )
+        self.yes_id, self.no_id = (
+            self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
+        )
+        shape = manifest["decoder"]
+        self.num_layers, self.hidden = int(shape["layers"]), int(shape["hidden"])
+        self.kv_heads, self.head_dim = int(shape["kv_heads"]), int(shape["head_dim"])
+        self.merged_grid = tuple(manifest["merged_grid"])
+        self.family = manifest["family"]
+        self.batch_size = batch_size
+        self.raug = self._raug(raug)
+        self.alpha = float(alpha)
+        self.injection_layers = choose_layers(self.num_layers, layers)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        chosen = choose_providers(providers)
+        self.sessions = {
+            graph: ort.InferenceSession(
+                str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen
+            )
+            for graph in ("vision", "decoder")
+        }
+        self.provider = self.sessions["decoder"].get_providers()[0]
+
+    def _raug(self, raug: str | Path | np.ndarray | None) -> np.ndarray | None:
+        if raug is None:
+            return None
+        if not isinstance(raug, np.ndarray):
+            from cir_module.rerank.raug import load_raug
+
+            raug = load_raug(raug)[0].float().numpy()
+        if raug.shape != (self.num_layers, self.hidden):
+            raise ValueError(
+                f"RAug-Rep of shape {raug.shape}; "
+                f"the model needs ({self.num_layers}, {self.hidden})"
+            )
+        return raug.astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/meta`` shows."""
+        return {
+            "family": self.family,
+            "runtime": "onnxruntime",
+            "provider": self.provider,
+            "layers": self.num_layers,
+            "raug": self.raug is not None,
+            "alpha": self.alpha,
+            "injection_layers": self.injection_layers,
+            "image_side": self.image_side,
+        }
+
+    # -- graphs ------------------------------------------------------------------------------
+    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Placeholder-token features per image (images x tokens x hidden)."""
+        pixels, _ = self.codec.pixels(images)
+        rows = pixels.reshape(len(images), -1, pixels.shape[-1]).astype(np.float32)
+        session = self.sessions["vision"]
+        return np.stack([session.run(None, {"pixel_values": r})[0] for r in rows])
+
+    def _decode(self, ids, features, positions, keys, values, steer: bool):
+        vectors = self.raug if self.raug is not None else np.zeros((self.num_layers, self.hidden))
+        inject = np.zeros(self.num_layers, dtype=np.float32)
+        if steer and self.raug is not None:
+            inject[self.injection_layers] = 1.0
+        return self.sessions["decoder"].run(
+            None,
+            {
+                "input_ids": ids,
+                "image_embeds": features,
+                "position_ids": positions,
+                "past_keys": keys,
+                "past_values": values,
+                "raug": vectors.astype(np.float32),
+                "alpha": np.array(self.alpha, dtype=np.float32),
+                "inject": inject,
+            },
+        )
+
+    def score(
+        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+    ) -> np.ndarray:
+        """P(YES) per candidate: the shared prefix once, its cache reused by batches."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        prefix = self.codec.encode(self.prompt.prefix, text=text)
+        suffix = self.codec.encode(self.prompt.suffix)
+        positions = mrope_positions(prefix + suffix, self.codec.image_token_id, self.merged_grid)
+        p = len(prefix)
+        empty = np.zeros((self.num_layers, 1, self.kv_heads, 0, self.head_dim), np.float32)
+        _, keys, values = self._decode(
+            np.array([prefix]),
+            self.image_features([reference]),
+            positions[:, None, :p],
+            empty,
+            empty,
+            steer=True,
+        )
+        scores = []
+        for start in range(0, len(candidates), self.batch_size):
+            batch = candidates[start : start + self.batch_size]
+            n = len(batch)
+            logits, _, _ = self._decode(
+                np.repeat(np.array([suffix]), n, axis=0),
+                self.image_features(batch),
+                np.repeat(positions[:, None, p:], n, axis=1),
+                np.repeat(keys, n, axis=1),
+                np.repeat(values, n, axis=1),
+                steer=False,
+            )
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            scores.append((shifted[:, 0] / shifted.sum(axis=-1)).astype(np.float32))
+        return np.concatenate(scores)

@@ -1,0 +1,211 @@
+"""``cir rerank export``: an LVLM reranker -> ``vision.onnx`` + ``decoder.onnx``, validated.
+
+The vision tower is exported for one image of the reranker's fixed side (the scorer resizes
+every image to it); the decoder with dynamic batch, new-token and cache lengths, the RAug-Rep
+vectors, alpha and the per-layer injection switches as inputs (:mod:`onnx_export.reranker_graphs`).
+Both pass ``onnx.checker``; then the export is scored against the torch reranker end to end
+(KV reuse, with and without injection) and must agree within ``RERANK_ATOL`` in P(YES), or a
+:class:`ParityError` is raised and no manifest is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cir_module.data.shapes import random_images
+from cir_module.rerank.injection import choose_layers
+from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST, OnnxReranker
+from cir_module.rerank.prompt import mrope_positions
+from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
+from onnx_export.export import DEFAULT_OPSET, _io_description, _require, _sha256, _versions
+from onnx_export.reranker_graphs import DecoderGraph, VisionGraph
+from onnx_export.validate import ParityError
+
+__all__ = ["RERANK_ATOL", "export_reranker", "reranker_parity"]
+
+log = logging.getLogger(__name__)
+
+RERANK_ATOL = 1e-4
+_TEXTS = ["make the large circle red", "remove the small green square at the top left"]
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, names, axes, opset: int) -> None:
+    onnx = _require("onnx")
+    inputs, outputs = names
+    torch.onnx.export(
+        module.eval(),
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=opset,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _decoder_example(reranker: LVLMReranker) -> tuple[torch.Tensor, ...]:
+    """A candidate pass of batch 2 over a cache of 3 positions (no axis of size 1 or 0)."""
+    codec, config = reranker.codec, reranker.model.config.text_config
+    suffix = codec.encode(reranker.prompt.suffix)
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = config.hidden_size // heads
+    layers = len(reranker.layers)
+    positions = mrope_positions([0, 0, 0, *suffix], codec.image_token_id, _merged(reranker))
+    return (
+        torch.tensor([suffix, suffix]),
+        torch.randn(2, codec.image_tokens, config.hidden_size),
+        torch.from_numpy(positions[:, None, 3:]).expand(3, 2, -1).contiguous(),
+        torch.randn(layers, 2, kv, 3, head_dim),
+        torch.randn(layers, 2, kv, 3, head_dim),
+        torch.randn(layers, config.hidden_size),
+        torch.tensor(0.6),
+        torch.ones(layers),
+    )
+
+
+def _merged(reranker: LVLMReranker) -> tuple[int, int]:
+    vision = reranker.model.config.vision_config
+    side = reranker.image_side // vision.patch_size // vision.spatial_merge_size
+    return (side, side)
+
+
+def export_reranker(
+    model: str | Path,
+    out: str | Path,
+    *,
+    image_side: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    validate: bool = True,
+) -> dict[str, Any]:
+    """Export the reranker at ``model`` to ``out``; return the manifest (also written)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RERANKER_MANIFEST).unlink(missing_ok=True)
+    kwargs = {"image_side": image_side} if image_side else {}
+    reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
+    reranker.model.float().eval()
+    codec = reranker.codec
+    vision = reranker.model.config.vision_config
+    grid_side = reranker.image_side // vision.patch_size
+
+    pixels, _ = codec.pixels(random_images(1, seed=0))
+    _export(
+        VisionGraph(reranker.model, grid_side),
+        (torch.from_numpy(pixels),),
+        out / "vision.onnx",
+        (["pixel_values"], ["image_features"]),
+        None,
+        opset,
+    )
+    decoder_inputs = [
+        "input_ids",
+        "image_embeds",
+        "position_ids",
+        "past_keys",
+        "past_values",
+        "raug",
+        "alpha",
+        "inject",
+    ]
+    _export(
+        DecoderGraph(reranker.model, codec.image_token_id, (reranker.yes_id, reranker.no_id)),
+        _decoder_example(reranker),
+        out / "decoder.onnx",
+        (decoder_inputs, ["answer_logits", "present_keys", "present_values"]),
+        {
+            "input_ids": {0: "batch", 1: "new"},
+            "image_embeds": {0: "batch"},
+            "position_ids": {1: "batch", 2: "new"},
+            "past_keys": {1: "batch", 3: "past"},
+            "past_values": {1: "batch", 3: "past"},
+            "answer_logits": {0: "batch"},
+            "present_keys": {1: "batch", 3: "total"},
+            "present_values": {1: "batch", 3: "total"},
+        },
+        opset,
+    )
+    reranker.tokenizer.save_pretrained(out)
+    reranker.image_processor.save_pretrained(out)
+    (out / RERANKER_SETTINGS).write_text(json.dumps({"image_side": reranker.image_side}))
+    text = reranker.model.config.text_config
+    manifest: dict[str, Any] = {
+        "format": "weaviate-cir-reranker-onnx/1",
+        "source": str(model),
+        "family": reranker.adapter.name,
+        "prompt": vars(reranker.prompt),
+        "image_side": reranker.image_side,
+        "image_tokens": codec.image_tokens,
+        "image_markers": [codec.image_start, codec.image_pad, codec.image_end],
+        "merged_grid": list(_merged(reranker)),
+        "decoder": {
+            "layers": len(reranker.layers),
+            "hidden": text.hidden_size,
+            "kv_heads": text.num_key_value_heads,
+            "head_dim": text.hidden_size // text.num_attention_heads,
+        },
+        "opset": opset,
+        "versions": _versions(),
+        "graphs": {g: _io_description(out / f"{g}.onnx") for g in ("vision", "decoder")},
+        "sha256": {g: _sha256(out / f"{g}.onnx") for g in ("vision", "decoder")},
+    }
+    manifest_path = out / RERANKER_MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    if validate:
+        try:
+            manifest["parity"] = reranker_parity(reranker, out)
+        except ParityError:
+            manifest_path.unlink()
+            raise
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def reranker_parity(reranker: LVLMReranker, folder: Path, seed: int = 0) -> dict[str, float]:
+    """Max |P(YES) torch - P(YES) onnxruntime| over rendered scenes, without injection and
+    with a random RAug-Rep at alpha 0.6 on all / first / last layers (5 candidates, batches
+    of 2, so the cache is reused and batches are ragged)."""
+    images = random_images(6, seed=seed)
+    layers, hidden = len(reranker.layers), reranker.model.config.text_config.hidden_size
+    vectors = torch.randn(layers, hidden, generator=torch.Generator().manual_seed(seed))
+    vectors = vectors * 2.0 * reranker.model.config.text_config.hidden_size**0.5
+    ours = OnnxReranker(folder, batch_size=2)
+    saved = reranker.raug, reranker.alpha, reranker.injection_layers, reranker.batch_size
+    report: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
+    text = random.Random(seed).choice(_TEXTS)
+    try:
+        reranker.batch_size = 2
+        for name, raug, which in [
+            ("plain", None, "all"),
+            ("injected_all", vectors, "all"),
+            ("injected_first", vectors, "first"),
+            ("injected_last", vectors, "last"),
+        ]:
+            reranker.raug, reranker.alpha = raug, 0.6
+            reranker.injection_layers = ours.injection_layers = choose_layers(layers, which)
+            ours.raug = None if raug is None else raug.numpy()
+            ours.alpha = 0.6
+            expected = reranker.score(images[0], text, images[1:])
+            got = ours.score(images[0], text, images[1:])
+            report[name] = float(np.abs(expected - got).max())
+            scores[name] = got
+    finally:
+        reranker.raug, reranker.alpha, reranker.injection_layers, reranker.batch_size = saved
+    worst = max(report.values())
+    # How far the injection moved the scores: the parity above is only a check of the
+    # injection path if this is well above the tolerance.
+    report["injection_effect"] = float(np.abs(scores["plain"] - scores["injected_all"]).max())
+    log.info("reranker parity (max |dP(YES)|): %s", report)
+    if worst > RERANK_ATOL:
+        raise ParityError(f"reranker export differs from torch by {worst:.2e} in P(YES): {report}")
+    return report
