@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 __all__ = ["main"]
@@ -260,17 +261,86 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             json.dump(rows, f, indent=2)
 
 
+def _captioner(args: argparse.Namespace):
+    from cir_module.enrich import (
+        ChatCaptioner,
+        OpenAIChat,
+        SceneGraphCaptioner,
+        TransformersChat,
+    )
+
+    if args.captioner == "scene-graph":
+        if not args.data:
+            sys.exit("--captioner scene-graph needs --data (a benchmark with scene_graphs/)")
+        return SceneGraphCaptioner.from_benchmark(
+            args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
+        )
+    if not args.model:
+        sys.exit(f"--captioner {args.captioner} needs --model")
+    if args.captioner == "transformers":
+        return ChatCaptioner(TransformersChat(args.model, batch_size=args.batch_size))
+    if not args.url:
+        sys.exit("--captioner openai needs --url (the endpoint's base URL, e.g. .../v1)")
+    backend = OpenAIChat(
+        args.url, args.model, api_key=os.environ.get("CIR_CAPTIONER_API_KEY"),
+        concurrency=args.concurrency,
+    )  # fmt: skip
+    return ChatCaptioner(backend)
+
+
+def _rar_captions(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from cir_module.enrich import CaptionItem, SceneGraphCaptioner
+
+    captioner = SceneGraphCaptioner.from_benchmark(
+        args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
+    )
+    names = sorted(captioner.scenes)
+    items = [CaptionItem(uuid=n, image=None, properties={"name": n}) for n in names]
+    captions = dict(zip(names, captioner.caption(items), strict=True))
+    Path(args.out).write_text(json.dumps(captions, indent=0))
+    print(f"wrote {len(captions)} captions ({captioner.id}) to {args.out}")
+
+
+def _rar_eval(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from cir_module.enrich import SceneGraphCaptioner
+    from cir_module.eval.inprocess import EvalSplit
+    from integration.evaluate import evaluate_through_weaviate
+
+    split = EvalSplit.load(args.data, args.split, limit=args.limit)
+    captioner = None
+    if args.enrich_corpus:
+        captioner = SceneGraphCaptioner.from_benchmark(
+            args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
+        )
+    env = {"CIR_QUERY_ENHANCEMENT": args.enhance} if args.enhance != "off" else {}
+    result = evaluate_through_weaviate(
+        args.checkpoint, split, env=env, captioner=captioner, caption_weight=args.caption_weight
+    )
+    row = {
+        "checkpoint": args.checkpoint,
+        "corpus": captioner.id if captioner else "plain",
+        "queries": args.enhance,
+        **{k: round(v, 2) for k, v in result.metrics.items()},
+    }
+    print(json.dumps(row))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(row, indent=2))
+
+
 def _enrich(args: argparse.Namespace) -> None:
     import json
 
     import weaviate
 
-    from cir_module.enrich import SceneGraphCaptioner
     from integration.enrich import enrich_collection
 
-    captioner = SceneGraphCaptioner.from_benchmark(
-        args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
-    )
+    captioner = _captioner(args)
     with weaviate.connect_to_local(
         host=args.host, port=args.port, grpc_port=args.grpc_port, skip_init_checks=True
     ) as client:
@@ -334,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder (checkpoint/, trainer state)")
     tr.add_argument("--model", default="shapes-minilm", help="registered config or JSON")
     tr.add_argument("--pretrained", help="backbone hub id or folder")
+    tr.add_argument("--init-from", help="cir checkpoint to fine-tune (keeps its architecture)")
+    tr.add_argument("--captions", help="JSON image name -> caption (`cir rar captions`)")
+    tr.add_argument("--caption-weight", type=float, help="weight of the caption (0.5)")
+    tr.add_argument("--enhance", choices=["none", "keywords"], help="rewrite modification texts")
     tr.add_argument("--num-scales", type=int, help="pyramid scales (ablation)")
     tr.add_argument("--fusion", help="fusion kind: cross, mlp, sum, image, text")
     tr.add_argument("--dataset-name", default="shapes", help="annotation name (rc2 for CIRR)")
@@ -439,8 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--host", default="127.0.0.1")
     en.add_argument("--port", type=int, default=8080)
     en.add_argument("--grpc-port", type=int, default=50051)
-    en.add_argument("--captioner", choices=["scene-graph"], default="scene-graph")
-    en.add_argument("--data", required=True, help="benchmark folder with scene_graphs/")
+    en.add_argument(
+        "--captioner", choices=["scene-graph", "transformers", "openai"], default="scene-graph"
+    )
+    en.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
+    en.add_argument("--model", help="transformers: checkpoint; openai: the served model name")
+    en.add_argument("--url", help="openai: base URL of a chat-completions endpoint (.../v1)")
+    en.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
     en.add_argument("--drop", type=float, default=0.0, help="scene-graph noise: drop a shape")
     en.add_argument("--wrong", type=float, default=0.0, help="scene-graph noise: wrong attribute")
     en.add_argument("--seed", type=int, default=0)
@@ -452,6 +531,26 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--limit", type=int, help="caption at most this many objects")
     en.add_argument("--dry-run", action="store_true", help="caption, but write nothing")
     en.set_defaults(func=_enrich)
+
+    rar = sub.add_parser("rar", help="RAR enrichment on the synthetic benchmark")
+    rar_sub = rar.add_subparsers(dest="rar_command", required=True)
+    caps = rar_sub.add_parser("captions", help="scene-graph captions of every image, as JSON")
+    caps.add_argument("--data", required=True)
+    caps.add_argument("--out", required=True)
+    for p in (caps, rar_eval := rar_sub.add_parser("eval", help="through Weaviate, enriched")):
+        p.add_argument("--drop", type=float, default=0.0, help="noise: drop a shape")
+        p.add_argument("--wrong", type=float, default=0.0, help="noise: wrong attribute")
+        p.add_argument("--seed", type=int, default=0)
+    caps.set_defaults(func=_rar_captions)
+    rar_eval.add_argument("checkpoint")
+    rar_eval.add_argument("--data", required=True)
+    rar_eval.add_argument("--split", default="test")
+    rar_eval.add_argument("--limit", type=int)
+    rar_eval.add_argument("--enrich-corpus", action="store_true", help="caption the gallery")
+    rar_eval.add_argument("--caption-weight", type=float, default=0.5)
+    rar_eval.add_argument("--enhance", choices=["off", "keywords"], default="off")
+    rar_eval.add_argument("--json-out")
+    rar_eval.set_defaults(func=_rar_eval)
 
     raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
     raug_sub = raug.add_subparsers(dest="raug_command", required=True)

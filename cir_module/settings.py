@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cir_module.checkpoints import shipped_checkpoint
@@ -82,6 +82,28 @@ class ServiceSettings(BaseSettings):
         "the model folder's cir_reranker.json, else 224.",
     )
     reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
+    # -- RAR query enhancement and chat --------------------------------------------------------
+    query_enhancement: Literal["off", "keywords", "chat"] = Field(
+        "off",
+        description="Rewrite composed queries before encoding: a modification becomes "
+        "constraint keywords (from its text alone), a question about the image has its "
+        "references resolved. keywords: rules, no model; chat: `chat_model` or `enhancer_url`.",
+    )
+    chat_model: str | None = Field(
+        None,
+        description="Image-text-to-text checkpoint (Qwen2-VL family) served at "
+        "/v1/chat/completions (OpenAI-compatible) and used by query_enhancement=chat.",
+    )
+    enhancer_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL (…/v1) for query_enhancement=chat instead "
+        "of a local chat_model.",
+    )
+    enhancer_api_model: str | None = Field(None, description="Model name sent to enhancer_url.")
+    enhancer_api_key: SecretStr | None = Field(None, description="Bearer token for enhancer_url.")
+    enhancement_cache_size: int = Field(
+        4096, ge=0, description="Enhanced queries kept (LRU; modifications by text alone)."
+    )
     log_level: str = Field("info", description="Python log level name.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`cir serve` log lines: JSON objects (with request ids) or text."
@@ -127,6 +149,16 @@ class ServiceSettings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
         return value
+
+    @model_validator(mode="after")
+    def _enhancement_backend(self) -> ServiceSettings:
+        if self.query_enhancement == "chat" and not (
+            self.chat_model or (self.enhancer_url and self.enhancer_api_model)
+        ):
+            raise ValueError(
+                "query_enhancement=chat needs chat_model, or enhancer_url and enhancer_api_model"
+            )
+        return self
 
     def reranker_layer_choice(self) -> str | list[int]:
         """``reranker_layers`` as :func:`choose_layers` takes it."""

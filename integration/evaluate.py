@@ -17,9 +17,11 @@ from tqdm.auto import tqdm
 from weaviate import WeaviateClient
 from weaviate.classes.query import Filter
 
+from cir_module.enrich.captioners import Captioner
 from cir_module.eval.inprocess import EvalSplit, RankedResult
 from cir_module.eval.metrics import cirr_metrics_from_rankings
 from cir_module.query import compose_query
+from integration.enrich import enrich_collection
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.stack import connect, local_stack
@@ -33,18 +35,38 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def evaluate_with_client(client: WeaviateClient, split: EvalSplit) -> RankedResult:
-    """Ingest ``split``'s gallery into a new collection, run its queries, drop the collection."""
+def evaluate_with_client(
+    client: WeaviateClient,
+    split: EvalSplit,
+    captioner: Captioner | None = None,
+    caption_weight: float = 0.5,
+) -> RankedResult:
+    """Ingest ``split``'s gallery into a new collection, run its queries, drop the collection.
+
+    With a ``captioner`` the collection is RAR-enriched before the queries: its vector recipe
+    gives ``caption_weight`` to a caption property, and ``cir enrich``'s job writes every
+    caption, so that Weaviate re-vectorises each object."""
     name = f"CIREval_{uuid.uuid4().hex[:8]}"
     quiet = not log.isEnabledFor(logging.INFO)
     try:
-        collection = create_image_collection(client, name, text_properties=("name",), index="flat")
+        collection = create_image_collection(
+            client,
+            name,
+            text_properties=("name",),
+            index="flat",
+            caption_property="caption" if captioner else None,
+            caption_weight=caption_weight,
+        )
         report = ingest_objects(
             collection,
             ((n, {"image": _b64(split.image_path(n)), "name": n}) for n in split.gallery),
         )
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} gallery images failed: {report.failed[:3]}")
+        if captioner is not None:
+            enriched = enrich_collection(collection, captioner, batch_size=32)
+            if enriched.failed or enriched.enriched != len(split.gallery):
+                raise RuntimeError(f"enrichment incomplete: {enriched.as_dict()}")
         rankings, subset_rankings = [], []
         for t in tqdm(split.triplets, desc="weaviate queries", disable=quiet, leave=False):
             query = compose_query(_b64(split.image_path(t.reference)), t.caption)
@@ -68,10 +90,14 @@ def evaluate_with_client(client: WeaviateClient, split: EvalSplit) -> RankedResu
 
 
 def evaluate_through_weaviate(
-    checkpoint: str | Path, split: EvalSplit, env: dict[str, str] | None = None
+    checkpoint: str | Path,
+    split: EvalSplit,
+    env: dict[str, str] | None = None,
+    captioner: Captioner | None = None,
+    caption_weight: float = 0.5,
 ) -> RankedResult:
     """Start the service (``checkpoint``, extra ``CIR_*`` settings in ``env``) and a real
-    Weaviate, then evaluate through them."""
+    Weaviate, then evaluate through them (enriched by ``captioner`` when given)."""
     with local_stack(checkpoint, env=env) as stack, connect(stack.weaviate) as client:
         log.info("evaluating through Weaviate %s", client.get_meta()["version"])
-        return evaluate_with_client(client, split)
+        return evaluate_with_client(client, split, captioner, caption_weight)

@@ -1,7 +1,44 @@
-"""RAR enrichment: captioners that describe stored images densely and factually."""
+"""RAR enrichment: captioners that describe stored images densely and factually, the chat
+backends behind them, and reasoning-enhanced queries."""
 
 from __future__ import annotations
 
-from cir_module.enrich.captioners import Captioner, CaptionItem, SceneGraphCaptioner
+from cir_module.enrich.backends import (
+    ChatBackend,
+    ChatError,
+    ChatRequest,
+    OpenAIChat,
+    TransformersChat,
+)
+from cir_module.enrich.captioners import (
+    CAPTION_PROMPT,
+    Captioner,
+    CaptionItem,
+    ChatCaptioner,
+    SceneGraphCaptioner,
+)
+from cir_module.enrich.enhance import (
+    QUERY_KINDS,
+    BackendEnhancer,
+    KeywordDistiller,
+    QueryEnhancer,
+    classify_query,
+)
 
-__all__ = ["CaptionItem", "Captioner", "SceneGraphCaptioner"]
+__all__ = [
+    "CAPTION_PROMPT",
+    "QUERY_KINDS",
+    "BackendEnhancer",
+    "CaptionItem",
+    "Captioner",
+    "ChatBackend",
+    "ChatCaptioner",
+    "ChatError",
+    "ChatRequest",
+    "KeywordDistiller",
+    "OpenAIChat",
+    "QueryEnhancer",
+    "SceneGraphCaptioner",
+    "TransformersChat",
+    "classify_query",
+]

@@ -4,6 +4,9 @@ A captioner has an ``id`` (name and version, stored on every object it captions,
 re-run skips what the same captioner already did) and ``caption(items)``, one caption per
 item. An item is the decoded image plus the object's properties.
 
+- :class:`ChatCaptioner`: a vision-language model behind a chat backend
+  (:mod:`cir_module.enrich.backends`: a local transformers checkpoint or an OpenAI-compatible
+  endpoint), asked for the RAR caption recipe (:data:`CAPTION_PROMPT`).
 - :class:`SceneGraphCaptioner`: for the synthetic benchmark, the scene graph written out, with
   configurable noise (dropped objects, wrong attributes) standing in for a VLM's mistakes.
 """
@@ -20,10 +23,16 @@ from typing import Any, Protocol
 from PIL import Image
 
 from cir_module.data.shapes import COLORS, SHAPES, describe, scene_from_dict
+from cir_module.enrich.backends import ChatBackend, ChatRequest
 
-__all__ = ["CaptionItem", "Captioner", "SceneGraphCaptioner"]
+__all__ = ["CAPTION_PROMPT", "CaptionItem", "Captioner", "ChatCaptioner", "SceneGraphCaptioner"]
 
 MAX_WORDS = 100
+CAPTION_PROMPT = (
+    "Describe this image factually in at most 100 words: the main object or scene, colours, "
+    "materials, any visible text or logos, and named entities (brands, landmarks, people) "
+    "when you recognise them. No opinions and no aesthetic words."
+)
 
 
 @dataclass
@@ -45,6 +54,21 @@ def clip_words(text: str, limit: int = MAX_WORDS) -> str:
     """At most ``limit`` words (the enrichment recipe's bound)."""
     words = text.split()
     return " ".join(words[:limit])
+
+
+class ChatCaptioner:
+    """Captions from a vision-language model behind a chat backend."""
+
+    version = "1"
+
+    def __init__(self, backend: ChatBackend, prompt: str = CAPTION_PROMPT) -> None:
+        self.backend = backend
+        self.prompt = prompt
+        self.id = f"{backend.id}/caption-{self.version}"
+
+    def caption(self, items: Sequence[CaptionItem]) -> list[str]:
+        replies = self.backend.complete([ChatRequest(self.prompt, item.image) for item in items])
+        return [clip_words(reply) for reply in replies]
 
 
 class SceneGraphCaptioner:

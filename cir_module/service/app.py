@@ -14,7 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cir_module.errors import InputError, Overloaded
-from cir_module.service import routes_health, routes_metrics, routes_rerank, routes_vectorize
+from cir_module.service import (
+    routes_chat,
+    routes_health,
+    routes_metrics,
+    routes_rerank,
+    routes_vectorize,
+)
 from cir_module.service.encoder import EmbeddingModel, InputLimits, QueryEncoder
 from cir_module.service.middleware import install_middleware
 from cir_module.service.observability import ServiceMetrics
@@ -59,6 +65,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         model.dim,
     )
     reranker = _load_reranker(settings)
+    chat, enhancer = _load_chat(settings)
     metrics.model_load_seconds.set(time.perf_counter() - start)
     metrics.model_info.labels(
         facts["name"],
@@ -74,6 +81,8 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         max_wait_s=settings.batch_wait_ms / 1000,
         reranker=reranker,
         fusion_lambda=settings.reranker_lambda,
+        enhancer=enhancer,
+        chat=chat,
         limits=InputLimits(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
@@ -82,6 +91,36 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         ),
         on_batch=metrics.observe_batch,
     )
+
+
+def _load_chat(settings: ServiceSettings):
+    """The local chat model (if any) and the query enhancer (if enabled)."""
+    from cir_module.enrich import (
+        BackendEnhancer,
+        KeywordDistiller,
+        OpenAIChat,
+        QueryEnhancer,
+        TransformersChat,
+    )
+
+    chat = TransformersChat(settings.chat_model) if settings.chat_model else None
+    if settings.query_enhancement == "off":
+        return chat, None
+    if settings.query_enhancement == "keywords":
+        rewriter = KeywordDistiller()
+    elif chat is not None:
+        rewriter = BackendEnhancer(chat)
+    else:
+        key = settings.enhancer_api_key
+        rewriter = BackendEnhancer(
+            OpenAIChat(
+                settings.enhancer_url,
+                settings.enhancer_api_model,
+                api_key=key.get_secret_value() if key else None,
+            )
+        )
+    log.info("query enhancement: %s", rewriter.id)
+    return chat, QueryEnhancer(rewriter, settings.enhancement_cache_size)
 
 
 def _load_reranker(settings: ServiceSettings):
@@ -125,7 +164,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.encoder = None
-    for module in (routes_health, routes_metrics, routes_vectorize, routes_rerank):
+    for module in (routes_health, routes_metrics, routes_vectorize, routes_rerank, routes_chat):
         app.include_router(module.router)
     install_middleware(app, settings, metrics)
 

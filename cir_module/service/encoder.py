@@ -30,6 +30,7 @@ from cir_module.rerank.fusion import fuse_scores
 from cir_module.service.batcher import MicroBatcher
 
 if TYPE_CHECKING:
+    from cir_module.enrich import ChatBackend, QueryEnhancer
     from cir_module.rerank import LVLMReranker, OnnxReranker
 
 __all__ = ["EmbeddingCache", "EmbeddingModel", "InputLimits", "QueryEncoder"]
@@ -107,6 +108,8 @@ class QueryEncoder:
         fusion_lambda: float = 0.06,
         limits: InputLimits | None = None,
         on_batch: Callable[[str, int], None] | None = None,
+        enhancer: QueryEnhancer | None = None,
+        chat: ChatBackend | None = None,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -114,6 +117,8 @@ class QueryEncoder:
         self.cache = EmbeddingCache(cache_size)
         self.reranker = reranker
         self.fusion_lambda = fusion_lambda
+        self.enhancer = enhancer
+        self.chat = chat
         self.limits = limits or InputLimits()
         self.pending_items = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
@@ -209,7 +214,8 @@ class QueryEncoder:
         )
         ref_images, gallery_images = decoded[: len(composed)], decoded[len(composed) :]
         plain_texts = [self._truncate(texts[i]) for i in plain_idx]
-        mod_texts = [self._truncate(q.text) for q in composed]
+        # Plain texts are left alone: stored captions arrive on the same path as text queries.
+        mod_texts = await self._enhanced([self._truncate(q.text) for q in composed], ref_images)
 
         plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
             self._embed("text", plain_texts),
@@ -222,6 +228,12 @@ class QueryEncoder:
         if composed_idx:
             text_vecs[composed_idx] = composed_vecs
         return text_vecs, image_vecs
+
+    async def _enhanced(self, texts: list[str], images: Sequence[Image.Image]) -> list[str]:
+        """Composed queries' texts as the query enhancer rewrites them (if one is set)."""
+        if self.enhancer is None or not texts:
+            return texts
+        return await anyio.to_thread.run_sync(self.enhancer.enhance, texts, images)
 
     def _decode_all(self, data: Sequence[str], names: Sequence[str]) -> list[Image.Image]:
         return [self._decode(d, name) for d, name in zip(data, names, strict=True)]
@@ -241,7 +253,8 @@ class QueryEncoder:
             reference = await anyio.to_thread.run_sync(
                 self._decode, parsed.image, "query (composed query image)"
             )
-            query_kind, query_columns = "composed", ([reference], [self._truncate(parsed.text)])
+            text = await self._enhanced([self._truncate(parsed.text)], [reference])
+            query_kind, query_columns = "composed", ([reference], text)
         else:
             query_kind, query_columns = "text", ([self._truncate(query)],)
 

@@ -56,6 +56,10 @@ async def meta(request: Request) -> dict:
             if encoder is not None and encoder.reranker is not None
             else None
         ),
+        "query_enhancement": (
+            encoder.enhancer.describe() if encoder is not None and encoder.enhancer else None
+        ),
+        "chat_model": encoder.chat.id if encoder is not None and encoder.chat else None,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
     "RerankRequest",
     "RerankResponse",
     "RerankScore",
@@ -42,3 +46,22 @@ class RerankScore(BaseModel):
 
 class RerankResponse(BaseModel):
     scores: list[RerankScore]
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message: ``content`` a string or a list of ``text`` / ``image_url``
+    parts."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI chat-completions request, as far as this service honours it: the last user
+    message (one text, at most one image), greedy decoding, ``max_tokens``."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=2048)

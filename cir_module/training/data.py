@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,11 @@ class TripletData:
 
     def __len__(self) -> int:
         return len(self.triplets)
+
+    def rewrite_captions(self, rewrite: Callable[[str], str]) -> None:
+        """Replace every modification text by ``rewrite(text)`` (query enhancement)."""
+        new = {c: rewrite(c) for c in self.captions()}
+        self.triplets = [replace(t, caption=new[t.caption]) for t in self.triplets]
 
     def captions(self) -> list[str]:
         return sorted({t.caption for t in self.triplets})

@@ -38,6 +38,7 @@ class TrainConfig:
     out: str
     model: str = "shapes-minilm"
     pretrained: str | None = None
+    init_from: str | None = None  # a cir checkpoint to fine-tune (its architecture is kept)
     num_scales: int | None = None
     fusion: str | None = None  # override the config's fusion kind (baselines)
     split: str = "train"
@@ -56,6 +57,12 @@ class TrainConfig:
     freeze: str = "none"  # none | backbone | vision | text
     unfreeze_last: int = 0  # with freeze=backbone/vision: train the last N vision layers
     seed: int = 0
+    # RAR training alignment: ``captions`` (JSON, image name -> caption, `cir rar captions`)
+    # makes every candidate the enriched vector Weaviate stores, (1 - w) image + w caption
+    # text; ``enhance`` rewrites the modification texts as the service would.
+    captions: str | None = None
+    caption_weight: float = 0.5
+    enhance: str = "none"  # none | keywords
     save_every: int = 500
     resume: bool = False
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -95,6 +102,14 @@ def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
     elif cfg.freeze not in ("none", "vision"):
         raise ValueError(f"unknown freeze policy {cfg.freeze!r}: none, backbone, vision, text")
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _enhancer(name: str):
+    from cir_module.enrich.enhance import KeywordDistiller
+
+    if name != "keywords":
+        raise ValueError(f"enhance must be none or keywords, not {name!r}")
+    return KeywordDistiller().distil
 
 
 def _text_frozen(model: CIRModel) -> bool:
@@ -142,7 +157,10 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir, state_path = out / "checkpoint", out / "trainer_state.pt"
     _seed_everything(cfg.seed)
     resuming = cfg.resume and state_path.is_file()
-    model = load_model(ckpt_dir) if resuming else _build_model(cfg)
+    if resuming:
+        model = load_model(ckpt_dir)
+    else:
+        model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
     model.to(cfg.device)
     params = _apply_freezing(model, cfg)
     logit_scale = LogitScale().to(cfg.device)
@@ -150,6 +168,9 @@ def train(cfg: TrainConfig) -> Path:
         [*params, *logit_scale.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
+    if cfg.enhance != "none":
+        data.rewrite_captions(_enhancer(cfg.enhance))
+    corpus = json.loads(Path(cfg.captions).read_text()) if cfg.captions else None
     steps_per_epoch = len(data) // (cfg.batch_size * cfg.accumulate)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
     step, epoch, elapsed = 0, 0, 0.0
@@ -162,7 +183,8 @@ def train(cfg: TrainConfig) -> Path:
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     store = ImageStore(data.root, data.paths, model.preprocess)
-    text_cache = _TextCache(model, data.captions()) if _text_frozen(model) else None
+    texts = data.captions() + (sorted(set(corpus.values())) if corpus else [])
+    text_cache = _TextCache(model, texts) if _text_frozen(model) else None
     use_amp = cfg.device.startswith("cuda")
     log.info(
         "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
@@ -215,6 +237,8 @@ def train(cfg: TrainConfig) -> Path:
                     logit_scale,
                     cfg.device,
                     cfg.reference_negatives,
+                    corpus,
+                    cfg.caption_weight,
                 )
             (loss / cfg.accumulate).backward()
             if (micro + 1) % cfg.accumulate:
@@ -263,6 +287,8 @@ def _batch_loss(
     logit_scale: LogitScale,
     device: str,
     reference_negatives: bool = False,
+    corpus: dict[str, str] | None = None,
+    caption_weight: float = 0.5,
 ) -> torch.Tensor:
     def pixels(names: list[str]) -> torch.Tensor:
         return torch.from_numpy(store.pixels(names)).to(device)
@@ -274,6 +300,14 @@ def _batch_loss(
     queries, references = model.compose(pixels(batch.references), *text_states)
     names = batch.targets + batch.negatives
     candidates = model.encode_image(pixels(names))
+    if corpus is not None:
+        texts = [corpus[n] for n in names]
+        if text_cache is not None:
+            captions = text_cache(texts)[0]
+        else:
+            captions = model.encode_text(**model.tokenize(texts))
+        mixed = (1 - caption_weight) * candidates + caption_weight * captions
+        candidates = torch.nn.functional.normalize(mixed, dim=-1)
     if reference_negatives:
         names = names + batch.references
         candidates = torch.cat([candidates, references])
