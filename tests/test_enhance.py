@@ -100,7 +100,9 @@ def test_local_chat_batches_equal_one_by_one_and_captions_are_bounded(chat):
     captioner = ChatCaptioner(chat)
     captions = captioner.caption([CaptionItem(str(i), im, {}) for i, im in enumerate(IMAGES[:2])])
     expected = chat.complete([ChatRequest(CAPTION_PROMPT, im) for im in IMAGES[:2]])
-    assert captions == [clip_words(e) for e in expected] and all(len(c.split()) <= 100 for c in captions)
+    assert captions == [clip_words(e) for e in expected] and all(
+        len(c.split()) <= 100 for c in captions
+    )
     assert captioner.id.startswith("transformers:") and "caption" in captioner.id
 
 
