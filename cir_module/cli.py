@@ -288,6 +288,30 @@ def _captioner(args: argparse.Namespace):
     return ChatCaptioner(backend)
 
 
+def _enrich_on_ray(args: argparse.Namespace, collection):
+    import functools
+
+    import ray
+
+    from integration.enrich_ray import enrich_collection_ray
+
+    ray.init(address=args.ray_address, ignore_reinit_error=True, include_dashboard=False)
+    # Each actor builds its own captioner from the same arguments.
+    factory = functools.partial(_captioner, args)
+    return enrich_collection_ray(
+        collection,
+        factory,
+        image_property=args.image_property,
+        caption_property=args.caption_property,
+        journal=args.journal,
+        batch_size=args.batch_size,
+        concurrency=args.ray_actors,
+        num_gpus=args.ray_gpus,
+        limit=args.limit,
+        dry_run=args.dry_run,
+    )
+
+
 def _rar_captions(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
@@ -344,17 +368,20 @@ def _enrich(args: argparse.Namespace) -> None:
     with weaviate.connect_to_local(
         host=args.host, port=args.port, grpc_port=args.grpc_port, skip_init_checks=True
     ) as client:
-        report = enrich_collection(
-            client.collections.get(args.collection),
-            captioner,
-            image_property=args.image_property,
-            caption_property=args.caption_property,
-            state_file=args.state,
-            journal=args.journal,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            dry_run=args.dry_run,
-        )
+        if args.ray:
+            report = _enrich_on_ray(args, client.collections.get(args.collection))
+        else:
+            report = enrich_collection(
+                client.collections.get(args.collection),
+                captioner,
+                image_property=args.image_property,
+                caption_property=args.caption_property,
+                state_file=args.state,
+                journal=args.journal,
+                batch_size=args.batch_size,
+                limit=args.limit,
+                dry_run=args.dry_run,
+            )
     print(json.dumps(report.as_dict(), indent=2))
     if report.failed:
         sys.exit(1)
@@ -530,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--batch-size", type=int, default=16)
     en.add_argument("--limit", type=int, help="caption at most this many objects")
     en.add_argument("--dry-run", action="store_true", help="caption, but write nothing")
+    en.add_argument("--ray", action="store_true", help="caption on Ray Data (the ray extra)")
+    en.add_argument("--ray-address", help="Ray cluster address (default: a local instance)")
+    en.add_argument("--ray-actors", type=int, default=2, help="captioner actors")
+    en.add_argument("--ray-gpus", type=float, default=0, help="GPUs per captioner actor")
     en.set_defaults(func=_enrich)
 
     rar = sub.add_parser("rar", help="RAR enrichment on the synthetic benchmark")

@@ -15,7 +15,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,14 @@ from cir_module.enrich.captioners import Captioner, CaptionItem
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
 
-__all__ = ["EnrichReport", "enrich_collection"]
+__all__ = [
+    "CaptionWriter",
+    "EnrichReport",
+    "PendingObject",
+    "caption_batch",
+    "enrich_collection",
+    "pending_objects",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,39 +98,69 @@ def enrich_collection(
     """
     report = EnrichReport(dry_run=dry_run)
     state = _State(Path(state_file) if state_file else None, collection.name, captioner.id)
-    names = [p.name for p in collection.config.get().properties]
-    quiet = not log.isEnabledFor(logging.INFO)
-    bar = tqdm(desc="enrich", unit="obj", disable=quiet)
-    pending: list[tuple[str, dict[str, Any], CaptionItem]] = []
+    writer = CaptionWriter(
+        collection, captioner.id, caption_property, report, dry_run, retries, backoff_s, journal
+    )
+    pending: list[PendingObject] = []
 
     def flush() -> None:
         nonlocal pending
-        if not pending:
-            return
-        done = _caption_and_write(
-            collection, captioner, pending, caption_property, report, dry_run, retries, backoff_s
-        )
-        if journal and done:
-            with open(journal, "a") as f:
-                f.writelines(
-                    json.dumps({"uuid": u, "captioner": captioner.id}) + "\n" for u in done
-                )
-        state.save(pending[-1][0], report)
-        pending = []
-        if on_batch:
-            on_batch(report)
+        if pending:
+            writer.write(pending, caption_batch(captioner, [p.item for p in pending]))
+            state.save(pending[-1].uuid, report)
+            pending = []
+            if on_batch:
+                on_batch(report)
 
-    try:
-        for obj in collection.iterator(return_properties=names, after=state.after):
+    for obj in pending_objects(
+        collection, captioner.id, image_property, report, after=state.after, limit=limit
+    ):
+        pending.append(obj)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if limit is None:
+        # A complete pass: the next run starts from the beginning again (skipping what is
+        # enriched, retrying what failed); the cursor only serves a killed run.
+        state.save(None, report)
+    _log_report(collection.name, captioner.id, report)
+    return report
+
+
+@dataclass
+class PendingObject:
+    """An object to caption: its uuid, its properties and the decoded image."""
+
+    uuid: str
+    properties: dict[str, Any]
+    item: CaptionItem
+
+
+def pending_objects(
+    collection: Collection,
+    captioner_id: str,
+    image_property: str,
+    report: EnrichReport,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
+) -> Iterator[PendingObject]:
+    """The objects still to caption, in uuid order from ``after``: those already carrying
+    ``captioner_id`` are counted as skipped, undecodable images as failed."""
+    names = [p.name for p in collection.config.get().properties]
+    quiet = not log.isEnabledFor(logging.INFO)
+    taken = 0
+    with tqdm(desc="enrich", unit="obj", disable=quiet) as bar:
+        for obj in collection.iterator(return_properties=names, after=after):
             uuid = str(obj.uuid)
             report.seen += 1
             bar.update()
             props = dict(obj.properties)
-            if props.get("captioner") == captioner.id:
+            if props.get("captioner") == captioner_id:
                 report.skipped += 1
                 continue
-            if limit is not None and report.enriched + len(pending) >= limit:
-                break
+            if limit is not None and taken >= limit:
+                return
             blob = props.get(image_property)
             try:
                 image = decode_base64_image(
@@ -133,75 +170,95 @@ def enrich_collection(
             except InputError as exc:
                 report.failed.append((uuid, exc.message))
                 continue
-            pending.append((uuid, props, CaptionItem(uuid, image, props)))
-            if len(pending) >= batch_size:
-                flush()
-        flush()
-        if limit is None:
-            # A complete pass: the next run starts from the beginning again (skipping what
-            # is enriched, retrying what failed); the cursor only serves a killed run.
-            state.save(None, report)
-    finally:
-        bar.close()
+            taken += 1
+            yield PendingObject(uuid, props, CaptionItem(uuid, image, props))
+
+
+def caption_batch(captioner: Captioner, items: list[CaptionItem]) -> list[str | Exception]:
+    """Captions for ``items``; when the batch fails together, one by one, so that a failure
+    is an exception in its item's place instead of the whole batch's."""
+    try:
+        return list(captioner.caption(items))
+    except Exception as exc:
+        log.warning("captioning a batch failed (%s); captioning one by one", exc)
+    out: list[str | Exception] = []
+    for item in items:
+        try:
+            out.extend(captioner.caption([item]))
+        except Exception as single:
+            out.append(single)
+    return out
+
+
+def _log_report(collection: str, captioner_id: str, report: EnrichReport) -> None:
     log.info(
         "enrich %s with %s: seen %d, enriched %d, skipped %d, failed %d",
-        collection.name,
-        captioner.id,
+        collection,
+        captioner_id,
         report.seen,
         report.enriched,
         report.skipped,
         len(report.failed),
     )
-    return report
 
 
-def _caption_and_write(
-    collection: Collection,
-    captioner: Captioner,
-    pending: list[tuple[str, dict[str, Any], CaptionItem]],
-    caption_property: str,
-    report: EnrichReport,
-    dry_run: bool,
-    retries: int,
-    backoff_s: float,
-) -> list[str]:
-    """Caption one batch and write it back; returns the uuids written."""
-    try:
-        captions = captioner.caption([item for _, _, item in pending])
-    except Exception as exc:  # the batch failed together: caption one by one to find out
-        captions = []
-        for _, _, item in pending:
-            try:
-                captions.extend(captioner.caption([item]))
-            except Exception as single:
-                captions.append(single)
-        log.warning("captioning a batch failed (%s); captioned one by one", exc)
-    todo = {}
-    for (uuid, props, _), caption in zip(pending, captions, strict=True):
-        if isinstance(caption, Exception):
-            report.failed.append((uuid, f"captioner: {caption}"))
-            continue
-        todo[uuid] = {**props, caption_property: caption, "captioner": captioner.id}
-    if dry_run:
-        report.enriched += len(todo)
-        return []
-    written: list[str] = []
-    for attempt in range(retries + 1):
-        failures = _write(collection, todo)
-        transient = {u: m for u, m in failures.items() if _is_transient(m)}
-        for uuid, message in failures.items():
-            if uuid not in transient or attempt == retries:
-                report.failed.append((uuid, message))
-        ok = [u for u in todo if u not in failures]
-        written += ok
-        report.enriched += len(ok)
-        if not transient or attempt == retries:
-            break
-        todo = {u: todo[u] for u in transient}
-        delay = backoff_s * 2**attempt
-        log.warning("%d transient write failures; retrying in %.1fs", len(transient), delay)
-        time.sleep(delay)
-    return written
+class CaptionWriter:
+    """Writes captioned objects back (replacing each with its caption and the captioner's
+    id), retrying transient failures with backoff, journalling what was written."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        captioner_id: str,
+        caption_property: str,
+        report: EnrichReport,
+        dry_run: bool = False,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        journal: str | Path | None = None,
+    ) -> None:
+        self.collection, self.captioner_id = collection, captioner_id
+        self.caption_property, self.report = caption_property, report
+        self.dry_run, self.retries, self.backoff_s = dry_run, retries, backoff_s
+        self.journal = journal
+
+    def write(self, objects: list[PendingObject], captions: list[str | Exception]) -> list[str]:
+        """Write one batch; returns the uuids written."""
+        report, todo = self.report, {}
+        for obj, caption in zip(objects, captions, strict=True):
+            if isinstance(caption, Exception):
+                report.failed.append((obj.uuid, f"captioner: {caption}"))
+                continue
+            todo[obj.uuid] = {
+                **obj.properties,
+                self.caption_property: caption,
+                "captioner": self.captioner_id,
+            }
+        if self.dry_run:
+            report.enriched += len(todo)
+            return []
+        written: list[str] = []
+        for attempt in range(self.retries + 1):
+            failures = _write(self.collection, todo)
+            transient = {u: m for u, m in failures.items() if _is_transient(m)}
+            for uuid, message in failures.items():
+                if uuid not in transient or attempt == self.retries:
+                    report.failed.append((uuid, message))
+            ok = [u for u in todo if u not in failures]
+            written += ok
+            report.enriched += len(ok)
+            if not transient or attempt == self.retries:
+                break
+            todo = {u: todo[u] for u in transient}
+            delay = self.backoff_s * 2**attempt
+            log.warning("%d transient write failures; retrying in %.1fs", len(transient), delay)
+            time.sleep(delay)
+        if self.journal and written:
+            with open(self.journal, "a") as f:
+                f.writelines(
+                    json.dumps({"uuid": u, "captioner": self.captioner_id}) + "\n" for u in written
+                )
+        return written
 
 
 def _write(collection: Collection, objects: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -232,3 +232,38 @@ def test_weaviate_restarted_during_enrichment_nothing_lost(service, bench, tmp_p
     finally:
         second.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_enrichment_on_local_ray_captions_each_object_once(stored, bench, tmp_path):
+    """The same job with captioning in Ray Data actors (a local Ray instance): every good
+    image captioned once, the corrupt ones reported, and a second run skips everything."""
+    import functools
+
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    from integration.enrich_ray import enrich_collection_ray
+
+    collection, split = stored
+    factory = functools.partial(SceneGraphCaptioner.from_benchmark, bench, drop=0.2, seed=3)
+    captioner = factory()
+    journal = tmp_path / "journal.jsonl"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = enrich_collection_ray(
+            collection, factory, journal=journal, batch_size=4, concurrency=2
+        )
+        again = enrich_collection_ray(collection, factory, batch_size=4, concurrency=2)
+    finally:
+        ray.shutdown()
+    assert report.enriched == len(split.gallery) and report.seen == len(split.gallery) + 2
+    assert sorted(u for u, _ in report.failed) == sorted(str(generate_uuid5(k)) for k in CORRUPT)
+    written = [json.loads(line)["uuid"] for line in journal.read_text().splitlines()]
+    assert len(written) == len(set(written)) == len(split.gallery)
+    assert again.enriched == 0 and again.skipped == len(split.gallery)
+    stored_captions = {
+        o.properties["name"]: o.properties["caption"]
+        for o in collection.iterator(return_properties=["name", "caption", "captioner"])
+        if o.properties.get("captioner") == captioner.id
+    }
+    names = sorted(stored_captions)
+    expected = captioner.caption([CaptionItem(n, None, {"name": n}) for n in names])
+    assert [stored_captions[n] for n in names] == expected
