@@ -245,11 +245,26 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    stage = first_stage(load_model(args.first_stage), split, args.k)
+    served = None
+    if args.weaviate:
+        from integration.rerank_eval import weaviate_rerank_run
+
+        env = {
+            "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
+            "CIR_RERANKER_ALPHA": str(args.serve_alpha),
+            "CIR_RERANKER_LAMBDA": str(args.serve_lambda),
+            **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
+        }
+        stage, served = weaviate_rerank_run(args.first_stage, split, args.k, env)
+    else:
+        stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
     settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
     settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
+    if served is not None:
+        name = f"Weaviate rerank: alpha={args.serve_alpha:g}, layers=all"
+        rows.append({"setting": name, "lambda": args.serve_lambda, **served})
     print(f"{'setting':32s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
     for row in rows:
         lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
@@ -508,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     rtrain.add_argument("--lr", type=float, default=1e-3)
     rtrain.add_argument("--easy-negatives", type=float, default=0.5)
     rtrain.add_argument("--describe-weight", type=float, default=0.5)
+    rtrain.add_argument("--group", type=int, default=4, help="candidates per query (listwise)")
     rtrain.add_argument("--warmup-steps", type=int, default=50)
     rtrain.add_argument("--hidden", type=int, default=128)
     rtrain.add_argument("--layers", type=int, default=4)
@@ -532,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     reval.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.6, 1.0, 2.0])
     reval.add_argument("--layer-alpha", type=float, default=0.6)
     reval.add_argument("--lambdas", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3, 1.0])
+    reval.add_argument(
+        "--weaviate",
+        action="store_true",
+        help="first stage from Weaviate's nearText, plus one setting run through its rerank",
+    )
+    reval.add_argument("--serve", help="reranker folder the service loads (e.g. its ONNX export)")
+    reval.add_argument("--serve-alpha", type=float, default=0.6)
+    reval.add_argument("--serve-lambda", type=float, default=0.06)
     reval.add_argument("--json-out")
     reval.set_defaults(func=_rerank_eval)
 

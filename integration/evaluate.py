@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 from weaviate import WeaviateClient
 from weaviate.classes.query import Filter
+from weaviate.collections import Collection
 
 from cir_module.enrich.captioners import Captioner
 from cir_module.eval.inprocess import EvalSplit, RankedResult
@@ -26,7 +29,12 @@ from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.stack import connect, local_stack
 
-__all__ = ["evaluate_through_weaviate", "evaluate_with_client"]
+__all__ = [
+    "composed_query",
+    "evaluate_through_weaviate",
+    "evaluate_with_client",
+    "gallery_collection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +43,20 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def evaluate_with_client(
+@contextmanager
+def gallery_collection(
     client: WeaviateClient,
     split: EvalSplit,
     captioner: Captioner | None = None,
     caption_weight: float = 0.5,
-) -> RankedResult:
-    """Ingest ``split``'s gallery into a new collection, run its queries, drop the collection.
+) -> Iterator[Collection]:
+    """A new flat-index collection holding ``split``'s gallery (``image``, ``name``), deleted
+    on exit.
 
-    With a ``captioner`` the collection is RAR-enriched before the queries: its vector recipe
-    gives ``caption_weight`` to a caption property, and ``cir enrich``'s job writes every
-    caption, so that Weaviate re-vectorises each object."""
+    With a ``captioner`` the collection is RAR-enriched: its vector recipe gives
+    ``caption_weight`` to a caption property, and ``cir enrich``'s job writes every caption,
+    so that Weaviate re-vectorises each object."""
     name = f"CIREval_{uuid.uuid4().hex[:8]}"
-    quiet = not log.isEnabledFor(logging.INFO)
     try:
         collection = create_image_collection(
             client,
@@ -67,9 +76,29 @@ def evaluate_with_client(
             enriched = enrich_collection(collection, captioner, batch_size=32)
             if enriched.failed or enriched.enriched != len(split.gallery):
                 raise RuntimeError(f"enrichment incomplete: {enriched.as_dict()}")
+        yield collection
+    finally:
+        client.collections.delete(name)
+
+
+def composed_query(split: EvalSplit, triplet) -> str:
+    """The composed-query string of a triplet (reference image as base64 + its text)."""
+    return compose_query(_b64(split.image_path(triplet.reference)), triplet.caption)
+
+
+def evaluate_with_client(
+    client: WeaviateClient,
+    split: EvalSplit,
+    captioner: Captioner | None = None,
+    caption_weight: float = 0.5,
+) -> RankedResult:
+    """Ingest ``split``'s gallery (enriched by ``captioner`` when given; see
+    :func:`gallery_collection`), run its queries, drop the collection."""
+    quiet = not log.isEnabledFor(logging.INFO)
+    with gallery_collection(client, split, captioner, caption_weight) as collection:
         rankings, subset_rankings = [], []
         for t in tqdm(split.triplets, desc="weaviate queries", disable=quiet, leave=False):
-            query = compose_query(_b64(split.image_path(t.reference)), t.caption)
+            query = composed_query(split, t)
             top = collection.query.near_text(query=query, limit=51, return_properties=["name"])
             names = [
                 o.properties["name"] for o in top.objects if o.properties["name"] != t.reference
@@ -85,8 +114,6 @@ def evaluate_with_client(
             subset_rankings.append([o.properties["name"] for o in within.objects])
         metrics = cirr_metrics_from_rankings(rankings, subset_rankings, split.triplets)
         return RankedResult(metrics, rankings, subset_rankings)
-    finally:
-        client.collections.delete(name)
 
 
 def evaluate_through_weaviate(

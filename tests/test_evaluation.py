@@ -51,3 +51,27 @@ def test_in_process_and_weaviate_agree(client, local_model, tiny_split):
         "Rsubset@3",
         "Avg",
     }
+
+
+def test_enriched_evaluation_ranks_by_the_weighted_image_and_caption_vector(
+    client, local_model, tiny_split
+):
+    """``cir rar eval --enrich-corpus``: the gallery is captioned through the enrichment job
+    and Weaviate ranks by (1 - w) image + w caption; the same ranking computed here."""
+    from cir_module.enrich import CaptionItem, SceneGraphCaptioner
+
+    captioner = SceneGraphCaptioner.from_benchmark(tiny_split.root, drop=0.3, seed=2)
+    through = evaluate_with_client(client, tiny_split, captioner=captioner, caption_weight=0.7)
+    gallery = tiny_split.gallery
+    captions = captioner.caption([CaptionItem(n, None, {"name": n}) for n in gallery])
+    images = local_model.embed_images([tiny_split.open(n) for n in gallery])
+    stored = 0.3 * images + 0.7 * local_model.embed_texts(captions)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    for t, ranking in zip(tiny_split.triplets, through.rankings, strict=True):
+        query = local_model.embed_composed([tiny_split.open(t.reference)], [t.caption])[0]
+        scores = dict(zip(gallery, stored @ query, strict=True))
+        theirs = [scores[n] for n in ranking]
+        ours = sorted((s for n, s in scores.items() if n != t.reference), reverse=True)
+        np.testing.assert_allclose(theirs, ours[: len(theirs)], atol=1e-5)
+    plain = evaluate_with_client(client, tiny_split)
+    assert plain.rankings != through.rankings  # the captions moved the vectors

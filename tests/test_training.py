@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -109,3 +110,47 @@ def test_reference_negatives_add_candidates(tmp_path, tiny_benchmark):
     # 8 queries against 8 targets + 8 hard negatives + 8 references: loss starts near ln(24).
     assert len(losses) == 48 // 8
     assert abs(losses[0] - np.log(24)) < 1.0
+
+
+def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_path, tiny_benchmark):
+    """With captions the candidates are (1 - w) image + w caption text, as Weaviate stores
+    an enriched object; with enhance the modification texts are the distilled keywords."""
+    from cir_module.enrich import KeywordDistiller
+    from cir_module.training.data import ImageStore, TripletData
+    from cir_module.training.trainer import _batch_loss
+
+    data = TripletData(tiny_benchmark, "train")
+    names = sorted(data.paths)
+    captions = {n: f"caption number {i} of a shape scene" for i, n in enumerate(names)}
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    base = _config(tmp_path, tiny_benchmark, "plain", epochs=1)
+    model = load_model(train(base))
+    batch = next(data.batches(8, 0, random.Random(0)))
+    store = ImageStore(data.root, data.paths, model.preprocess)
+    scale = LogitScale()
+    with torch.no_grad():
+        plain = _batch_loss(model, batch, store, None, scale, "cpu")
+        only_text = _batch_loss(model, batch, store, None, scale, "cpu", False, captions, 1.0)
+        queries = model.encode_composed(
+            torch.from_numpy(store.pixels(batch.references)), **model.tokenize(batch.captions)
+        )
+        texts = model.encode_text(**model.tokenize([captions[n] for n in batch.targets]))
+        expected = info_nce(queries, texts, scale())
+    torch.testing.assert_close(only_text, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.isclose(plain, only_text)
+
+    aligned = _config(
+        tmp_path, tiny_benchmark, "aligned", epochs=1, captions=str(tmp_path / "captions.json"),
+        enhance="keywords", init_from=str(tmp_path / "plain" / "checkpoint"),
+    )  # fmt: skip
+    train(aligned)
+    saved = json.loads((tmp_path / "aligned" / "train_config.json").read_text())
+    assert saved["enhance"] == "keywords" and saved["captions"].endswith("captions.json")
+    enhanced = TripletData(tiny_benchmark, "train")
+    enhanced.rewrite_captions(KeywordDistiller().distil)
+    assert [t.caption for t in enhanced.triplets] == [
+        KeywordDistiller().distil(t.caption) for t in data.triplets
+    ]
+    assert any(
+        a.caption != b.caption for a, b in zip(enhanced.triplets, data.triplets, strict=True)
+    )

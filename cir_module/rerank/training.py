@@ -51,6 +51,10 @@ class RerankTrainConfig:
     image_side: int = 84  # 6 x 6 patches of 14, merged to 3 x 3: one token per grid cell
     easy_negatives: float = 0.5  # share of negatives drawn from other queries' targets
     describe_weight: float = 0.5  # weight of the description loss (0: the answer alone)
+    # Candidates per query, scored together: the target and group - 1 negatives, with a
+    # listwise loss (softmax over the group of logit YES - logit NO) beside the YES / NO one.
+    # 1: independent (reference, text, candidate) examples, half of them positive.
+    group: int = 4
     max_minutes: float | None = None
 
 
@@ -106,6 +110,24 @@ def _examples(split: EvalSplit, rng: random.Random, n: int, easy: float):
     return out
 
 
+def _groups(split: EvalSplit, rng: random.Random, n: int, size: int, easy: float):
+    """``n`` // ``size`` queries, each with its target first and ``size`` - 1 negatives (one
+    other query's target with probability ``easy`` each, otherwise a hard one)."""
+    out = []
+    for _ in range(n // size):
+        t = rng.choice(split.triplets)
+        hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
+        rng.shuffle(hard)
+        out.append((t.reference, t.caption, t.target, True))
+        for _ in range(size - 1):
+            if rng.random() < easy or not hard:
+                negative = rng.choice(split.triplets).target
+            else:
+                negative = hard.pop()
+            out.append((t.reference, t.caption, negative, negative == t.target))
+    return out
+
+
 def train_reranker(cfg: RerankTrainConfig) -> Path:
     """Train and save the reranker to ``cfg.out``/model; returns that folder."""
     out = Path(cfg.out)
@@ -146,7 +168,10 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     quiet = not log.isEnabledFor(logging.INFO)
     bar = tqdm(range(cfg.steps), desc="rerank train", disable=quiet)
     for step in bar:
-        batch = _examples(split, rng, cfg.batch_size, cfg.easy_negatives)
+        if cfg.group > 1:
+            batch = _groups(split, rng, cfg.batch_size, cfg.group, cfg.easy_negatives)
+        else:
+            batch = _examples(split, rng, cfg.batch_size, cfg.easy_negatives)
         prompts = [reranker._encode(template, text=caption) for _, caption, _, _ in batch]
         labels = torch.tensor([0 if positive else 1 for *_, positive in batch])
         rows = [
@@ -166,6 +191,11 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
         logits = model.lm_head(hidden[torch.arange(len(rows)), at_answer])[:, answers]
         answer_loss = torch.nn.functional.cross_entropy(logits, labels)
         loss = answer_loss
+        if cfg.group > 1:
+            margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
+            first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
+            listwise = torch.nn.functional.cross_entropy(margin, first)
+            loss = loss + listwise
         if cfg.describe_weight:
             # Next-token loss on the description only (after the answer token).
             targets = input_ids[:, 1:].clone()
@@ -181,7 +211,10 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        accuracy = (logits.argmax(-1) == labels).float().mean().item()
+        if cfg.group > 1:  # how often the target scores highest in its group
+            accuracy = (margin.argmax(-1) == 0).float().mean().item()
+        else:
+            accuracy = (logits.argmax(-1) == labels).float().mean().item()
         bar.set_postfix(answer=f"{answer_loss.item():.3f}", acc=f"{accuracy:.2f}")
         record = {"step": step, "loss": loss.item(), "answer_loss": answer_loss.item()}
         log_file.write(json.dumps({**record, "acc": accuracy}) + "\n")

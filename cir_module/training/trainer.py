@@ -170,7 +170,11 @@ def train(cfg: TrainConfig) -> Path:
     data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
     if cfg.enhance != "none":
         data.rewrite_captions(_enhancer(cfg.enhance))
-    corpus = json.loads(Path(cfg.captions).read_text()) if cfg.captions else None
+    corpus = None
+    if cfg.captions:  # the captions of this split's images (the file may cover them all)
+        corpus = {
+            n: c for n, c in json.loads(Path(cfg.captions).read_text()).items() if n in data.paths
+        }
     steps_per_epoch = len(data) // (cfg.batch_size * cfg.accumulate)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
     step, epoch, elapsed = 0, 0, 0.0
