@@ -265,11 +265,11 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     if served is not None:
         name = f"Weaviate rerank: alpha={args.serve_alpha:g}, layers=all"
         rows.append({"setting": name, "lambda": args.serve_lambda, **served})
-    print(f"{'setting':32s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
+    print(f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
     for row in rows:
         lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
         print(
-            f"{row['setting']:32s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
+            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
         )
     if args.json_out:
         with open(args.json_out, "w") as f:
