@@ -365,7 +365,7 @@ def _rar_eval(args: argparse.Namespace) -> None:
         "checkpoint": args.checkpoint,
         "corpus": captioner.id if captioner else "plain",
         "queries": args.enhance,
-        **{k: round(v, 2) for k, v in result.metrics.items()},
+        **{k: round(100 * v, 2) for k, v in result.metrics.items()},  # percent
     }
     print(json.dumps(row))
     if args.json_out:

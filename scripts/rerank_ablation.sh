@@ -13,7 +13,7 @@ QUERIES=${5:-500}
 CIR=${CIR:-.venv/bin/cir}
 FIRST=cir_module/checkpoints/shapes-minilm-conv
 mkdir -p "$OUT"
-[ -d "$OUT/model" ] || "$CIR" rerank train --data "$DATA" --out "$OUT" --steps "$STEPS" \
+[ -f "$OUT/model/cir_reranker.json" ] || "$CIR" rerank train --data "$DATA" --out "$OUT" --steps "$STEPS" \
   --max-minutes "$MINUTES" --group 4 --easy-negatives 0.34
 [ -f "$OUT/cot.jsonl" ] || "$CIR" rerank cot --data "$DATA" --out "$OUT/cot.jsonl" --limit 256
 [ -f "$OUT/raug.safetensors" ] || "$CIR" raug extract --model "$OUT/model" \
