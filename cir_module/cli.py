@@ -276,20 +276,21 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             json.dump(rows, f, indent=2)
 
 
-def _captioner(args: argparse.Namespace):
-    from cir_module.enrich import (
-        ChatCaptioner,
-        OpenAIChat,
-        SceneGraphCaptioner,
-        TransformersChat,
+def _scene_graph_captioner(args: argparse.Namespace):
+    from cir_module.enrich import SceneGraphCaptioner
+
+    return SceneGraphCaptioner.from_benchmark(
+        args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
     )
+
+
+def _captioner(args: argparse.Namespace):
+    from cir_module.enrich import ChatCaptioner, OpenAIChat, TransformersChat
 
     if args.captioner == "scene-graph":
         if not args.data:
             sys.exit("--captioner scene-graph needs --data (a benchmark with scene_graphs/)")
-        return SceneGraphCaptioner.from_benchmark(
-            args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
-        )
+        return _scene_graph_captioner(args)
     if not args.model:
         sys.exit(f"--captioner {args.captioner} needs --model")
     if args.captioner == "transformers":
@@ -303,7 +304,7 @@ def _captioner(args: argparse.Namespace):
     return ChatCaptioner(backend)
 
 
-def _enrich_on_ray(args: argparse.Namespace, collection):
+def _enrich_on_ray(args: argparse.Namespace, collection, captioner_id: str):
     import functools
 
     import ray
@@ -316,6 +317,7 @@ def _enrich_on_ray(args: argparse.Namespace, collection):
     return enrich_collection_ray(
         collection,
         factory,
+        captioner_id=captioner_id,
         image_property=args.image_property,
         caption_property=args.caption_property,
         journal=args.journal,
@@ -331,11 +333,9 @@ def _rar_captions(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from cir_module.enrich import CaptionItem, SceneGraphCaptioner
+    from cir_module.enrich import CaptionItem
 
-    captioner = SceneGraphCaptioner.from_benchmark(
-        args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
-    )
+    captioner = _scene_graph_captioner(args)
     names = sorted(captioner.scenes)
     items = [CaptionItem(uuid=n, image=None, properties={"name": n}) for n in names]
     captions = dict(zip(names, captioner.caption(items), strict=True))
@@ -347,16 +347,11 @@ def _rar_eval(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from cir_module.enrich import SceneGraphCaptioner
     from cir_module.eval.inprocess import EvalSplit
     from integration.evaluate import evaluate_through_weaviate
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    captioner = None
-    if args.enrich_corpus:
-        captioner = SceneGraphCaptioner.from_benchmark(
-            args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
-        )
+    captioner = _scene_graph_captioner(args) if args.enrich_corpus else None
     env = {"CIR_QUERY_ENHANCEMENT": args.enhance} if args.enhance != "off" else {}
     result = evaluate_through_weaviate(
         args.checkpoint, split, env=env, captioner=captioner, caption_weight=args.caption_weight
@@ -384,7 +379,7 @@ def _enrich(args: argparse.Namespace) -> None:
         host=args.host, port=args.port, grpc_port=args.grpc_port, skip_init_checks=True
     ) as client:
         if args.ray:
-            report = _enrich_on_ray(args, client.collections.get(args.collection))
+            report = _enrich_on_ray(args, client.collections.get(args.collection), captioner.id)
         else:
             report = enrich_collection(
                 client.collections.get(args.collection),

@@ -32,6 +32,7 @@ __all__ = [
     "CaptionWriter",
     "EnrichReport",
     "PendingObject",
+    "blob_text",
     "caption_batch",
     "enrich_collection",
     "pending_objects",
@@ -106,7 +107,10 @@ def enrich_collection(
     def flush() -> None:
         nonlocal pending
         if pending:
-            writer.write(pending, caption_batch(captioner, [p.item for p in pending]))
+            writer.write(
+                [(p.uuid, p.properties) for p in pending],
+                caption_batch(captioner, [p.item for p in pending]),
+            )
             state.save(pending[-1].uuid, report)
             pending = []
             if on_batch:
@@ -161,17 +165,20 @@ def pending_objects(
                 continue
             if limit is not None and taken >= limit:
                 return
-            blob = props.get(image_property)
             try:
                 image = decode_base64_image(
-                    blob if isinstance(blob, str) else base64.b64encode(blob or b"").decode(),
-                    f"object {uuid} {image_property}",
+                    blob_text(props.get(image_property)), f"object {uuid} {image_property}"
                 )
             except InputError as exc:
                 report.failed.append((uuid, exc.message))
                 continue
             taken += 1
             yield PendingObject(uuid, props, CaptionItem(uuid, image, props))
+
+
+def blob_text(blob: str | bytes | None) -> str:
+    """A blob property as base64 text (the client returns it as text, older ones as bytes)."""
+    return blob if isinstance(blob, str) else base64.b64encode(blob or b"").decode()
 
 
 def caption_batch(captioner: Captioner, items: list[CaptionItem]) -> list[str | Exception]:
@@ -222,15 +229,18 @@ class CaptionWriter:
         self.dry_run, self.retries, self.backoff_s = dry_run, retries, backoff_s
         self.journal = journal
 
-    def write(self, objects: list[PendingObject], captions: list[str | Exception]) -> list[str]:
-        """Write one batch; returns the uuids written."""
+    def write(
+        self, objects: list[tuple[str, dict[str, Any]]], captions: list[str | Exception]
+    ) -> list[str]:
+        """Write one batch of (uuid, properties) with their captions; returns the uuids
+        written."""
         report, todo = self.report, {}
-        for obj, caption in zip(objects, captions, strict=True):
+        for (uuid, properties), caption in zip(objects, captions, strict=True):
             if isinstance(caption, Exception):
-                report.failed.append((obj.uuid, f"captioner: {caption}"))
+                report.failed.append((uuid, f"captioner: {caption}"))
                 continue
-            todo[obj.uuid] = {
-                **obj.properties,
+            todo[uuid] = {
+                **properties,
                 self.caption_property: caption,
                 "captioner": self.captioner_id,
             }

@@ -14,7 +14,6 @@ per actor, not shipped from the driver.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable
@@ -22,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from weaviate.collections import Collection
 
 from cir_module.enrich.captioners import Captioner, CaptionItem
+from cir_module.images import decode_base64_image
 from integration.enrich import (
     CaptionWriter,
     EnrichReport,
-    PendingObject,
     _log_report,
+    blob_text,
     caption_batch,
     pending_objects,
 )
@@ -49,16 +48,18 @@ def _ray() -> Any:
 
 
 class _CaptionActor:
-    """One captioner per Ray actor; a batch of (uuid, png, properties) rows in, captions
-    (or the error of each failed one) out."""
+    """One captioner per Ray actor; a batch of (uuid, base64 image, properties) rows in,
+    captions (or the error of each failed one) out."""
 
     def __init__(self, factory: Callable[[], Captioner]) -> None:
         self.captioner = factory()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [
-            CaptionItem(str(uuid), Image.open(io.BytesIO(png)), json.loads(props))
-            for uuid, png, props in zip(batch["uuid"], batch["png"], batch["props"], strict=True)
+            CaptionItem(str(uuid), decode_base64_image(str(image)), json.loads(props))
+            for uuid, image, props in zip(
+                batch["uuid"], batch["image"], batch["props"], strict=True
+            )
         ]
         captions = caption_batch(self.captioner, items)
         return {
@@ -71,16 +72,11 @@ class _CaptionActor:
         }
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def enrich_collection_ray(
     collection: Collection,
     captioner_factory: Callable[[], Captioner],
     *,
+    captioner_id: str | None = None,
     image_property: str = "image",
     caption_property: str = "caption",
     journal: str | Path | None = None,
@@ -94,26 +90,27 @@ def enrich_collection_ray(
 ) -> EnrichReport:
     """Caption the collection's images on Ray Data and write them back; see the module
     docstring. Ray must be initialised (``ray.init``) by the caller: a local instance or a
-    cluster address."""
+    cluster address. ``captioner_id`` saves building a captioner in the driver just to
+    read its id."""
     ray = _ray()
-    captioner_id = captioner_factory().id
+    captioner_id = captioner_id or captioner_factory().id
     report = EnrichReport(dry_run=dry_run)
-    objects = {
-        obj.uuid: obj
-        for obj in pending_objects(collection, captioner_id, image_property, report, limit=limit)
-    }
-    if objects:
-        rows = [
+    # The driver keeps each object's properties (to write it back), not its decoded image:
+    # actors decode the stored base64 again, so the driver's memory holds no pixels.
+    properties: dict[str, dict[str, Any]] = {}
+    rows = []
+    for obj in pending_objects(collection, captioner_id, image_property, report, limit=limit):
+        properties[obj.uuid] = obj.properties
+        others = {k: v for k, v in obj.properties.items() if k != image_property}
+        rows.append(
             {
-                "uuid": uuid,
-                "png": _png(obj.item.image),
+                "uuid": obj.uuid,
+                "image": blob_text(obj.properties[image_property]),
                 # The other properties travel as JSON (captioners may use them, e.g. a name).
-                "props": json.dumps(
-                    {k: v for k, v in obj.properties.items() if k != image_property}, default=str
-                ),
+                "props": json.dumps(others, default=str),
             }
-            for uuid, obj in objects.items()
-        ]
+        )
+    if rows:
         captioned = ray.data.from_items(rows).map_batches(
             _CaptionActor,
             fn_constructor_kwargs={"factory": captioner_factory},
@@ -133,7 +130,7 @@ def enrich_collection_ray(
             journal,
         )
         for batch in captioned.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            done: list[PendingObject] = [objects[str(u)] for u in batch["uuid"]]
+            done = [(str(u), properties[str(u)]) for u in batch["uuid"]]
             captions: list[str | Exception] = [
                 RuntimeError(error) if error else caption
                 for caption, error in zip(batch["caption"], batch["error"], strict=True)

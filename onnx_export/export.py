@@ -19,10 +19,10 @@ import torch
 
 from cir_module.models import CIRModel, load_model
 from cir_module.models.onnx_model import MANIFEST_NAME
-from onnx_export.graphs import GRAPHS, GraphSpec
+from onnx_export.graphs import GRAPHS
 from onnx_export.validate import ParityError, check_graph_parity, variant_parity
 
-__all__ = ["VARIANTS", "export_checkpoint"]
+__all__ = ["VARIANTS", "export_checkpoint", "export_module"]
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,25 @@ def _example_inputs(model: CIRModel) -> dict[str, tuple[torch.Tensor, ...]]:
     }
 
 
-def _export_graph(
-    model: CIRModel, spec: GraphSpec, args: tuple[torch.Tensor, ...], path: Path, opset: int
+def export_module(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]] | None,
+    opset: int,
 ) -> None:
+    """Trace ``module`` on ``args`` to ``path`` (TorchScript exporter) and run the full
+    ``onnx.checker`` on the result."""
     onnx = _require("onnx")
     torch.onnx.export(
-        spec.wrapper(model).eval(),
+        module.eval(),
         args,
         str(path),
-        input_names=list(spec.inputs),
-        output_names=list(spec.outputs),
-        dynamic_axes=spec.dynamic_axes,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_axes=dynamic_axes,
         opset_version=opset,
         dynamo=False,
         do_constant_folding=True,
@@ -149,7 +157,15 @@ def export_checkpoint(
     for spec in GRAPHS:
         fp32 = out / f"{spec.name}.onnx"
         log.info("exporting the %s graph to %s", spec.name, fp32)
-        _export_graph(model, spec, examples[spec.name], fp32, opset)
+        export_module(
+            spec.wrapper(model),
+            examples[spec.name],
+            fp32,
+            spec.inputs,
+            spec.outputs,
+            spec.dynamic_axes,
+            opset,
+        )
         files["fp32"][spec.name] = fp32.name
         if "fp16" in variants:
             _make_fp16(fp32, out / f"{spec.name}.fp16.onnx")

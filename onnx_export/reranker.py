@@ -24,7 +24,7 @@ from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST, OnnxReranker
 from cir_module.rerank.prompt import mrope_positions
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
-from onnx_export.export import DEFAULT_OPSET, _io_description, _require, _sha256, _versions
+from onnx_export.export import DEFAULT_OPSET, _io_description, _sha256, _versions, export_module
 from onnx_export.reranker_graphs import DecoderGraph, VisionGraph
 from onnx_export.validate import ParityError
 
@@ -34,23 +34,6 @@ log = logging.getLogger(__name__)
 
 RERANK_ATOL = 1e-4
 _TEXTS = ["make the large circle red", "remove the small green square at the top left"]
-
-
-def _export(module: torch.nn.Module, args: tuple, path: Path, names, axes, opset: int) -> None:
-    onnx = _require("onnx")
-    inputs, outputs = names
-    torch.onnx.export(
-        module.eval(),
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=axes,
-        opset_version=opset,
-        dynamo=False,
-        do_constant_folding=True,
-    )
-    onnx.checker.check_model(str(path), full_check=True)
 
 
 def _decoder_example(reranker: LVLMReranker) -> tuple[torch.Tensor, ...]:
@@ -99,11 +82,12 @@ def export_reranker(
     grid_side = reranker.image_side // vision.patch_size
 
     pixels, _ = codec.pixels(random_images(1, seed=0))
-    _export(
+    export_module(
         VisionGraph(reranker.model, grid_side),
         (torch.from_numpy(pixels),),
         out / "vision.onnx",
-        (["pixel_values"], ["image_features"]),
+        ["pixel_values"],
+        ["image_features"],
         None,
         opset,
     )
@@ -117,11 +101,12 @@ def export_reranker(
         "alpha",
         "inject",
     ]
-    _export(
+    export_module(
         DecoderGraph(reranker.model, codec.image_token_id, (reranker.yes_id, reranker.no_id)),
         _decoder_example(reranker),
         out / "decoder.onnx",
-        (decoder_inputs, ["answer_logits", "present_keys", "present_values"]),
+        decoder_inputs,
+        ["answer_logits", "present_keys", "present_values"],
         {
             "input_ids": {0: "batch", 1: "new"},
             "image_embeds": {0: "batch"},

@@ -22,7 +22,14 @@ from PIL import Image
 
 from cir_module.models.preprocess import ImagePreprocessor
 
-__all__ = ["MANIFEST_NAME", "PROVIDER_ORDER", "OnnxCIRModel", "choose_providers"]
+__all__ = [
+    "MANIFEST_NAME",
+    "PROVIDER_ORDER",
+    "OnnxCIRModel",
+    "choose_providers",
+    "onnxruntime_module",
+    "serving_session_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ MANIFEST_NAME = "manifest.json"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def _onnxruntime() -> Any:
+def onnxruntime_module() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -41,6 +48,19 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+def serving_session_options(threads: int | None = None) -> Any:
+    """Session options for a serving process: full graph optimisation, no spinning."""
+    ort = onnxruntime_module()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    # Idle intra-op threads spin by default; between two batches that spinning takes the
+    # cores from request decoding and the HTTP loop, which a serving process needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def choose_providers(
     requested: Sequence[str] | None = None, trt_cache: str | Path | None = None
 ) -> list[str | tuple[str, dict[str, Any]]]:
@@ -49,7 +69,7 @@ def choose_providers(
     ``requested`` (names) restricts the choice; unknown or unavailable names are dropped with a
     warning. TensorRT gets an engine cache folder so that engines are built once per shape.
     """
-    available = set(_onnxruntime().get_available_providers())
+    available = set(onnxruntime_module().get_available_providers())
     wanted = list(requested) if requested else list(PROVIDER_ORDER)
     chosen: list[str | tuple[str, dict[str, Any]]] = []
     for name in wanted:
@@ -87,7 +107,7 @@ class OnnxCIRModel:
     ) -> None:
         from transformers import AutoTokenizer
 
-        ort = _onnxruntime()
+        ort = onnxruntime_module()
         self.folder = Path(folder)
         manifest_file = self.folder / MANIFEST_NAME
         if not manifest_file.is_file():
@@ -103,13 +123,7 @@ class OnnxCIRModel:
         self.text_max_length = int(self.manifest["text"]["max_length"])
         self.dim = int(self.manifest["model"]["dimension"])
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        # Idle intra-op threads spin by default; between two batches that spinning takes the
-        # cores from request decoding and the HTTP loop, which a serving process needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = serving_session_options(threads)
         chosen = choose_providers(providers, trt_cache)
         self.sessions = {
             graph: ort.InferenceSession(

@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cir_module.models.onnx_model import _onnxruntime, choose_providers
+from cir_module.models.onnx_model import (
+    choose_providers,
+    onnxruntime_module,
+    serving_session_options,
+)
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.prompt import PromptCodec, RerankPrompt, mrope_positions
 
@@ -50,7 +54,7 @@ class OnnxReranker:
     ) -> None:
         from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
-        ort = _onnxruntime()
+        ort = onnxruntime_module()
         self.folder = Path(folder)
         if not is_onnx_reranker(folder):
             raise FileNotFoundError(f"{folder} is not a reranker export: no {RERANKER_MANIFEST}")
@@ -77,11 +81,7 @@ class OnnxReranker:
         self.alpha = float(alpha)
         self.injection_layers = choose_layers(self.num_layers, layers)
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = serving_session_options(threads)
         chosen = choose_providers(providers)
         self.sessions = {
             graph: ort.InferenceSession(
