@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--captions", help="JSON image name -> caption (`cir rar captions`)")
     tr.add_argument("--caption-weight", type=float, help="weight of the caption (0.5)")
     tr.add_argument("--enhance", choices=["none", "keywords"], help="rewrite modification texts")
+    tr.add_argument(
+        "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"
+    )
     tr.add_argument("--num-scales", type=int, help="pyramid scales (ablation)")
     tr.add_argument("--fusion", help="fusion kind: cross, mlp, sum, image, text")
     tr.add_argument("--dataset-name", default="shapes", help="annotation name (rc2 for CIRR)")

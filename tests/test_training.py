@@ -154,3 +154,46 @@ def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_pa
     assert any(
         a.caption != b.caption for a, b in zip(enhanced.triplets, data.triplets, strict=True)
     )
+
+
+def test_scene_labels_and_head_hand_computed():
+    from cir_module.data.shapes import ShapeObject
+    from cir_module.training.scene import IGNORE, SceneHead, SceneLabels
+
+    scene = (ShapeObject(0, "square", "red", "large"), ShapeObject(4, "cross", "gray", "small"))
+    rows = SceneLabels.encode(scene)
+    assert rows.shape == (9, 3)
+    # square is shape 1 -> class 2 (0 = empty); red colour 1; large size 1.
+    assert rows[0].tolist() == [2, 1, 1]
+    assert rows[4].tolist() == [5, 0, 0]
+    assert rows[1].tolist() == [0, IGNORE, IGNORE]
+    head = SceneHead(dim=4)
+    torch.nn.init.zeros_(head.mlp[-1].weight)
+    torch.nn.init.zeros_(head.mlp[-1].bias)
+    # Uniform logits: the empty cells cost ln 6, the two objects ln 6 + ln 8 + ln 2 each.
+    loss = head.loss(torch.randn(1, 4), rows[None])
+    assert loss.item() == pytest.approx(np.log(6) + np.log(8) + np.log(2), rel=1e-5)
+
+
+def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark):
+    plain = train(_config(tmp_path, tiny_benchmark, "plain", epochs=1))
+    scene = train(_config(tmp_path, tiny_benchmark, "scene", epochs=2, scene_loss=1.0))
+
+    def first_loss(name: str) -> float:
+        return json.loads((tmp_path / name / "train_log.jsonl").read_text().splitlines()[0])["loss"]
+
+    # Same initial model and batch: the difference is the scene loss of a fresh head, which
+    # is close to uniform over 6 shapes-or-empty, 8 colours and 2 sizes.
+    extra = first_loss("scene") - first_loss("plain")
+    assert abs(extra - (np.log(6) + np.log(8) + np.log(2))) < 0.5
+    state = torch.load(tmp_path / "scene" / "trainer_state.pt", weights_only=False)
+    assert state["scene_head"] is not None
+    # The head is a training aid: the checkpoint holds the same parameters as without it.
+    assert set(_weights(scene)) == set(_weights(plain))
+    train(_config(tmp_path, tiny_benchmark, "resumed", epochs=2, scene_loss=1.0, max_minutes=1e-9))
+    resumed = train(
+        _config(tmp_path, tiny_benchmark, "resumed", epochs=2, scene_loss=1.0, resume=True)
+    )
+    a, b = _weights(scene), _weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)

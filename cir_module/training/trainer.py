@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cir_module.models import CIRModel, create_model, load_model
 from cir_module.training.data import Batch, ImageStore, TripletData
 from cir_module.training.losses import LogitScale, info_nce
+from cir_module.training.scene import SceneHead, SceneLabels
 
 __all__ = ["TrainConfig", "train"]
 
@@ -63,6 +64,8 @@ class TrainConfig:
     captions: str | None = None
     caption_weight: float = 0.5
     enhance: str = "none"  # none | keywords
+    # Weight of the auxiliary scene loss (training/scene.py); needs the data's scene graphs.
+    scene_loss: float = 0.0
     save_every: int = 500
     resume: bool = False
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -164,9 +167,15 @@ def train(cfg: TrainConfig) -> Path:
     model.to(cfg.device)
     params = _apply_freezing(model, cfg)
     logit_scale = LogitScale().to(cfg.device)
-    optimizer = torch.optim.AdamW(
-        [*params, *logit_scale.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    scene = None
+    if cfg.scene_loss > 0:
+        scene = _SceneLoss(
+            SceneHead(model.dim).to(cfg.device),
+            SceneLabels.load(cfg.data, cfg.split),
+            cfg.scene_loss,
+        )
+    aux = [*logit_scale.parameters(), *(scene.head.parameters() if scene else ())]
+    optimizer = torch.optim.AdamW([*params, *aux], lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
     if cfg.enhance != "none":
         data.rewrite_captions(_enhancer(cfg.enhance))
@@ -182,6 +191,8 @@ def train(cfg: TrainConfig) -> Path:
         state = torch.load(state_path, map_location=cfg.device, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         logit_scale.load_state_dict(state["logit_scale"])
+        if scene is not None:
+            scene.head.load_state_dict(state["scene_head"])
         step, epoch, elapsed = state["step"], state["epoch"], state["elapsed"]
         log.info("resumed %s at step %d (epoch %d)", out, step, epoch)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -206,6 +217,7 @@ def train(cfg: TrainConfig) -> Path:
             {
                 "optimizer": optimizer.state_dict(),
                 "logit_scale": logit_scale.state_dict(),
+                "scene_head": scene.head.state_dict() if scene else None,
                 "step": step,
                 "epoch": epoch,
                 "elapsed": elapsed,
@@ -243,6 +255,7 @@ def train(cfg: TrainConfig) -> Path:
                     cfg.reference_negatives,
                     corpus,
                     cfg.caption_weight,
+                    scene,
                 )
             (loss / cfg.accumulate).backward()
             if (micro + 1) % cfg.accumulate:
@@ -283,6 +296,26 @@ def train(cfg: TrainConfig) -> Path:
     return ckpt_dir
 
 
+@dataclass
+class _SceneLoss:
+    head: SceneHead
+    labels: SceneLabels
+    weight: float
+
+    def __call__(
+        self,
+        batch: Batch,
+        queries: torch.Tensor,
+        references: torch.Tensor,
+        candidates: torch.Tensor,
+        candidate_names: list[str],
+    ) -> torch.Tensor:
+        """Every image embedding against its own scene, each query against its target's."""
+        embeds = torch.cat([queries, references, candidates])
+        labels = self.labels(batch.targets + batch.references + candidate_names)
+        return self.weight * self.head.loss(embeds, labels)
+
+
 def _batch_loss(
     model: CIRModel,
     batch: Batch,
@@ -293,6 +326,7 @@ def _batch_loss(
     reference_negatives: bool = False,
     corpus: dict[str, str] | None = None,
     caption_weight: float = 0.5,
+    scene: _SceneLoss | None = None,
 ) -> torch.Tensor:
     def pixels(names: list[str]) -> torch.Tensor:
         return torch.from_numpy(store.pixels(names)).to(device)
@@ -304,6 +338,7 @@ def _batch_loss(
     queries, references = model.compose(pixels(batch.references), *text_states)
     names = batch.targets + batch.negatives
     candidates = model.encode_image(pixels(names))
+    extra = scene(batch, queries, references, candidates, names) if scene else 0.0
     if corpus is not None:
         texts = [corpus[n] for n in names]
         if text_cache is not None:
@@ -318,4 +353,4 @@ def _batch_loss(
     # The same image under another index is not a negative of this query.
     same = torch.tensor([[n == t for n in names] for t in batch.targets], device=device)
     same[torch.arange(len(batch.targets)), torch.arange(len(batch.targets))] = False
-    return info_nce(queries, candidates, logit_scale(), false_negatives=same)
+    return info_nce(queries, candidates, logit_scale(), false_negatives=same) + extra
