@@ -464,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also use each reference as a negative candidate",
     )
     tr.add_argument("--lr", type=float)
+    tr.add_argument("--temperature", type=float, help="initial InfoNCE temperature (0.07)")
     tr.add_argument("--weight-decay", type=float)
     tr.add_argument("--warmup-steps", type=int)
     tr.add_argument("--freeze", choices=["none", "backbone", "vision", "text"])

@@ -9,7 +9,7 @@ DATA=${1:?benchmark folder}
 OUT=${2:?output folder}
 EPOCHS=${3:-0.75}
 CIR=${CIR:-.venv/bin/cir}
-BASE=cir_module/checkpoints/shapes-minilm-conv
+BASE=${BASE:-cir_module/checkpoints/shapes-minilm-conv}
 NOISE=(--drop 0.1 --wrong 0.1)   # the scene-graph captioner's stand-in for VLM mistakes
 mkdir -p "$OUT"
 [ -f "$OUT/captions.json" ] || "$CIR" rar captions --data "$DATA" "${NOISE[@]}" --out "$OUT/captions.json"

@@ -11,7 +11,7 @@ STEPS=${3:-3000}
 MINUTES=${4:-32}
 QUERIES=${5:-500}
 CIR=${CIR:-.venv/bin/cir}
-FIRST=cir_module/checkpoints/shapes-minilm-conv
+FIRST=${FIRST:-cir_module/checkpoints/shapes-minilm-conv}
 mkdir -p "$OUT"
 [ -f "$OUT/model/cir_reranker.json" ] || "$CIR" rerank train --data "$DATA" --out "$OUT" --steps "$STEPS" \
   --max-minutes "$MINUTES" --group 4 --easy-negatives 0.34

@@ -197,3 +197,10 @@ def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark):
     a, b = _weights(scene), _weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
+
+
+def test_initial_temperature_sets_the_logit_scale(tmp_path, tiny_benchmark):
+    train(_config(tmp_path, tiny_benchmark, "sharp", epochs=1, temperature=0.02))
+    first = json.loads((tmp_path / "sharp" / "train_log.jsonl").read_text().splitlines()[0])
+    # One AdamW step of lr 1e-3 moves the log-scale by about 1e-3.
+    assert first["scale"] == pytest.approx(1 / 0.02, rel=0.01)

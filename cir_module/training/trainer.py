@@ -53,6 +53,10 @@ class TrainConfig:
     # reference, which matters wherever the reference is not filtered out of the results.
     reference_negatives: bool = False
     lr: float = 3e-4
+    # Initial temperature of the learnable logit scale (CLIP's 0.07). It moves slowly at
+    # these learning rates, so a fine-tune that must separate near-duplicates can start
+    # sharper.
+    temperature: float = 0.07
     weight_decay: float = 0.05
     warmup_steps: int = 100
     freeze: str = "none"  # none | backbone | vision | text
@@ -166,7 +170,7 @@ def train(cfg: TrainConfig) -> Path:
         model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
     model.to(cfg.device)
     params = _apply_freezing(model, cfg)
-    logit_scale = LogitScale().to(cfg.device)
+    logit_scale = LogitScale(cfg.temperature).to(cfg.device)
     scene = None
     if cfg.scene_loss > 0:
         scene = _SceneLoss(
