@@ -11,8 +11,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cir_module.data.benchmark import load_scene_graphs
-from cir_module.data.shapes import Scene
+from cir_module.data.benchmark import BENCHMARK_NAME, load_scene_graphs
+from cir_module.data.shapes import ATTRIBUTES, Scene
 from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
 from cir_module.models import load_model
 
@@ -29,9 +29,7 @@ def scene_difference(target: Scene, found: Scene) -> tuple[str, ...]:
         elif cell not in a:
             diff.append("extra")
         else:
-            diff += [
-                k for k in ("shape", "color", "size") if getattr(a[cell], k) != getattr(b[cell], k)
-            ]
+            diff += [k for k in ATTRIBUTES[1:] if getattr(a[cell], k) != getattr(b[cell], k)]
     return tuple(sorted(diff))
 
 
@@ -43,7 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     split = EvalSplit.load(args.data, args.split)
     result = evaluate_in_process(load_model(args.checkpoint), split)
-    edits = json.loads((Path(args.data) / "edits" / f"edits.shapes.{args.split}.json").read_text())
+    edits = json.loads(
+        (Path(args.data) / "edits" / f"edits.{BENCHMARK_NAME}.{args.split}.json").read_text()
+    )
     scenes = load_scene_graphs(args.data, args.split)
 
     hits: dict[str, list[bool]] = defaultdict(list)

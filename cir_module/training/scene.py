@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cir_module.data.benchmark import load_scene_graphs
-from cir_module.data.shapes import COLORS, SHAPES, SIZES, Scene
+from cir_module.data.shapes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene
 
 __all__ = ["SceneHead", "SceneLabels"]
 
-GRID_CELLS = 9
+GRID_CELLS = len(CELL_NAMES)
 IGNORE = -100  # cross_entropy's ignore_index: colour and size of an empty cell
 
 
