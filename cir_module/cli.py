@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"
     )
+    tr.add_argument(
+        "--precise-bn", type=int, help="recompute BatchNorm statistics on N images at the end"
+    )
     tr.add_argument("--num-scales", type=int, help="pyramid scales (ablation)")
     tr.add_argument("--fusion", help="fusion kind: cross, mlp, sum, image, text")
     tr.add_argument("--dataset-name", default="shapes", help="annotation name (rc2 for CIRR)")

@@ -44,7 +44,7 @@ def test_conv_stem_gives_the_patch_grid_and_survives_a_round_trip(tmp_path):
     # The stem's first layer is what patchifies now, so it must learn.
     model.train()
     model.encode_image(pixels).sum().backward()
-    assert encoder.stem.layers[0].weight.grad.abs().sum() > 0
+    assert encoder.stem.convs[0].weight.grad.abs().sum() > 0
     with torch.no_grad():
         for param in encoder.stem.parameters():
             param.normal_(std=0.2)
@@ -61,6 +61,51 @@ def test_conv_stem_embeds_each_image_independently_of_its_batch():
     together = model.embed_images(images)
     alone = np.concatenate([model.embed_images([image]) for image in images])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_conv_stem_normalises_each_scale_with_its_own_statistics():
+    model = create_model("tiny-clip", num_scales=2, stem="conv").train()
+    encoder = model.image_encoder
+    for scale_norms in encoder.stem.norms:
+        scale_norms[0].reset_running_stats()
+        scale_norms[0].momentum = None  # a plain average: after one batch, its mean
+    pixels = model.pixels(scene_images(3))
+    with torch.no_grad():
+        model.encode_image(pixels)
+        half = encoder.downscale_1 @ pixels @ encoder.downscale_1.T
+        first_conv = encoder.stem.convs[0]
+        expected = [first_conv(x).mean(dim=(0, 2, 3)) for x in (pixels, half)]
+    for scale, mean in enumerate(expected):
+        running = encoder.stem.norms[scale][0].running_mean
+        torch.testing.assert_close(running, mean, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(expected[0], expected[1], atol=1e-3)
+
+
+def test_conv_stem_loads_a_checkpoint_with_shared_norms():
+    from torch import nn
+
+    from cir_module.models.pyramid import ConvStem
+
+    # The layout stems were saved in before their norms were per scale.
+    old = nn.Sequential(
+        nn.Conv2d(3, 16, 4, stride=4, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 1),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for tensor in [*old.parameters(), *old.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+    stem = ConvStem(patch_size=16, hidden=32, num_scales=3)
+    stem.load_state_dict({f"layers.{k}": v for k, v in old.state_dict().items()})
+    old.eval()
+    stem.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for scale in range(3):
+            torch.testing.assert_close(stem(pixels, scale), old(pixels))
 
 
 def test_conv_stem_errors():

@@ -204,3 +204,44 @@ def test_initial_temperature_sets_the_logit_scale(tmp_path, tiny_benchmark):
     first = json.loads((tmp_path / "sharp" / "train_log.jsonl").read_text().splitlines()[0])
     # One AdamW step of lr 1e-3 moves the log-scale by about 1e-3.
     assert first["scale"] == pytest.approx(1 / 0.02, rel=0.01)
+
+
+def test_precise_batchnorm_averages_batch_statistics():
+    from cir_module.models import create_model
+    from cir_module.training.batchnorm import recompute_batchnorm_statistics
+    from tests.conftest import scene_images
+
+    model = create_model("tiny-clip", num_scales=2, stem="conv").eval()
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    batches = [model.pixels(scene_images(3, seed=s)) for s in (1, 2)]
+    stem = model.image_encoder.stem
+    assert recompute_batchnorm_statistics(model, batches) == 2 * len(stem.convs)  # per scale
+    with torch.no_grad():
+        features = [stem.convs[0](b) for b in batches]
+    means = torch.stack([f.mean(dim=(0, 2, 3)) for f in features])
+    variances = torch.stack([f.var(dim=(0, 2, 3)) for f in features])  # unbiased, as BN keeps
+    norm = stem.norms[0][0]
+    torch.testing.assert_close(norm.running_mean, means.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.running_var, variances.mean(0), rtol=1e-4, atol=1e-5)
+    assert norm.momentum == 0.1 and not norm.training
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(value, weights[name], rtol=0, atol=0)
+
+
+def test_precise_batchnorm_after_training_changes_only_the_statistics(tmp_path, tiny_benchmark):
+    from cir_module.models.factory import _config_dir as models_dir
+
+    config = json.loads((models_dir() / "tiny-clip.json").read_text())
+    config["pyramid"]["stem"] = "conv"
+    (tmp_path / "tiny-conv.json").write_text(json.dumps(config))
+    conv = dict(epochs=1, model=str(tmp_path / "tiny-conv.json"))
+    ema = train(_config(tmp_path, tiny_benchmark, "ema", **conv))
+    precise = train(_config(tmp_path, tiny_benchmark, "precise", precise_bn=40, **conv))
+    a, b = _weights(ema), _weights(precise)
+    statistics = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    assert statistics
+    for key in a:
+        if key in statistics:
+            assert not torch.allclose(a[key], b[key])
+        elif not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)

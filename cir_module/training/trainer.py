@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cir_module.models import CIRModel, create_model, load_model
+from cir_module.training.batchnorm import recompute_batchnorm_statistics
 from cir_module.training.data import Batch, ImageStore, TripletData
 from cir_module.training.losses import LogitScale, info_nce
 from cir_module.training.scene import SceneHead, SceneLabels
@@ -70,6 +71,9 @@ class TrainConfig:
     enhance: str = "none"  # none | keywords
     # Weight of the auxiliary scene loss (training/scene.py); needs the data's scene graphs.
     scene_loss: float = 0.0
+    # Recompute BatchNorm statistics over this many training images once training ends
+    # (training/batchnorm.py); 0 keeps the moving averages.
+    precise_bn: int = 0
     save_every: int = 500
     resume: bool = False
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -287,6 +291,8 @@ def train(cfg: TrainConfig) -> Path:
         else:
             epoch += 1
     bar.close()
+    if cfg.precise_bn:
+        _precise_batchnorm(model, store, sorted(data.paths), cfg)
     save()
     model.eval()
     log.info(
@@ -298,6 +304,16 @@ def train(cfg: TrainConfig) -> Path:
         " on the time budget" if stop else "",
     )
     return ckpt_dir
+
+
+def _precise_batchnorm(
+    model: CIRModel, store: ImageStore, names: list[str], cfg: TrainConfig
+) -> None:
+    sample = random.Random(f"{cfg.seed}-batchnorm").sample(names, min(cfg.precise_bn, len(names)))
+    chunks = [sample[i : i + cfg.batch_size] for i in range(0, len(sample), cfg.batch_size)]
+    pixels = (torch.from_numpy(store.pixels(chunk)).to(cfg.device) for chunk in chunks)
+    count = recompute_batchnorm_statistics(model, pixels)
+    log.info("recomputed %d BatchNorm layers' statistics on %d images", count, len(sample))
 
 
 @dataclass
