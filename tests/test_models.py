@@ -93,11 +93,11 @@ def test_conv_stem_loads_a_checkpoint_with_shared_norms():
         nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 32, 1),
     )  # fmt: skip
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for tensor in [*old.parameters(), *old.buffers()]:
             if tensor.is_floating_point():
-                tensor.copy_(torch.rand_like(tensor) + 0.5)
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
     stem = ConvStem(patch_size=16, hidden=32, num_scales=3)
     stem.load_state_dict({f"layers.{k}": v for k, v in old.state_dict().items()})
     old.eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from cir_module import compose_query
 from cir_module.models import CIRModel, create_model, get_model_config, load_model
@@ -46,6 +47,7 @@ MODELS = {
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def exported(request, tmp_path_factory) -> tuple[CIRModel, Path, dict]:
     root = tmp_path_factory.mktemp(request.param)
+    torch.manual_seed(0)  # the same random weights whichever tests ran before
     model = MODELS[request.param]()
     model.save_pretrained(root / "ckpt")
     manifest = export_checkpoint(root / "ckpt", root / "onnx", variants=("fp32", "fp16", "int8"))
