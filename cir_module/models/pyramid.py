@@ -50,8 +50,8 @@ class ConvStem(nn.Module):
 
     The convolutions are shared by the pyramid's scales, the BatchNorms are not (one set per
     scale): a copy at half the size has other feature statistics, and running statistics
-    shared by all scales normalise none of them as training did (R@1 62.0 in eval mode vs
-    66.8 with per-scale batch statistics, on the same weights).
+    shared by all scales normalise none of them as training did (R@1 62.0 with shared
+    running statistics vs 66.8 with per-scale ones, on the same weights).
     """
 
     def __init__(self, patch_size: int, hidden: int, num_scales: int = 1) -> None:
