@@ -9,13 +9,12 @@ Usage: python scripts/batchnorm_check.py CHECKPOINT DATA [--images 4096] [--save
 from __future__ import annotations
 
 import argparse
-import random
 
 import torch
 
 from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
 from cir_module.models import load_model
-from cir_module.training.batchnorm import recompute_batchnorm_statistics
+from cir_module.training.batchnorm import recompute_on_images
 from cir_module.training.data import ImageStore, TripletData
 
 
@@ -33,9 +32,7 @@ def main() -> None:
         before = evaluate_in_process(model, split).metrics
     train = TripletData(args.data, "train")
     store = ImageStore(train.root, train.paths, model.preprocess)
-    names = random.Random("0-batchnorm").sample(sorted(train.paths), args.images)
-    batches = (torch.from_numpy(store.pixels(names[i : i + 64])) for i in range(0, len(names), 64))
-    count = recompute_batchnorm_statistics(model, batches)
+    count, _ = recompute_on_images(model, store, list(train.paths), args.images)
     with torch.no_grad():
         after = evaluate_in_process(model.eval(), split).metrics
     print(f"{count} BatchNorm layers; {args.split} split of {args.data}")

@@ -8,14 +8,16 @@ over a fixed sample of training images gives the population statistics inference
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from cir_module.models import CIRModel
+from cir_module.training.data import ImageStore
 
-__all__ = ["recompute_batchnorm_statistics"]
+__all__ = ["recompute_batchnorm_statistics", "recompute_on_images"]
 
 
 def recompute_batchnorm_statistics(model: CIRModel, batches: Iterable[torch.Tensor]) -> int:
@@ -37,3 +39,24 @@ def recompute_batchnorm_statistics(model: CIRModel, batches: Iterable[torch.Tens
         norm.momentum = momentum
         norm.train(training)
     return len(norms)
+
+
+def recompute_on_images(
+    model: CIRModel,
+    store: ImageStore,
+    names: Sequence[str],
+    count: int,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[int, int]:
+    """:func:`recompute_batchnorm_statistics` over ``count`` of ``names`` (read from
+    ``store``), drawn with ``seed``; the same arguments give the same sample. Returns how
+    many BatchNorm layers and how many images."""
+    sample = random.Random(f"{seed}-batchnorm").sample(sorted(names), min(count, len(names)))
+    batches = (
+        torch.from_numpy(store.pixels(sample[i : i + batch_size])).to(device)
+        for i in range(0, len(sample), batch_size)
+    )
+    return recompute_batchnorm_statistics(model, batches), len(sample)

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cir_module.models import CIRModel, create_model, load_model
-from cir_module.training.batchnorm import recompute_batchnorm_statistics
+from cir_module.training.batchnorm import recompute_on_images
 from cir_module.training.data import Batch, ImageStore, TripletData
 from cir_module.training.losses import LogitScale, info_nce
 from cir_module.training.scene import SceneHead, SceneLabels
@@ -292,7 +292,16 @@ def train(cfg: TrainConfig) -> Path:
             epoch += 1
     bar.close()
     if cfg.precise_bn:
-        _precise_batchnorm(model, store, sorted(data.paths), cfg)
+        layers, images = recompute_on_images(
+            model,
+            store,
+            list(data.paths),
+            cfg.precise_bn,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+        log.info("recomputed %d BatchNorm layers' statistics on %d images", layers, images)
     save()
     model.eval()
     log.info(
@@ -304,16 +313,6 @@ def train(cfg: TrainConfig) -> Path:
         " on the time budget" if stop else "",
     )
     return ckpt_dir
-
-
-def _precise_batchnorm(
-    model: CIRModel, store: ImageStore, names: list[str], cfg: TrainConfig
-) -> None:
-    sample = random.Random(f"{cfg.seed}-batchnorm").sample(names, min(cfg.precise_bn, len(names)))
-    chunks = [sample[i : i + cfg.batch_size] for i in range(0, len(sample), cfg.batch_size)]
-    pixels = (torch.from_numpy(store.pixels(chunk)).to(cfg.device) for chunk in chunks)
-    count = recompute_batchnorm_statistics(model, pixels)
-    log.info("recomputed %d BatchNorm layers' statistics on %d images", count, len(sample))
 
 
 @dataclass
