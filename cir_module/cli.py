@@ -449,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"
     )
     tr.add_argument(
+        "--token-scene-loss",
+        type=float,
+        help="weight of the scene loss read cell by cell from the image tokens",
+    )
+    tr.add_argument(
         "--precise-bn", type=int, help="recompute BatchNorm statistics on N images at the end"
     )
     tr.add_argument("--num-scales", type=int, help="pyramid scales (ablation)")

@@ -35,6 +35,19 @@ def test_pyramid_adds_coarser_tokens(family):
         assert not torch.allclose(model.encode_image(pixels), single.encode_image(pixels))
 
 
+@pytest.mark.parametrize("family", ["tiny-clip", "tiny-siglip"])
+def test_scale_tokens_slice_each_scale_out_of_the_sequence(family):
+    encoder = create_model(family, num_scales=3).image_encoder
+    # Each position holds its own index: CLIP's class token comes first, SigLIP has none.
+    sequence = torch.arange(encoder.num_tokens()).reshape(1, -1, 1).expand(2, -1, 3)
+    first = 1 if family == "tiny-clip" else 0
+    expected = [(first, first + 64), (first + 64, first + 80), (first + 80, first + 84)]
+    for scale, (start, stop) in enumerate(expected):
+        part = encoder.scale_tokens(sequence, scale)
+        assert part.shape == (2, stop - start, 3)
+        assert part[0, :, 0].tolist() == list(range(start, stop))
+
+
 def test_conv_stem_gives_the_patch_grid_and_survives_a_round_trip(tmp_path):
     model = create_model("tiny-clip", num_scales=3, stem="conv")
     encoder = model.image_encoder

@@ -175,9 +175,44 @@ def test_scene_labels_and_head_hand_computed():
     assert loss.item() == pytest.approx(np.log(6) + np.log(8) + np.log(2), rel=1e-5)
 
 
-def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark):
+def test_cell_token_head_pools_the_grid_onto_the_cells():
+    from cir_module.training.scene import CLASS_SIZES, IGNORE, CellTokenHead, SceneLabels
+
+    width = sum(CLASS_SIZES)
+    head = CellTokenHead(width)
+    head.classify = torch.nn.Identity()  # look at the pooled cells themselves
+    # A 6x6 grid: each cell covers a 2x2 block of tokens, all equal to the cell's index.
+    rows, cols = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    cell = (rows // 2 * 3 + cols // 2).float()
+    tokens = cell.reshape(1, 36, 1).expand(1, 36, width)
+    assert head.logits(tokens)[0, :, 0].tolist() == [float(c) for c in range(9)]
+    # An 8x8 grid: adaptive pooling gives the centre cell rows and columns 2..5 (overlapping).
+    grid = torch.arange(64.0).reshape(8, 8)
+    tokens = grid.reshape(1, 64, 1).expand(1, 64, width)
+    assert head.logits(tokens)[0, 4, 0].item() == pytest.approx(grid[2:6, 2:6].mean().item())
+    assert head.logits(tokens)[0, 0, 0].item() == pytest.approx(grid[0:3, 0:3].mean().item())
+    with pytest.raises(ValueError, match="square grid"):
+        head.logits(torch.zeros(1, 10, width))
+    # With a zero classifier every cell costs what SceneHead's uniform logits cost.
+    head = CellTokenHead(4)
+    torch.nn.init.zeros_(head.classify[-1].weight)
+    torch.nn.init.zeros_(head.classify[-1].bias)
+    from cir_module.data.shapes import ShapeObject
+
+    labels = SceneLabels.encode((ShapeObject(2, "circle", "blue", "small"),))[None]
+    assert labels[0, 0].tolist() == [0, IGNORE, IGNORE]
+    loss = head.loss(torch.randn(1, 16, 4), labels)
+    assert loss.item() == pytest.approx(np.log(6) + np.log(8) + np.log(2), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("weights", "head"),
+    [({"scene_loss": 1.0}, "scene_head"), ({"token_scene_loss": 1.0}, "token_head")],
+    ids=["embedding", "tokens"],
+)
+def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark, weights, head):
     plain = train(_config(tmp_path, tiny_benchmark, "plain", epochs=1))
-    scene = train(_config(tmp_path, tiny_benchmark, "scene", epochs=2, scene_loss=1.0))
+    scene = train(_config(tmp_path, tiny_benchmark, "scene", epochs=2, **weights))
 
     def first_loss(name: str) -> float:
         return json.loads((tmp_path / name / "train_log.jsonl").read_text().splitlines()[0])["loss"]
@@ -187,13 +222,11 @@ def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark):
     extra = first_loss("scene") - first_loss("plain")
     assert abs(extra - (np.log(6) + np.log(8) + np.log(2))) < 0.5
     state = torch.load(tmp_path / "scene" / "trainer_state.pt", weights_only=False)
-    assert state["scene_head"] is not None
+    assert state[head] is not None
     # The head is a training aid: the checkpoint holds the same parameters as without it.
     assert set(_weights(scene)) == set(_weights(plain))
-    train(_config(tmp_path, tiny_benchmark, "resumed", epochs=2, scene_loss=1.0, max_minutes=1e-9))
-    resumed = train(
-        _config(tmp_path, tiny_benchmark, "resumed", epochs=2, scene_loss=1.0, resume=True)
-    )
+    train(_config(tmp_path, tiny_benchmark, "resumed", epochs=2, max_minutes=1e-9, **weights))
+    resumed = train(_config(tmp_path, tiny_benchmark, "resumed", epochs=2, resume=True, **weights))
     a, b = _weights(scene), _weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)

@@ -149,6 +149,13 @@ class PyramidImageEncoder(nn.Module):
         """Length of the token sequence the transformer sees."""
         return sum(g * g for g in self.grids) + int(self.has_class_token)
 
+    def scale_tokens(self, hidden: torch.Tensor, scale: int = 0) -> torch.Tensor:
+        """The tokens of one scale, ``[batch, grid * grid, hidden]`` in reading order, out of
+        a sequence laid out as :meth:`tokens` builds it (class token first, then the scales
+        from finest to coarsest)."""
+        start = int(self.has_class_token) + sum(g * g for g in self.grids[:scale])
+        return hidden[:, start : start + self.grids[scale] ** 2]
+
     def _patch_positions(self, grid: int) -> torch.Tensor:
         table = self.vision.embeddings.position_embedding.weight
         if self.has_class_token:

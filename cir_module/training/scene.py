@@ -8,11 +8,19 @@ size) back from an embedding. It is applied to the image embeddings of every ima
 batch and to each composed query, labelled with its *target's* scene, so the fusion head is
 told exactly what the edited scene must contain.
 
-The head is a training aid only: it is kept in the trainer state (for ``--resume``), never
-in the checkpoint the service loads.
+A second, denser form reads the cells from the image *tokens* (:class:`CellTokenHead`): the
+finest pyramid scale's token grid is average-pooled onto the scene's 3x3 grid and one shared
+linear map classifies each cell. A pooled embedding is asked to carry nine objects at once and
+a probe of it read shapes at chance; local tokens only have to say what lies under them, which
+gives the image tower a per-object shape signal from the first step.
+
+The heads are training aids only: they are kept in the trainer state (for ``--resume``),
+never in the checkpoint the service loads.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +29,24 @@ from torch import nn
 from cir_module.data.benchmark import load_scene_graphs
 from cir_module.data.shapes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene
 
-__all__ = ["SceneHead", "SceneLabels"]
+__all__ = ["CellTokenHead", "SceneHead", "SceneLabels"]
 
 GRID_CELLS = len(CELL_NAMES)
+GRID_SIDE = 3
 IGNORE = -100  # cross_entropy's ignore_index: colour and size of an empty cell
+CLASS_SIZES = (len(SHAPES) + 1, len(COLORS), len(SIZES))  # shape-or-empty, colour, size
+
+
+def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over the three attributes of the mean cross-entropy over cells: ``logits
+    [n, 9, sum(CLASS_SIZES)]`` against ``labels [n, 9, 3]`` (colour and size of empty cells
+    ignored)."""
+    parts = logits.split(CLASS_SIZES, dim=-1)
+    labels = labels.to(logits.device)
+    return sum(
+        F.cross_entropy(part.reshape(-1, part.shape[-1]), labels[..., i].reshape(-1))
+        for i, part in enumerate(parts)
+    )
 
 
 class SceneLabels:
@@ -60,23 +82,40 @@ class SceneHead(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 256) -> None:
         super().__init__()
-        self.sizes = (len(SHAPES) + 1, len(COLORS), len(SIZES))
         # Unit embeddings have coordinates near 1/sqrt(dim): the LayerNorm rescales them so
         # that the head learns at the trunk's learning rate.
         self.mlp = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Linear(dim, hidden),
             nn.GELU(),
-            nn.Linear(hidden, GRID_CELLS * sum(self.sizes)),
+            nn.Linear(hidden, GRID_CELLS * sum(CLASS_SIZES)),
         )
 
     def loss(self, embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over cells of ``embeds [n, dim]`` against ``labels [n, 9, 3]``
         (shape-or-empty, then colour and size of the occupied cells)."""
-        logits = self.mlp(embeds).reshape(-1, GRID_CELLS, sum(self.sizes))
-        parts = logits.split(self.sizes, dim=-1)
-        labels = labels.to(embeds.device)
-        return sum(
-            F.cross_entropy(part.reshape(-1, part.shape[-1]), labels[..., i].reshape(-1))
-            for i, part in enumerate(parts)
-        )
+        return cell_loss(self.mlp(embeds).reshape(-1, GRID_CELLS, sum(CLASS_SIZES)), labels)
+
+
+class CellTokenHead(nn.Module):
+    """Every cell's logits from a square grid of image tokens ``[n, side * side, hidden]``:
+    the grid is average-pooled onto the 3x3 scene grid (cells overlap where the side is not
+    a multiple of 3) and one linear map, shared by the cells, classifies each."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.classify = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, sum(CLASS_SIZES)))
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[n, side * side, hidden]`` -> ``[n, 9, sum(CLASS_SIZES)]``, cells in reading order."""
+        n, count, hidden = tokens.shape
+        side = math.isqrt(count)
+        if side * side != count:
+            raise ValueError(f"{count} tokens do not form a square grid")
+        grid = tokens.transpose(1, 2).reshape(n, hidden, side, side)
+        cells = F.adaptive_avg_pool2d(grid, GRID_SIDE).flatten(2).transpose(1, 2)
+        return self.classify(cells)
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """:func:`cell_loss` of the tokens' cell logits against ``labels [n, 9, 3]``."""
+        return cell_loss(self.logits(tokens), labels)

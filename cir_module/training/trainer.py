@@ -25,7 +25,7 @@ from cir_module.models import CIRModel, create_model, load_model
 from cir_module.training.batchnorm import recompute_on_images
 from cir_module.training.data import Batch, ImageStore, TripletData
 from cir_module.training.losses import LogitScale, info_nce
-from cir_module.training.scene import SceneHead, SceneLabels
+from cir_module.training.scene import CellTokenHead, SceneHead, SceneLabels
 
 __all__ = ["TrainConfig", "train"]
 
@@ -71,6 +71,8 @@ class TrainConfig:
     enhance: str = "none"  # none | keywords
     # Weight of the auxiliary scene loss (training/scene.py); needs the data's scene graphs.
     scene_loss: float = 0.0
+    # Weight of the same loss read from the candidates' finest-scale tokens, cell by cell.
+    token_scene_loss: float = 0.0
     # Recompute BatchNorm statistics over this many training images once training ends
     # (training/batchnorm.py); 0 keeps the moving averages.
     precise_bn: int = 0
@@ -176,13 +178,16 @@ def train(cfg: TrainConfig) -> Path:
     params = _apply_freezing(model, cfg)
     logit_scale = LogitScale(cfg.temperature).to(cfg.device)
     scene = None
-    if cfg.scene_loss > 0:
+    if cfg.scene_loss > 0 or cfg.token_scene_loss > 0:
+        hidden = model.image_encoder.vision.embeddings.embed_dim
         scene = _SceneLoss(
-            SceneHead(model.dim).to(cfg.device),
             SceneLabels.load(cfg.data, cfg.split),
+            SceneHead(model.dim).to(cfg.device),
             cfg.scene_loss,
+            CellTokenHead(hidden).to(cfg.device),
+            cfg.token_scene_loss,
         )
-    aux = [*logit_scale.parameters(), *(scene.head.parameters() if scene else ())]
+    aux = [*logit_scale.parameters(), *(scene.parameters() if scene else ())]
     optimizer = torch.optim.AdamW([*params, *aux], lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
     if cfg.enhance != "none":
@@ -201,6 +206,8 @@ def train(cfg: TrainConfig) -> Path:
         logit_scale.load_state_dict(state["logit_scale"])
         if scene is not None:
             scene.head.load_state_dict(state["scene_head"])
+            if state.get("token_head") is not None:
+                scene.token_head.load_state_dict(state["token_head"])
         step, epoch, elapsed = state["step"], state["epoch"], state["elapsed"]
         log.info("resumed %s at step %d (epoch %d)", out, step, epoch)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -226,6 +233,7 @@ def train(cfg: TrainConfig) -> Path:
                 "optimizer": optimizer.state_dict(),
                 "logit_scale": logit_scale.state_dict(),
                 "scene_head": scene.head.state_dict() if scene else None,
+                "token_head": scene.token_head.state_dict() if scene else None,
                 "step": step,
                 "epoch": epoch,
                 "elapsed": elapsed,
@@ -317,9 +325,14 @@ def train(cfg: TrainConfig) -> Path:
 
 @dataclass
 class _SceneLoss:
-    head: SceneHead
     labels: SceneLabels
+    head: SceneHead
     weight: float
+    token_head: CellTokenHead
+    token_weight: float
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.head.parameters(), *self.token_head.parameters()]
 
     def __call__(
         self,
@@ -328,11 +341,19 @@ class _SceneLoss:
         references: torch.Tensor,
         candidates: torch.Tensor,
         candidate_names: list[str],
+        candidate_tokens: torch.Tensor,
     ) -> torch.Tensor:
-        """Every image embedding against its own scene, each query against its target's."""
-        embeds = torch.cat([queries, references, candidates])
-        labels = self.labels(batch.targets + batch.references + candidate_names)
-        return self.weight * self.head.loss(embeds, labels)
+        """Every image embedding against its own scene, each query against its target's;
+        the candidates' token grids against their own scenes, cell by cell."""
+        loss = torch.zeros((), device=queries.device)
+        if self.weight:
+            embeds = torch.cat([queries, references, candidates])
+            labels = self.labels(batch.targets + batch.references + candidate_names)
+            loss = loss + self.weight * self.head.loss(embeds, labels)
+        if self.token_weight:
+            labels = self.labels(candidate_names)
+            loss = loss + self.token_weight * self.token_head.loss(candidate_tokens, labels)
+        return loss
 
 
 def _batch_loss(
@@ -356,8 +377,12 @@ def _batch_loss(
         text_states = model.encode_text_states(**model.tokenize(batch.captions))
     queries, references = model.compose(pixels(batch.references), *text_states)
     names = batch.targets + batch.negatives
-    candidates = model.encode_image(pixels(names))
-    extra = scene(batch, queries, references, candidates, names) if scene else 0.0
+    features, tokens = model.image_encoder.encode(pixels(names))
+    candidates = torch.nn.functional.normalize(features, dim=-1)  # = model.encode_image
+    extra = 0.0
+    if scene is not None:
+        finest = model.image_encoder.scale_tokens(tokens, 0)
+        extra = scene(batch, queries, references, candidates, names, finest)
     if corpus is not None:
         texts = [corpus[n] for n in names]
         if text_cache is not None:
