@@ -27,8 +27,8 @@ def features(model, store: ImageStore, names: list[str], batch: int = 128):
     with torch.no_grad():
         for i in range(0, len(names), batch):
             pixels = torch.from_numpy(store.pixels(names[i : i + batch]))
-            feats, hidden = model.image_encoder.encode(pixels)
-            embeds.append(torch.nn.functional.normalize(feats, dim=-1))
+            embed, hidden = model.encode_image_states(pixels)
+            embeds.append(embed)
             tokens.append(model.image_encoder.scale_tokens(hidden, 0))
     return torch.cat(embeds), torch.cat(tokens)
 

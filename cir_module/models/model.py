@@ -88,6 +88,12 @@ class CIRModel(nn.Module):
         """``[batch, 3, size, size]`` pixels -> unit image embeddings ``[batch, dim]``."""
         return F.normalize(self.image_encoder(pixel_values), dim=-1)
 
+    def encode_image_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit image embeddings ``[batch, dim]`` (as :meth:`encode_image`) and the pyramid's
+        output tokens ``[batch, tokens, hidden]``, for token-level fusion and supervision."""
+        features, tokens = self.image_encoder.encode(pixel_values)
+        return F.normalize(features, dim=-1), tokens
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids -> unit text embeddings ``[batch, dim]``."""
         features, _ = self.family.encode_text(self.backbone, input_ids, attention_mask)
@@ -112,8 +118,7 @@ class CIRModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference pixels + a text's states (from :meth:`encode_text_states`) -> the unit
         composed query and, as a by-product, the reference's unit image embedding."""
-        image_features, image_tokens = self.image_encoder.encode(pixel_values)
-        image_embeds = F.normalize(image_features, dim=-1)
+        image_embeds, image_tokens = self.encode_image_states(pixel_values)
         query = self.fusion(
             image_embeds,
             text_embeds,

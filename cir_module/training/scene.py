@@ -32,7 +32,7 @@ from cir_module.data.shapes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene
 __all__ = ["CellTokenHead", "SceneHead", "SceneLabels"]
 
 GRID_CELLS = len(CELL_NAMES)
-GRID_SIDE = 3
+GRID_SIDE = math.isqrt(GRID_CELLS)
 IGNORE = -100  # cross_entropy's ignore_index: colour and size of an empty cell
 CLASS_SIZES = (len(SHAPES) + 1, len(COLORS), len(SIZES))  # shape-or-empty, colour, size
 

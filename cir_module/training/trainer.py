@@ -377,8 +377,7 @@ def _batch_loss(
         text_states = model.encode_text_states(**model.tokenize(batch.captions))
     queries, references = model.compose(pixels(batch.references), *text_states)
     names = batch.targets + batch.negatives
-    features, tokens = model.image_encoder.encode(pixels(names))
-    candidates = torch.nn.functional.normalize(features, dim=-1)  # = model.encode_image
+    candidates, tokens = model.encode_image_states(pixels(names))
     extra = 0.0
     if scene is not None:
         finest = model.image_encoder.scale_tokens(tokens, 0)
