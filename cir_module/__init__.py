@@ -10,7 +10,12 @@ __version__ = "0.1.0"
 
 from cir_module.errors import InputError
 from cir_module.models import CIRConfig, CIRModel, create_model, list_models, load_model
-from cir_module.query import ComposedQuery, compose_query, looks_composed, parse_composed_query
+from cir_module.query import (
+    ComposedQuery,
+    compose_query,
+    parse_composed_query,
+    read_composed_query,
+)
 
 __all__ = [
     "CIRConfig",
@@ -22,6 +27,6 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
-    "looks_composed",
     "parse_composed_query",
+    "read_composed_query",
 ]

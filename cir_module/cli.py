@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace) -> None:
 
         for handler in root.handlers:
             handler.setFormatter(JsonLogFormatter())
+    from cir_module.service.protocol import guarded_h11
+
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -42,6 +44,11 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (JSON, request ids)
         access_log=False,  # the service writes its own access line, with the request id
+        http=guarded_h11(settings.header_timeout_s),
+        # X-Forwarded-* rewrite the client address the token check trusts: only from the
+        # proxies named in the settings (uvicorn's default trusts 127.0.0.1).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
 
 

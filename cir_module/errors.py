@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "Overloaded"]
+__all__ = ["ClientGone", "InputError", "Overloaded"]
 
 
 class InputError(ValueError):
@@ -22,3 +22,8 @@ class Overloaded(RuntimeError):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class ClientGone(ConnectionError):
+    """The client disconnected before its request was read: nothing can be answered.
+    Counted (status 499, as proxies log it), never logged as a failure."""

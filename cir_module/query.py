@@ -1,31 +1,55 @@
 """Composed queries as they travel through Weaviate: the text of a JSON object.
 
-A composed query is ``{"image": "<base64 image>", "text": "<modification text>"}`` serialised
-to a string. It is sent as a ``nearText`` concept and as ``rerank(query: ...)``; the service
-recognises it among ordinary texts (see docs/design decision 2).
+A composed query is ``{"$cir": 1, "image": "<base64 image>", "text": "<modification text>"}``
+serialised to a string (:func:`compose_query` writes it). It is sent as a ``nearText`` concept
+and as ``rerank(query: ...)``; the service tells it from ordinary texts by one rule
+(:func:`read_composed_query`, docs/design.md decision 2):
+
+* **Marked**: a text that begins with a JSON object whose first key is ``"$cir"`` is a composed
+  query. If it is damaged (bad JSON, a missing or wrong field), the caller gets a clear 4xx.
+* **Legacy** (the form before the marker, still read): a text that is exactly a JSON object
+  with the two string keys ``image`` and ``text``, whose ``image`` starts like an image file
+  (PNG, JPEG, GIF, WebP, BMP, TIFF), and decodes, is a composed query.
+* **Everything else is a plain text**, embedded by the text tower. A stored text that merely
+  looks like JSON (``{"image": "a cat", "caption": "..."}``) can therefore never fail an import.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from cir_module.errors import InputError
-from cir_module.images import encode_image_base64
+from cir_module.images import encode_image_base64, image_signature
 
-__all__ = ["ComposedQuery", "compose_query", "looks_composed", "parse_composed_query"]
+__all__ = [
+    "COMPOSED_QUERY_VERSION",
+    "ComposedQuery",
+    "compose_query",
+    "parse_composed_query",
+    "read_composed_query",
+]
+
+COMPOSED_QUERY_VERSION = 1
+_MARKED = re.compile(r'^\s*\{\s*"\$cir"\s*:')
 
 
 @dataclass(frozen=True)
 class ComposedQuery:
-    """A parsed composed query: the reference image (still base64) and the modification text."""
+    """A parsed composed query: the reference image (still base64) and the modification text.
+
+    ``marked`` is False for the legacy form: a legacy query whose image then fails to decode
+    is taken as a plain text, as it would have to be for a stored text.
+    """
 
     image: str
     text: str
+    marked: bool = True
 
 
 def compose_query(image: Image.Image | bytes | str | Path, text: str) -> str:
@@ -47,31 +71,54 @@ def compose_query(image: Image.Image | bytes | str | Path, text: str) -> str:
         encoded = image
     else:
         raise TypeError(f"unsupported image type {type(image).__name__}")
-    return json.dumps({"image": encoded, "text": text}, separators=(",", ":"))
+    return json.dumps(
+        {"$cir": COMPOSED_QUERY_VERSION, "image": encoded, "text": text}, separators=(",", ":")
+    )
 
 
-def looks_composed(text: str) -> bool:
-    """True when ``text`` is meant as a composed query (a JSON object naming an image).
+def read_composed_query(text: str) -> ComposedQuery | None:
+    """The composed query ``text`` holds, or None for a plain text (the module's rule).
 
-    Deliberately loose: a text that starts like one but is malformed must reach
-    :func:`parse_composed_query` and be answered with a clear error, not be embedded
-    silently as a plain text.
+    Raises :class:`InputError` saying what is wrong only for a marked query.
     """
-    stripped = text.lstrip()
-    return stripped.startswith("{") and '"image"' in stripped
+    if _MARKED.match(text):
+        return parse_composed_query(text)
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}") and '"image"' in stripped):
+        return None
+    try:
+        obj = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+    if (
+        isinstance(obj, dict)
+        and set(obj) == {"image", "text"}
+        and isinstance(obj["text"], str)
+        and image_signature(obj["image"]) is not None
+    ):
+        return ComposedQuery(image=obj["image"], text=obj["text"], marked=False)
+    return None
 
 
 def parse_composed_query(text: str) -> ComposedQuery:
-    """Parse a composed-query string; raise :class:`InputError` saying what is wrong."""
+    """Parse a marked composed-query string; raise :class:`InputError` saying what is wrong."""
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InputError(f"composed query is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise InputError("composed query must be a JSON object with 'image' and 'text'")
-    unknown = sorted(set(obj) - {"image", "text"})
+        raise InputError("composed query must be a JSON object with '$cir', 'image' and 'text'")
+    version = obj.get("$cir")
+    if version != COMPOSED_QUERY_VERSION:
+        raise InputError(
+            f"composed query '$cir' is {version!r}; this service reads version "
+            f"{COMPOSED_QUERY_VERSION}"
+        )
+    unknown = sorted(set(obj) - {"$cir", "image", "text"})
     if unknown:
-        raise InputError(f"composed query has unknown keys {unknown}; expected 'image', 'text'")
+        raise InputError(
+            f"composed query has unknown keys {unknown}; expected '$cir', 'image', 'text'"
+        )
     image, mod = obj.get("image"), obj.get("text")
     if not isinstance(image, str) or not image.strip():
         raise InputError("composed query needs 'image': a non-empty base64 string")

@@ -82,6 +82,16 @@ class ServiceSettings(BaseSettings):
         "the model folder's cir_reranker.json, else 224.",
     )
     reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
+    text_reranker_model: str | None = Field(
+        None,
+        description="sentence-transformers CrossEncoder (hub id or folder) that scores text "
+        "documents in /rerank against the query's text; unset: the text tower's cosine.",
+    )
+    rerank_single_flight: bool = Field(
+        True,
+        description="Compute a rerank query's side (composed embedding, LVLM prefix) once for "
+        "all concurrent chunks of the same query.",
+    )
     # -- RAR query enhancement and chat --------------------------------------------------------
     query_enhancement: Literal["off", "keywords", "chat"] = Field(
         "off",
@@ -118,6 +128,12 @@ class ServiceSettings(BaseSettings):
     max_image_pixels: int = Field(
         64_000_000, ge=1, description="Most pixels an image may declare (decompression bombs)."
     )
+    max_aspect_ratio: float = Field(
+        20.0, ge=1, description="Largest ratio of an image's long side to its short side."
+    )
+    max_request_pixels: int = Field(
+        128_000_000, ge=1, description="Most image pixels one request may decode in all."
+    )
     max_text_chars: int = Field(
         4096,
         ge=1,
@@ -127,8 +143,33 @@ class ServiceSettings(BaseSettings):
     max_pending_items: int = Field(
         1024,
         ge=1,
-        description="Items (images, texts) admitted at once; beyond it requests "
-        "get 503 with Retry-After instead of queueing without bound.",
+        description="Items (images, texts) admitted at once; beyond it requests wait in line "
+        "(see admission_timeout_s).",
+    )
+    max_pending_pixels: int = Field(
+        256_000_000,
+        ge=1,
+        description="Image pixels admitted at once (decoded memory is about 3 bytes each); "
+        "beyond it requests wait in line.",
+    )
+    admission_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request may wait for admission before a 503 with Retry-After "
+        "(keep it under Weaviate's MODULES_CLIENT_TIMEOUT, 50 s by default).",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body that sends nothing for this long gets 408."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="`cir serve` closes a connection whose request headers have not all "
+        "arrived this long after it opened or last sent data.",
+    )
+    api_docs: bool = Field(
+        True,
+        description="Serve /docs, /redoc and /openapi.json (behind api_token when it is set).",
     )
     api_token: SecretStr | None = Field(
         None,
@@ -139,8 +180,13 @@ class ServiceSettings(BaseSettings):
         default_factory=list,
         description="IP addresses or networks (CIDR, JSON list) that need no token: Weaviate's.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxies (IP addresses or CIDR, JSON list) whose X-Forwarded-For / "
+        "X-Forwarded-Proto `cir serve` believes; from anyone else these headers are ignored.",
+    )
 
-    @field_validator("trusted_clients")
+    @field_validator("trusted_clients", "trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for entry in value:

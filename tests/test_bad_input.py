@@ -19,7 +19,7 @@ from PIL import Image
 
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
-from cir_module.query import looks_composed, parse_composed_query
+from cir_module.query import read_composed_query
 from tests.conftest import png_b64, scene_images
 
 pytestmark = pytest.mark.integration
@@ -92,14 +92,25 @@ BAD = [
     ("/vectorize", {"images": [1]}, 422, "images.0"),
     ("/vectorize", {"images": None, "texts": None}, 422, "texts: Input should be a valid list"),
     ("/vectorize", {"texts": [{"image": "x"}]}, 422, "texts.0"),
-    ("/vectorize", {"texts": ['{"image": "' + png_b64(SCENE) + '"}']}, 400, "text"),
-    ("/vectorize", {"texts": ['{"image": "' + png_b64(SCENE) + '", "text": 5}']}, 400, "text"),
-    ("/vectorize", {"texts": ['{"image": "", "text": "x"}']}, 400, "composed query"),
+    ("/vectorize", {"texts": ['{"$cir": 1, "image": "' + png_b64(SCENE) + '"}']}, 400, "text"),
+    (
+        "/vectorize",
+        {"texts": ['{"$cir": 1, "image": "' + png_b64(SCENE) + '", "text": 5}']},
+        400,
+        "text",
+    ),
+    ("/vectorize", {"texts": ['{"$cir": 1, "image": "", "text": "x"}']}, 400, "composed query"),
+    (
+        "/vectorize",
+        {"texts": ['{"$cir": 1, "image": "' + TRUNCATED + '", "text": "x"}']},
+        400,
+        "texts[0] (composed query image)",
+    ),
     ("/rerank", {"query": "q", "documents": "not a list"}, 422, "documents"),
     ("/rerank", {"query": 5, "documents": [png_b64(SCENE)]}, 422, "query"),
     (
         "/rerank",
-        {"query": '{"image": "abc", "text": ', "documents": [png_b64(SCENE)]},
+        {"query": '{"$cir": 1, "image": "abc", "text": ', "documents": [png_b64(SCENE)]},
         400,
         "composed query",
     ),
@@ -154,15 +165,15 @@ def test_any_json_body_gets_an_answer_never_a_500(service, path, body):
 
 @settings(max_examples=300, deadline=None)
 @given(st.text() | st.builds(lambda d: json.dumps(d), JSON_VALUES))
-def test_composed_query_parser_accepts_or_explains(text):
-    if not looks_composed(text):
-        return
+def test_composed_query_reader_accepts_or_explains(text):
     try:
-        parsed = parse_composed_query(text)
+        parsed = read_composed_query(text)
     except InputError as exc:
+        # Only a text that carries the marker may be refused.
+        assert text.lstrip().startswith("{") and '"$cir"' in text
         assert exc.message and 400 <= exc.status_code < 500
     else:
-        assert isinstance(parsed.image, str) and isinstance(parsed.text, str)
+        assert parsed is None or (isinstance(parsed.image, str) and isinstance(parsed.text, str))
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from cir_module.models.onnx_model import (
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.prompt import PromptCodec, RerankPrompt, mrope_positions
 
-__all__ = ["RERANKER_MANIFEST", "OnnxReranker", "is_onnx_reranker"]
+__all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ RERANKER_MANIFEST = "reranker_manifest.json"
 def is_onnx_reranker(path: str | Path) -> bool:
     """Whether ``path`` is a ``cir rerank export`` folder."""
     return (Path(path) / RERANKER_MANIFEST).is_file()
+
+
+@dataclass(frozen=True)
+class OnnxPrefix:
+    """A query's prefix run: its keys and values, the suffix ids, the prompt's positions."""
+
+    keys: np.ndarray
+    values: np.ndarray
+    suffix: np.ndarray
+    positions: np.ndarray
+    length: int
 
 
 class OnnxReranker:
@@ -151,29 +163,39 @@ class OnnxReranker:
         """P(YES) per candidate: the shared prefix once, its cache reused by batches."""
         if not candidates:
             return np.zeros(0, dtype=np.float32)
+        return self.score_prefixed(self.prefix(reference, text), candidates)
+
+    def prefix(self, reference: Image.Image, text: str) -> OnnxPrefix:
+        """The query's half of the prompt run once, injection applied (see LVLMReranker)."""
         prefix = self.codec.encode(self.prompt.prefix, text=text)
         suffix = self.codec.encode(self.prompt.suffix)
         positions = mrope_positions(prefix + suffix, self.codec.image_token_id, self.merged_grid)
-        p = len(prefix)
         empty = np.zeros((self.num_layers, 1, self.kv_heads, 0, self.head_dim), np.float32)
         _, keys, values = self._decode(
             np.array([prefix]),
             self.image_features([reference]),
-            positions[:, None, :p],
+            positions[:, None, : len(prefix)],
             empty,
             empty,
             steer=True,
         )
+        return OnnxPrefix(keys, values, np.array([suffix]), positions, len(prefix))
+
+    def score_prefixed(self, state: OnnxPrefix, candidates: Sequence[Image.Image]) -> np.ndarray:
+        """P(YES) per candidate, continuing from a query's :meth:`prefix`."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        p = state.length
         scores = []
         for start in range(0, len(candidates), self.batch_size):
             batch = candidates[start : start + self.batch_size]
             n = len(batch)
             logits, _, _ = self._decode(
-                np.repeat(np.array([suffix]), n, axis=0),
+                np.repeat(state.suffix, n, axis=0),
                 self.image_features(batch),
-                np.repeat(positions[:, None, p:], n, axis=1),
-                np.repeat(keys, n, axis=1),
-                np.repeat(values, n, axis=1),
+                np.repeat(state.positions[:, None, p:], n, axis=1),
+                np.repeat(state.keys, n, axis=1),
+                np.repeat(state.values, n, axis=1),
                 steer=False,
             )
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))

@@ -19,6 +19,7 @@ import copy
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,22 @@ from cir_module.rerank.injection import choose_layers, injected
 from cir_module.rerank.prompt import PromptCodec, RerankPrompt
 from cir_module.rerank.raug import load_raug
 
-__all__ = ["RERANKER_SETTINGS", "LVLMReranker"]
+__all__ = ["RERANKER_SETTINGS", "LVLMReranker", "PrefixState"]
 
 log = logging.getLogger(__name__)
 
 RERANKER_SETTINGS = "cir_reranker.json"
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """A query's prefix run: its key / value cache, the full prompt's ids and positions, and
+    the prefix length."""
+
+    cache: object
+    ids: torch.Tensor
+    positions: torch.Tensor
+    length: int
 
 
 class LVLMReranker:
@@ -144,7 +156,6 @@ class LVLMReranker:
         return injected(self.layers, self.raug, self.alpha, self.injection_layers)
 
     # -- scoring -----------------------------------------------------------------------------
-    @torch.inference_mode()
     def score(
         self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
     ) -> np.ndarray:
@@ -152,6 +163,12 @@ class LVLMReranker:
         candidates."""
         if not candidates:
             return np.zeros(0, dtype=np.float32)
+        return self.score_prefixed(self.prefix(reference, text), candidates)
+
+    @torch.inference_mode()
+    def prefix(self, reference: Image.Image, text: str) -> PrefixState:
+        """The query's half of the prompt run once (injection applied: the first token is in
+        it); every candidate of the query, in any request, continues from it."""
         prefix = self._encode(self.prompt.prefix, text=text)
         suffix = self._encode(self.prompt.suffix)
         ref_pixels, ref_grid = self._pixels([reference])
@@ -159,7 +176,7 @@ class LVLMReranker:
         # prompt; every candidate has the same image size, hence the same positions.
         full = torch.tensor([prefix + suffix], device=self.device)
         positions = self.adapter.rope_index(self.model, full, torch.cat([ref_grid, ref_grid]))
-        p, s = len(prefix), len(suffix)
+        p = len(prefix)
         with self._steering():
             out = self.model.model(
                 input_ids=full[:, :p],
@@ -169,19 +186,26 @@ class LVLMReranker:
                 cache_position=torch.arange(p, device=self.device),
                 use_cache=True,
             )
-        prefix_cache = out.past_key_values
+        return PrefixState(out.past_key_values, full, positions, p)
+
+    @torch.inference_mode()
+    def score_prefixed(self, state: PrefixState, candidates: Sequence[Image.Image]) -> np.ndarray:
+        """P(YES) per candidate, continuing from a query's :meth:`prefix`."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        p, s = state.length, state.ids.shape[1] - state.length
         scores = []
         for start in range(0, len(candidates), self.batch_size):
             batch = candidates[start : start + self.batch_size]
             n = len(batch)
             pixels, grid = self._pixels(batch)
-            cache = copy.deepcopy(prefix_cache)
+            cache = copy.deepcopy(state.cache)  # never changed: shared by concurrent requests
             cache.batch_repeat_interleave(n)
             out = self.model.model(
-                input_ids=full[:, p:].expand(n, s),
+                input_ids=state.ids[:, p:].expand(n, s),
                 pixel_values=pixels,
                 image_grid_thw=grid,
-                position_ids=positions[:, :, p:].expand(3, n, s),
+                position_ids=state.positions[:, :, p:].expand(3, n, s),
                 past_key_values=cache,
                 cache_position=torch.arange(p, p + s, device=self.device),
                 use_cache=True,

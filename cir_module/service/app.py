@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cir_module.errors import InputError, Overloaded
+from cir_module.errors import ClientGone, InputError, Overloaded
 from cir_module.service import (
     routes_chat,
     routes_health,
@@ -21,6 +21,8 @@ from cir_module.service import (
     routes_rerank,
     routes_vectorize,
 )
+from cir_module.service.admission import AdmissionLimits
+from cir_module.service.body import bounded, describe_errors
 from cir_module.service.encoder import EmbeddingModel, InputLimits, QueryEncoder
 from cir_module.service.middleware import install_middleware
 from cir_module.service.observability import ServiceMetrics
@@ -65,6 +67,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         model.dim,
     )
     reranker = _load_reranker(settings)
+    text_reranker = _load_text_reranker(settings)
     chat, enhancer = _load_chat(settings)
     metrics.model_load_seconds.set(time.perf_counter() - start)
     metrics.model_info.labels(
@@ -80,15 +83,23 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         cross_request=settings.cross_request_batching,
         max_wait_s=settings.batch_wait_ms / 1000,
         reranker=reranker,
+        text_reranker=text_reranker,
         fusion_lambda=settings.reranker_lambda,
         enhancer=enhancer,
         chat=chat,
         limits=InputLimits(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            max_request_pixels=settings.max_request_pixels,
             max_text_chars=settings.max_text_chars,
-            max_pending_items=settings.max_pending_items,
         ),
+        admission=AdmissionLimits(
+            max_items=settings.max_pending_items,
+            max_pixels=settings.max_pending_pixels,
+            timeout_s=settings.admission_timeout_s,
+        ),
+        single_flight=settings.rerank_single_flight,
         on_batch=metrics.observe_batch,
     )
 
@@ -121,6 +132,17 @@ def _load_chat(settings: ServiceSettings):
         )
     log.info("query enhancement: %s", rewriter.id)
     return chat, QueryEnhancer(rewriter, settings.enhancement_cache_size)
+
+
+def _load_text_reranker(settings: ServiceSettings):
+    """The cross-encoder for text documents in /rerank, if one is configured."""
+    if not settings.text_reranker_model:
+        return None
+    from cir_module.rerank.text import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(settings.text_reranker_model, device=settings.device)
+    log.info("loaded text reranker %s", settings.text_reranker_model)
+    return scorer
 
 
 def _load_reranker(settings: ServiceSettings):
@@ -160,7 +182,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             app.state.encoder.close()
 
-    app = FastAPI(title="weaviate-cir", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="weaviate-cir",
+        version="0.1.0",
+        lifespan=lifespan,
+        **({} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.encoder = None
@@ -168,33 +195,38 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_middleware(app, settings, metrics)
 
+    def error(message: str, status: int, **headers: str) -> JSONResponse:
+        return JSONResponse({"error": bounded(message)}, status_code=status, headers=headers)
+
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         metrics.rejected.inc()
-        return JSONResponse(
-            {"error": exc.message},
-            status_code=503,
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )
+        return error(exc.message, 503, **{"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        return error(exc.message, exc.status_code)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, _: ClientGone) -> Response:
+        # Nobody is there to read an answer; the status is what the metrics count.
+        log.debug("client went away while sending %s %s", request.method, request.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=422)
+        return error(f"invalid request: {describe_errors(exc.errors())}", 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        return JSONResponse({"error": message}, status_code=exc.status_code)
+        return error(message, exc.status_code)
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+        return error(f"internal error: {type(exc).__name__}: {exc}", 500)
 
     return app

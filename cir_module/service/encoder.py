@@ -4,39 +4,67 @@ The model is a :class:`CIRModel` (torch) or an :class:`OnnxCIRModel` (onnxruntim
 offer ``embed_images`` / ``embed_texts`` / ``embed_composed``. Model calls run on one
 dedicated worker thread (the runtimes parallelise inside an op; two concurrent forwards on two
 cores only fight), fed by one :class:`MicroBatcher` per kind of input so that concurrent
-requests share forwards. Image decoding runs on the default thread pool, off the event loop.
+requests share forwards. Image headers are read first, so that a request is admitted
+(:class:`Admission`, in items and pixels) before any pixel is decoded; decoding then runs on
+the default thread pool, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio.to_thread
 import numpy as np
 from PIL import Image
 
-from cir_module.errors import InputError, Overloaded
-from cir_module.images import MAX_IMAGE_PIXELS, decode_base64_image
-from cir_module.query import looks_composed, parse_composed_query
+from cir_module.errors import InputError
+from cir_module.images import (
+    MAX_IMAGE_PIXELS,
+    ImageLimits,
+    ProbedImage,
+    decode_probed,
+    image_signature,
+    probe_base64_image,
+    release_memory,
+)
+from cir_module.query import ComposedQuery, read_composed_query
 from cir_module.rerank.fusion import fuse_scores
+from cir_module.service.admission import Admission, AdmissionLimits
 from cir_module.service.batcher import MicroBatcher
+from cir_module.service.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from cir_module.enrich import ChatBackend, QueryEnhancer
     from cir_module.rerank import LVLMReranker, OnnxReranker
+    from cir_module.rerank.text import CrossEncoderScorer
 
-__all__ = ["EmbeddingCache", "EmbeddingModel", "InputLimits", "QueryEncoder"]
+__all__ = [
+    "EMPTY_DOCUMENT_SCORE",
+    "EmbeddingCache",
+    "EmbeddingModel",
+    "InputLimits",
+    "QueryEncoder",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The score of an empty rerank document (Weaviate sends "" for an object whose property is
+# empty or missing): below any score a model gives, so such objects sort last.
+EMPTY_DOCUMENT_SCORE = -1.0e9
+# After a request that decoded this many pixels, freed memory is handed back to the system.
+_RELEASE_AFTER_PIXELS = 16_000_000
+
+
+def _sha(data: str) -> str:
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class EmbeddingCache:
@@ -48,7 +76,7 @@ class EmbeddingCache:
 
     @staticmethod
     def key(data: str) -> str:
-        return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+        return _sha(data)
 
     def get(self, key: str) -> np.ndarray | None:
         vector = self._items.get(key)
@@ -70,12 +98,18 @@ class EmbeddingCache:
 
 @dataclass(frozen=True)
 class InputLimits:
-    """Bounds on what one input may cost (see the settings of the same names)."""
+    """Bounds on what one input and one request may cost (see the settings of the same
+    names)."""
 
     max_image_bytes: int | None = None
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_aspect_ratio: float = 20.0
+    max_request_pixels: int = 128_000_000
     max_text_chars: int = 4096
-    max_pending_items: int = 1024
+
+    @property
+    def image(self) -> ImageLimits:
+        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.max_aspect_ratio)
 
 
 class EmbeddingModel(Protocol):
@@ -87,6 +121,53 @@ class EmbeddingModel(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
     def embed_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray: ...
     def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class QuerySide:
+    """What every chunk of one rerank query shares: the reference image (composed queries),
+    the query's text (the modification, or the plain query) and its first-stage vector."""
+
+    text: str
+    vector: np.ndarray
+    reference: Image.Image | None = None
+
+
+@dataclass
+class _RerankJob:
+    """One /rerank request as it goes through: documents classified (image / text / empty),
+    image keys, cached vectors, the images to decode and their probed headers."""
+
+    query: str
+    composed: ComposedQuery | None
+    documents: Sequence[str]
+    kinds: list[str] = field(init=False)
+    key: str = field(init=False)
+    keys: dict[int, str] = field(default_factory=dict)
+    known: dict[int, np.ndarray] = field(default_factory=dict)
+    to_decode: list[int] = field(default_factory=list)
+    probes: list[ProbedImage | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kinds = [
+            "empty" if not d.strip() else "image" if image_signature(d) else "text"
+            for d in self.documents
+        ]
+        self.key = _sha(self.query)  # the query side is shared under this key
+
+    @property
+    def image_idx(self) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == "image"]
+
+
+@dataclass
+class RerankStats:
+    """Rerank requests in flight now and at most, for ``/meta`` and the fan-out test."""
+
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    requests: int = 0
+    documents: dict[str, int] = field(default_factory=lambda: {"image": 0, "text": 0, "empty": 0})
 
 
 class QueryEncoder:
@@ -105,8 +186,11 @@ class QueryEncoder:
         cross_request: bool = True,
         max_wait_s: float = 0.002,
         reranker: LVLMReranker | OnnxReranker | None = None,
+        text_reranker: CrossEncoderScorer | None = None,
         fusion_lambda: float = 0.06,
         limits: InputLimits | None = None,
+        admission: AdmissionLimits | None = None,
+        single_flight: bool = True,
         on_batch: Callable[[str, int], None] | None = None,
         enhancer: QueryEnhancer | None = None,
         chat: ChatBackend | None = None,
@@ -116,11 +200,20 @@ class QueryEncoder:
         self.cross_request = cross_request
         self.cache = EmbeddingCache(cache_size)
         self.reranker = reranker
+        self.text_reranker = text_reranker
         self.fusion_lambda = fusion_lambda
         self.enhancer = enhancer
         self.chat = chat
         self.limits = limits or InputLimits()
-        self.pending_items = 0
+        self.admission = Admission(admission or AdmissionLimits())
+        # The query side of /rerank, shared by the concurrent chunks of one query.
+        self.flights = SingleFlight(capacity=64 if single_flight else 0)
+        self.rerank_stats = RerankStats()
+        # Images may be reduced at decode down to the largest side a model looks at.
+        sides = [int(model.describe().get("image_size") or 0)]
+        if reranker is not None:
+            sides.append(int(getattr(reranker, "image_side", 0) or 0))
+        self.decode_side = max(sides) or None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
         self.batchers = {
             name: MicroBatcher(
@@ -138,6 +231,11 @@ class QueryEncoder:
             batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def pending_items(self) -> int:
+        """Items admitted and not yet answered."""
+        return self.admission.items
+
     async def _on_model_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
@@ -150,33 +248,8 @@ class QueryEncoder:
             return await batcher.submit(*columns)
         return await batcher.run_alone(*columns)
 
-    @contextlib.contextmanager
-    def admitted(self, items: int) -> Iterator[None]:
-        """Hold ``items`` of the service's capacity for the block, or raise
-        :class:`Overloaded` when it is full: a bounded queue, not an unbounded one."""
-        limit = self.limits.max_pending_items
-        if items > limit:
-            raise InputError(
-                f"request holds {items} items; at most {limit} are accepted at once", 413
-            )
-        if self.pending_items + items > limit:
-            raise Overloaded(f"the service is full ({self.pending_items} items in flight)")
-        self.pending_items += items
-        try:
-            yield
-        finally:
-            self.pending_items -= items
-
     def _truncate(self, text: str) -> str:
         return text[: self.limits.max_text_chars]
-
-    def _decode(self, data: str, what: str) -> Image.Image:
-        return decode_base64_image(
-            data,
-            what,
-            max_bytes=self.limits.max_image_bytes,
-            max_pixels=self.limits.max_image_pixels,
-        )
 
     def stats(self) -> dict[str, Any]:
         """Batching counters per kind, for ``/meta``."""
@@ -185,38 +258,115 @@ class QueryEncoder:
             for name, b in self.batchers.items()
         }
 
+    def admission_stats(self) -> dict[str, Any]:
+        """What is admitted and waiting now, and the rerank fan-out seen, for ``/meta``."""
+        a = self.admission
+        return {
+            "items": a.items,
+            "pixels": a.pixels,
+            "waiting": len(a.waiting),
+            "timed_out": a.timed_out,
+            "rerank": {
+                "in_flight": self.rerank_stats.in_flight,
+                "peak_in_flight": self.rerank_stats.peak_in_flight,
+                "requests": self.rerank_stats.requests,
+                "documents": dict(self.rerank_stats.documents),
+                "query_side": self.flights.stats.as_dict(),
+            },
+        }
+
+    # -- images ----------------------------------------------------------------------------
+    def _probe_all(
+        self, data: Sequence[str], names: Sequence[str], fallible: Sequence[bool]
+    ) -> list[ProbedImage | None]:
+        """Headers read and checked; a failure raises, except where ``fallible`` (a legacy
+        composed query, which then counts as a plain text): None there."""
+        out: list[ProbedImage | None] = []
+        for d, name, may_fail in zip(data, names, fallible, strict=True):
+            try:
+                out.append(probe_base64_image(d, name, self.limits.image))
+            except InputError:
+                if not may_fail:
+                    raise
+                out.append(None)
+        return out
+
+    def _decode_all(
+        self, probes: Sequence[ProbedImage], fallible: Sequence[bool]
+    ) -> list[Image.Image | None]:
+        out: list[Image.Image | None] = []
+        for probe, may_fail in zip(probes, fallible, strict=True):
+            try:
+                out.append(decode_probed(probe, self.decode_side))
+            except InputError:
+                if not may_fail:
+                    raise
+                out.append(None)
+        return out
+
+    def _check_request_pixels(self, probes: Sequence[ProbedImage | None]) -> int:
+        pixels = sum(p.pixels for p in probes if p is not None)
+        if pixels > self.limits.max_request_pixels:
+            raise InputError(
+                f"request decodes {pixels} pixels in all, more than the limit of "
+                f"{self.limits.max_request_pixels}",
+                413,
+            )
+        return pixels
+
+    def _read_query(self, text: str, what: str) -> ComposedQuery | None:
+        try:
+            return read_composed_query(text)
+        except InputError as exc:
+            raise InputError(f"{what}: {exc.message}") from None
+
+    async def _enhanced(self, texts: list[str], images: Sequence[Image.Image]) -> list[str]:
+        """Composed queries' texts as the query enhancer rewrites them (if one is set)."""
+        if self.enhancer is None or not texts:
+            return texts
+        return await anyio.to_thread.run_sync(self.enhancer.enhance, texts, images)
+
     # -- /vectorize ------------------------------------------------------------------------
     async def vectorize(
         self, texts: Sequence[str], images: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """One vector per text (composed-query strings get the composed vector) and per image."""
-        with self.admitted(len(texts) + len(images)):
-            return await self._vectorize(texts, images)
+        queries = [self._read_query(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        composed_idx = [i for i, q in enumerate(queries) if q is not None]
+        data = [queries[i].image for i in composed_idx] + list(images)
+        names = [f"texts[{i}] (composed query image)" for i in composed_idx] + [
+            f"images[{i}]" for i in range(len(images))
+        ]
+        fallible = [not queries[i].marked for i in composed_idx] + [False] * len(images)
+        probes = await anyio.to_thread.run_sync(self._probe_all, data, names, fallible)
+        pixels = self._check_request_pixels(probes)
+        async with self.admission.hold(len(texts) + len(images), pixels):
+            try:
+                return await self._vectorize(texts, queries, composed_idx, probes, fallible)
+            finally:
+                if pixels > _RELEASE_AFTER_PIXELS:
+                    release_memory()
 
-    async def _vectorize(
-        self, texts: Sequence[str], images: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        plain_idx, composed_idx, composed = [], [], []
-        for i, text in enumerate(texts):
-            if looks_composed(text):
-                try:
-                    composed.append(parse_composed_query(text))
-                except InputError as exc:
-                    raise InputError(f"texts[{i}]: {exc.message}") from None
-                composed_idx.append(i)
-            else:
-                plain_idx.append(i)
+    async def _vectorize(self, texts, queries, composed_idx, probes, fallible):
         decoded = await anyio.to_thread.run_sync(
             self._decode_all,
-            [q.image for q in composed] + list(images),
-            [f"texts[{i}] (composed query image)" for i in composed_idx]
-            + [f"images[{i}]" for i in range(len(images))],
+            [p for p in probes if p is not None],
+            [f for p, f in zip(probes, fallible, strict=True) if p is not None],
         )
-        ref_images, gallery_images = decoded[: len(composed)], decoded[len(composed) :]
+        images_iter = iter(decoded)
+        decoded_all = [next(images_iter) if p is not None else None for p in probes]
+        n_refs = len(composed_idx)
+        refs, gallery_images = decoded_all[:n_refs], decoded_all[n_refs:]
+        # A legacy composed query whose image does not decode is a plain text after all.
+        composed = [(i, img) for i, img in zip(composed_idx, refs, strict=True) if img is not None]
+        composed_set = {i for i, _ in composed}
+        plain_idx = [i for i in range(len(texts)) if i not in composed_set]
         plain_texts = [self._truncate(texts[i]) for i in plain_idx]
+        ref_images = [img for _, img in composed]
         # Plain texts are left alone: stored captions arrive on the same path as text queries.
-        mod_texts = await self._enhanced([self._truncate(q.text) for q in composed], ref_images)
-
+        mod_texts = await self._enhanced(
+            [self._truncate(queries[i].text) for i, _ in composed], ref_images
+        )
         plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
             self._embed("text", plain_texts),
             self._embed("composed", ref_images, mod_texts),
@@ -225,63 +375,124 @@ class QueryEncoder:
         text_vecs = np.zeros((len(texts), self.model.dim), dtype=np.float32)
         if plain_idx:
             text_vecs[plain_idx] = plain_vecs
-        if composed_idx:
-            text_vecs[composed_idx] = composed_vecs
+        if composed:
+            text_vecs[[i for i, _ in composed]] = composed_vecs
         return text_vecs, image_vecs
-
-    async def _enhanced(self, texts: list[str], images: Sequence[Image.Image]) -> list[str]:
-        """Composed queries' texts as the query enhancer rewrites them (if one is set)."""
-        if self.enhancer is None or not texts:
-            return texts
-        return await anyio.to_thread.run_sync(self.enhancer.enhance, texts, images)
-
-    def _decode_all(self, data: Sequence[str], names: Sequence[str]) -> list[Image.Image]:
-        return [self._decode(d, name) for d, name in zip(data, names, strict=True)]
 
     # -- /rerank ----------------------------------------------------------------------------
     async def rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
-        """Per candidate image: the first-stage cosine with the query (composed or plain
-        text), plus ``lambda`` x the LVLM reranker's P(YES) when one is configured and the
-        query is composed (the reranker needs the reference image)."""
-        with self.admitted(1 + len(documents)):
-            return await self._rerank(query, documents)
-
-    async def _rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
-        reference = None
-        if looks_composed(query):
-            parsed = parse_composed_query(query)
-            reference = await anyio.to_thread.run_sync(
-                self._decode, parsed.image, "query (composed query image)"
-            )
-            text = await self._enhanced([self._truncate(parsed.text)], [reference])
-            query_kind, query_columns = "composed", ([reference], text)
-        else:
-            query_kind, query_columns = "text", ([self._truncate(query)],)
-
-        keys = [self.cache.key(d) for d in documents]
+        """One score per document, in order. Image documents: the first-stage cosine with
+        the query (composed or plain text), plus ``lambda`` x the LVLM reranker's P(YES) when
+        one is configured and the query is composed. Text documents: the cross-encoder's
+        score of the query's text (a composed query's modification) against the document,
+        or the text tower's cosine without one. Empty documents: :data:`EMPTY_DOCUMENT_SCORE`.
+        """
+        job = _RerankJob(query, self._read_query(query, "query"), documents)
+        job.keys = {i: self.cache.key(documents[i]) for i in job.image_idx}
         # Take cached vectors now: a concurrent chunk may evict them before we are done.
-        known = {i: v for i, k in enumerate(keys) if (v := self.cache.get(k)) is not None}
+        job.known = {i: v for i, k in job.keys.items() if (v := self.cache.get(k)) is not None}
         # The reranker sees every candidate's pixels; without it only uncached ones decode.
-        todo = [i for i in range(len(documents)) if i not in known]
-        to_decode = range(len(documents)) if self.reranker and reference else todo
-        decoded = await anyio.to_thread.run_sync(
-            self._decode_all,
-            [documents[i] for i in to_decode],
-            [f"documents[{i}]" for i in to_decode],
+        lvlm = self.reranker is not None and job.composed is not None
+        job.to_decode = [i for i in job.image_idx if lvlm or i not in job.known]
+        job.probes = await anyio.to_thread.run_sync(
+            self._probe_all,
+            [documents[i] for i in job.to_decode],
+            [f"documents[{i}]" for i in job.to_decode],
+            [False] * len(job.to_decode),
         )
-        images = dict(zip(to_decode, decoded, strict=True))
+        pixels = self._check_request_pixels(job.probes)
+        stats = self.rerank_stats
+        async with self.admission.hold(1 + len(documents), pixels):
+            stats.requests += 1
+            stats.in_flight += 1
+            stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+            for kind in job.kinds:
+                stats.documents[kind] += 1
+            try:
+                return await self._rerank(job)
+            finally:
+                stats.in_flight -= 1
+                if pixels > _RELEASE_AFTER_PIXELS:
+                    release_memory()
 
-        query_vecs, new_vecs = await asyncio.gather(
-            self._embed(query_kind, *query_columns),
-            self._embed("image", [images[i] for i in todo]),
+    async def _rerank(self, job: _RerankJob) -> np.ndarray:
+        side = await self.flights.get(
+            f"query:{job.key}", lambda: self._query_side(job.query, job.composed)
         )
+        scores = np.full(len(job.documents), EMPTY_DOCUMENT_SCORE, dtype=np.float32)
+        text_idx = [i for i, k in enumerate(job.kinds) if k == "text"]
+        image_scores, text_scores = await asyncio.gather(
+            self._score_images(job, side),
+            self._score_texts(job.key, side, [job.documents[i] for i in text_idx]),
+        )
+        scores[job.image_idx] = image_scores
+        scores[text_idx] = text_scores
+        return scores
+
+    async def _query_side(self, query: str, composed: ComposedQuery | None) -> QuerySide:
+        """The reference image decoded, the text enhanced and the first-stage query vector
+        (composed, or the text tower's for a plain query)."""
+        reference = None
+        if composed is not None:
+            probe = (
+                await anyio.to_thread.run_sync(
+                    self._probe_all,
+                    [composed.image],
+                    ["query (composed query image)"],
+                    [not composed.marked],
+                )
+            )[0]
+            if probe is not None:
+                reference = (
+                    await anyio.to_thread.run_sync(self._decode_all, [probe], [not composed.marked])
+                )[0]
+        if reference is None:  # a plain text (or a legacy query whose image did not decode)
+            text = self._truncate(query)
+            return QuerySide(text, (await self._embed("text", [text]))[0])
+        modification = self._truncate(composed.text)
+        enhanced = await self._enhanced([modification], [reference])
+        vector = (await self._embed("composed", [reference], enhanced))[0]
+        return QuerySide(modification, vector, reference)
+
+    async def _score_images(self, job: _RerankJob, side: QuerySide) -> np.ndarray:
+        if not job.image_idx:
+            return np.zeros(0, dtype=np.float32)
+        decoded = await anyio.to_thread.run_sync(
+            self._decode_all, job.probes, [False] * len(job.probes)
+        )
+        images = dict(zip(job.to_decode, decoded, strict=True))
+        todo = [i for i in job.image_idx if i not in job.known]
+        new_vecs = await self._embed("image", [images[i] for i in todo])
+        vectors = dict(job.known)
         for i, vec in zip(todo, new_vecs, strict=True):
-            self.cache.put(keys[i], vec)
-            known[i] = vec
-        match = np.stack([known[i] for i in range(len(documents))]) @ query_vecs[0]
-        if self.reranker is None or reference is None:
+            self.cache.put(job.keys[i], vec)
+            vectors[i] = vec
+        match = np.stack([vectors[i] for i in job.image_idx]) @ side.vector
+        if self.reranker is None or side.reference is None:
             return match
+        prefix = await self.flights.get(
+            f"prefix:{job.key}",
+            lambda: self._on_model_thread(self.reranker.prefix, side.reference, side.text),
+        )
         refine = await self._on_model_thread(
-            self.reranker.score, reference, parsed.text, [images[i] for i in range(len(documents))]
+            self.reranker.score_prefixed, prefix, [images[i] for i in job.image_idx]
         )
         return fuse_scores(match, refine, self.fusion_lambda)
+
+    async def _score_texts(self, key: str, side: QuerySide, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        texts = [self._truncate(t) for t in texts]
+        if self.text_reranker is not None:
+            return await self._on_model_thread(self.text_reranker.score, side.text, texts)
+        if side.reference is None:
+            query_vec = side.vector  # a plain query: its vector is the text tower's already
+        else:
+            query_vec = await self.flights.get(f"text:{key}", self._text_vector(side.text))
+        return await self._embed("text", texts) @ query_vec
+
+    def _text_vector(self, text: str):
+        async def compute() -> np.ndarray:
+            return (await self._embed("text", [text]))[0]
+
+        return compute

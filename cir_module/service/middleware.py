@@ -11,6 +11,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from cir_module.service.body import bounded
 from cir_module.service.observability import REQUEST_ID, ServiceMetrics, new_request_id
 from cir_module.settings import ServiceSettings
 
@@ -23,7 +24,7 @@ OPEN_PATHS = frozenset({"/.well-known/live", "/.well-known/ready"})
 
 
 def _error(message: str, status: int, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": bounded(message)}, status_code=status, headers=headers)
 
 
 class CallerCheck:
@@ -58,7 +59,7 @@ def _too_large(request: Request, limit: int) -> JSONResponse | None:
     if declared is None:
         return None  # chunked: the body reader counts (read_json_body)
     if not declared.isdigit():
-        return _error(f"Content-Length {declared!r} is not a number", 400)
+        return _error(f"Content-Length {declared[:40]!r} is not a number", 400)
     if int(declared) > limit:
         return _error(f"request body is {declared} bytes, more than the limit of {limit}", 413)
     return None

@@ -30,6 +30,9 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# Metric labels take only these methods: every unknown one is "other", so that a client
+# inventing methods cannot grow the label set.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def new_request_id(sent: str | None) -> str:
@@ -65,8 +68,16 @@ class ServiceMetrics:
         self.pending_items = Gauge(
             "cir_pending_items", "Items admitted and not yet answered", registry=r
         )
+        self.pending_pixels = Gauge(
+            "cir_pending_pixels", "Image pixels admitted and not yet answered", registry=r
+        )
+        self.waiting_requests = Gauge(
+            "cir_admission_waiting", "Requests waiting in line for admission", registry=r
+        )
         self.rejected = Counter(
-            "cir_rejected", "Requests refused with 503 because the service was full", registry=r
+            "cir_rejected",
+            "Requests refused with 503: the service stayed full past the admission deadline",
+            registry=r,
         )
         self.model_load_seconds = Gauge(
             "cir_model_load_seconds", "Time to load the model(s) at start", registry=r
@@ -79,6 +90,7 @@ class ServiceMetrics:
         )
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "other"
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
@@ -90,7 +102,9 @@ class ServiceMetrics:
         if encoder is not None:
             for kind, stats in encoder.stats().items():
                 self.queue_depth.labels(kind).set(stats["queue_depth"])
-            self.pending_items.set(encoder.pending_items)
+            self.pending_items.set(encoder.admission.items)
+            self.pending_pixels.set(encoder.admission.pixels)
+            self.waiting_requests.set(len(encoder.admission.waiting))
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

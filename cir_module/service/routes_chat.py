@@ -42,6 +42,7 @@ def _parse(message: ChatMessage, limits) -> ChatRequest:
                     f"content[{i}] image",
                     max_bytes=limits.max_image_bytes,
                     max_pixels=limits.max_image_pixels,
+                    max_aspect_ratio=limits.max_aspect_ratio,
                 )
             )
         else:
@@ -61,11 +62,11 @@ async def chat_completions(request: Request) -> dict:
     users = [m for m in body.messages if m.role == "user"]
     if not users:
         raise InputError("messages hold no user message")
-    chat_request = _parse(users[-1], encoder.limits)
-    if not chat_request.text.strip():
-        raise InputError("the user message has no text")
     backend = encoder.chat
-    with encoder.admitted(1):
+    async with encoder.admission.hold(1):
+        chat_request = await anyio.to_thread.run_sync(_parse, users[-1], encoder.limits)
+        if not chat_request.text.strip():
+            raise InputError("the user message has no text")
         reply = await anyio.to_thread.run_sync(_complete, backend, chat_request, body.max_tokens)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
@@ -25,6 +26,20 @@ async def ready(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _public_name(location: str | None) -> str | None:
+    """A model's name without the server's folder layout: a local folder by its last part,
+    a hub id as it is."""
+    if location is None:
+        return None
+    path = Path(location)
+    return path.name if path.is_absolute() or path.exists() else location
+
+
+def _public_facts(facts: dict) -> dict:
+    """A model's facts with the locations it was loaded from shown by name only."""
+    return {k: _public_name(v) if k in ("backbone", "export") else v for k, v in facts.items()}
+
+
 @router.get("/meta")
 async def meta(request: Request) -> dict:
     """Model and runtime facts; Weaviate merges this object into its own ``/v1/meta``."""
@@ -40,11 +55,11 @@ async def meta(request: Request) -> dict:
         "service": "weaviate-cir",
         "version": __version__,
         "ready": encoder is not None,
-        "checkpoint": state.settings.checkpoint,
-        "onnx_export": state.settings.onnx_export,
+        "checkpoint": _public_name(state.settings.checkpoint),
+        "onnx_export": _public_name(state.settings.onnx_export),
         "backend": "onnxruntime" if state.settings.onnx_export else "torch",
         "device": state.settings.device,
-        "model": encoder.model.describe() if encoder is not None else None,
+        "model": _public_facts(encoder.model.describe()) if encoder is not None else None,
         "batching": {
             "cross_request": state.settings.cross_request_batching,
             "max_batch_size": state.settings.max_batch_size,
@@ -59,6 +74,8 @@ async def meta(request: Request) -> dict:
         "query_enhancement": (
             encoder.enhancer.describe() if encoder is not None and encoder.enhancer else None
         ),
+        "text_reranker": _public_name(state.settings.text_reranker_model),
+        "admission": encoder.admission_stats() if encoder is not None else None,
         "chat_model": encoder.chat.id if encoder is not None and encoder.chat else None,
         "versions": {
             "python": platform.python_version(),

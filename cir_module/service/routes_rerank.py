@@ -1,4 +1,4 @@
-"""``POST /rerank``: the reranker-transformers contract, for image candidates."""
+"""``POST /rerank``: the reranker-transformers contract, for image and text documents."""
 
 from __future__ import annotations
 
@@ -6,29 +6,38 @@ from fastapi import APIRouter, Request
 
 from cir_module.errors import InputError
 from cir_module.service.body import read_json_body
-from cir_module.service.schemas import RerankRequest
+from cir_module.service.schemas import RerankRequest, RerankResponse
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["reranker"])
 
 
-@router.post("/rerank")
+@router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=False)
 async def rerank(request: Request) -> dict:
     """One score per document, in order (Weaviate takes scores by position).
 
-    The query is a composed-query string (or a plain text); documents are the candidates'
-    base64 images, i.e. ``rerank(property: "<blob property>", query: ...)``.
+    The query is a composed-query string or a plain text. Documents are the values of
+    ``rerank(property: ...)``: base64 images (a ``blob``), texts, or ``""`` for an object
+    without the property (scored lowest). Without ``documents``, ``property`` is scored as one
+    document and the answer carries ``score`` (the reference container's single-pair mode).
     """
     body = await read_json_body(request, RerankRequest)
-    if not body.query.strip():
-        raise InputError("rerank needs a query: pass rerank(query: <composed query string>)")
-    if not body.documents:
-        raise InputError("rerank needs at least one document")
-    scores = await request.app.state.encoder.rerank(body.query, body.documents)
+    encoder = request.app.state.encoder
+    if body.documents is None:
+        if body.property is None:
+            raise InputError(
+                "rerank needs 'documents' (a list of documents) or 'property' (one document)", 422
+            )
+        (score,) = await encoder.rerank(body.query, [body.property or ""])
+        return {"query": body.query, "scores": None, "property": body.property, "score": score}
+    scores = await encoder.rerank(body.query, body.documents)
     return {
+        "query": body.query,
         "scores": [
             {"document": doc, "score": float(s)}
             for doc, s in zip(body.documents, scores, strict=True)
-        ]
+        ],
+        "property": None,
+        "score": None,
     }

@@ -31,12 +31,13 @@ class VectorizeResponse(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    """reranker-transformers: ``{"query": q, "documents": [...], "property": ""}``."""
+    """reranker-transformers: ``{"query": q, "documents": [...], "property": ""}``; without
+    ``documents``, ``property`` is the one document to score."""
 
     model_config = ConfigDict(extra="ignore")
     query: str
-    documents: list[str]
-    property: str = ""
+    documents: list[str] | None = None
+    property: str | None = None
 
 
 class RerankScore(BaseModel):
@@ -45,7 +46,13 @@ class RerankScore(BaseModel):
 
 
 class RerankResponse(BaseModel):
-    scores: list[RerankScore]
+    """The reference container's shape: ``scores`` for documents, ``score`` for the
+    single-pair mode; the other one is null."""
+
+    query: str
+    scores: list[RerankScore] | None = None
+    property: str | None = None
+    score: float | None = None
 
 
 class ChatMessage(BaseModel):

@@ -1,0 +1,82 @@
+"""Single-flight: concurrent requests that need the same value compute it once.
+
+Weaviate splits one rerank into chunks of 32 documents and sends them at once, each with the
+same query. The query side (the composed query's reference image decoded, its embedding, the
+LVLM's shared prefix) is the same for every chunk: the first chunk computes it, the others
+await that computation, and the result is kept briefly for chunks that arrive later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["FlightStats", "SingleFlight"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class FlightStats:
+    """How often a value was computed and how often a computation was shared."""
+
+    computed: int = 0
+    shared: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"computed": self.computed, "shared": self.shared}
+
+
+class SingleFlight:
+    """An async memo with in-flight deduplication, at most ``capacity`` entries kept for
+    ``ttl_s`` seconds after they complete. Failures are not kept: the next caller retries."""
+
+    def __init__(self, capacity: int = 64, ttl_s: float = 30.0) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self.stats = FlightStats()
+        self._entries: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+
+    async def get(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """The value for ``key``: shared from a flight in progress or a recent one, else
+        ``compute()``."""
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and (not entry[1].done() or now - entry[0] < self.ttl_s):
+            self.stats.shared += 1
+            self._entries.move_to_end(key)
+            try:
+                return await asyncio.shield(entry[1])
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not entry[1].cancelled() or (task is not None and task.cancelling()):
+                    raise
+            # The request computing it went away (its client disconnected): compute it here.
+        if self.capacity <= 0:
+            self.stats.computed += 1
+            return await compute()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._entries[key] = (now, future)
+        self._evict()
+        self.stats.computed += 1
+        try:
+            value = await compute()
+        except BaseException as exc:
+            self._entries.pop(key, None)
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
+            raise
+        future.set_result(value)
+        self._entries[key] = (time.monotonic(), future)
+        return value
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)  # waiters keep their own reference
