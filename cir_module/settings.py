@@ -147,7 +147,7 @@ class ServiceSettings(BaseSettings):
         "(see admission_timeout_s).",
     )
     max_pending_pixels: int = Field(
-        256_000_000,
+        128_000_000,
         ge=1,
         description="Image pixels admitted at once (decoded memory is about 3 bytes each); "
         "beyond it requests wait in line.",

@@ -31,6 +31,7 @@ def guarded(tiny_checkpoint):
         "CIR_MAX_IMAGE_PIXELS": "40000",
         "CIR_MAX_TEXT_CHARS": "12",
         "CIR_MAX_PENDING_ITEMS": "4",
+        "CIR_ADMISSION_TIMEOUT_S": "0.05",
         "CIR_BATCH_WAIT_MS": "20",
     }
     with ServiceProcess(tiny_checkpoint, env=env) as proc:
@@ -144,7 +145,7 @@ def test_long_texts_are_truncated_to_the_stated_limit(guarded, service):
     assert not np.allclose(kept[0], kept[1], atol=1e-4)
 
 
-def test_full_service_answers_503_with_retry_after(guarded):
+def test_service_full_past_the_deadline_answers_503_with_retry_after(guarded):
     pairs = [IMAGES[i % 7 : i % 7 + 2] for i in range(24)]
 
     async def burst() -> list[httpx.Response]:
@@ -157,7 +158,8 @@ def test_full_service_answers_503_with_retry_after(guarded):
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
     refused = next(r for r in responses if r.status_code == 503)
-    assert refused.headers["retry-after"] == "1" and "full" in refused.json()["error"]
+    assert refused.headers["retry-after"] == "1"
+    assert "full" in refused.json()["error"] and "waited 0.05s" in refused.json()["error"]
     metrics = httpx.get(f"{guarded.url}/metrics", headers=AUTH).text
     assert "cir_rejected_total" in metrics
     # Nothing stays admitted after the burst, and the service still answers.

@@ -132,7 +132,7 @@ def test_raw_graphql_composed_query(gallery, client, service):
 
 def test_malformed_composed_query_surfaces_our_error(gallery):
     with pytest.raises(WeaviateBaseError) as info:
-        gallery.query.near_text(query='{"image": "abc", "text": "make it red"', limit=3)
+        gallery.query.near_text(query='{"$cir": 1, "image": "abc", "text": "make it red"', limit=3)
     assert "composed query is not valid JSON" in str(info.value)
     with pytest.raises(WeaviateBaseError) as info:
         gallery.query.near_text(query=compose_query("bm90IGFuIGltYWdl", "make it red"), limit=3)

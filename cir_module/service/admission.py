@@ -24,7 +24,7 @@ class AdmissionLimits:
     """Capacity of the service (everything admitted at once) and the wait allowed."""
 
     max_items: int = 1024
-    max_pixels: int = 256_000_000
+    max_pixels: int = 128_000_000
     timeout_s: float = 30.0
 
 

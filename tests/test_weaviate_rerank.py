@@ -1,0 +1,126 @@
+"""Weaviate's ``rerank`` against the service as its reranker-transformers container: text
+properties, objects without an image, and Weaviate's fan-out of a large rerank (chunks of 32,
+NumCPU at a time, several queries at once), through a real Weaviate server."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from weaviate.classes.query import MetadataQuery, Rerank
+
+from cir_module import compose_query
+from cir_module.service.encoder import EMPTY_DOCUMENT_SCORE
+from integration.ingest import ingest_objects
+from integration.schema import create_image_collection
+from tests.conftest import png_b64, scene_images
+
+pytestmark = pytest.mark.integration
+
+TITLES = ["a red circle", "two blue squares", "a green cross", "a small star", "a large circle"]
+
+
+def rerank_meta(service) -> dict:
+    return httpx.get(f"{service.url}/meta").json()["admission"]["rerank"]
+
+
+@pytest.fixture
+def titled(client, collection_name):
+    images = [png_b64(img) for img in scene_images(10, seed=41)]
+    collection = create_image_collection(client, collection_name, text_properties=("title",))
+    objects = [(f"o{i}", {"image": b64, "title": TITLES[i % 5]}) for i, b64 in enumerate(images)]
+    report = ingest_objects(collection, objects)
+    assert report.failed == []
+    return collection, images
+
+
+def test_rerank_on_a_text_property(titled, service):
+    collection, images = titled
+    query = compose_query(images[0], "a red circle")
+    result = collection.query.near_text(
+        query=query,
+        limit=10,
+        rerank=Rerank(prop="title", query=query),
+        return_properties=["title"],
+        return_metadata=MetadataQuery(distance=True),
+    )
+    assert len(result.objects) == 10
+    scores = [o.metadata.rerank_score for o in result.objects]
+    assert scores == sorted(scores, reverse=True)
+    titles = [o.properties["title"] for o in result.objects]
+    # The score is the service's: the text tower's cosine of the modification and the title.
+    ours = httpx.post(
+        f"{service.url}/rerank", json={"query": query, "documents": titles}, timeout=60
+    ).json()["scores"]
+    np.testing.assert_allclose(scores, [s["score"] for s in ours], atol=1e-5)
+    assert titles[0] == "a red circle"  # the exact text scores highest (cosine 1)
+
+
+def test_rerank_where_some_objects_have_no_image(client, collection_name, service):
+    """A catalogue where some products have no photo: vectors from image and caption
+    (multi2vec-clip's weighted sum), so the photo-less ones are found by their caption, and
+    Weaviate sends "" to /rerank for their missing image."""
+    images = [png_b64(img) for img in scene_images(6, seed=43)]
+    collection = create_image_collection(
+        client, collection_name, text_properties=("key",), caption_property="caption"
+    )
+    objects = [
+        (f"img{i}", {"image": b64, "caption": TITLES[i % 5], "key": f"img{i}"})
+        for i, b64 in enumerate(images)
+    ]
+    objects += [(f"bare{i}", {"caption": TITLES[i], "key": f"bare{i}"}) for i in range(3)]
+    report = ingest_objects(collection, objects)
+    assert report.failed == [] and len(collection) == 9
+    query = compose_query(images[0], "make it blue")
+    result = collection.query.near_text(
+        query=query,
+        limit=20,
+        rerank=Rerank(prop="image", query=query),
+        return_properties=["key"],
+    )
+    assert len(result.objects) == 9
+    keys = [o.properties["key"] for o in result.objects]
+    scores = [o.metadata.rerank_score for o in result.objects]
+    # Objects without an image come last, with the lowest score; the others are scored.
+    assert sorted(keys[-3:]) == ["bare0", "bare1", "bare2"]
+    assert scores[-3:] == [EMPTY_DOCUMENT_SCORE] * 3
+    assert all(-1.5 < s < 1.5 for s in scores[:-3])
+
+
+def test_large_rerank_fans_out_without_a_failed_query(client, collection_name, service):
+    """Twelve composed queries at once, each reranking 512 candidates: Weaviate sends 16
+    chunks per query, NumCPU at a time, so 24 can be in flight. No query fails, at least 16
+    chunks were in the service at once, and each query's side was computed once."""
+    images = [png_b64(img) for img in scene_images(520, seed=45)]
+    collection = create_image_collection(client, collection_name, text_properties=("key",))
+    report = ingest_objects(
+        collection, ((f"k{i}", {"image": b, "key": f"k{i}"}) for i, b in enumerate(images))
+    )
+    assert report.failed == [] and len(collection) == 520
+    queries = [compose_query(images[i], f"make object {i} blue") for i in range(12)]
+    before = rerank_meta(service)
+    assert before["peak_in_flight"] < 16  # so the peak below is this test's own
+
+    def run(query: str):
+        return collection.query.near_text(
+            query=query,
+            limit=512,
+            rerank=Rerank(prop="image", query=query),
+            return_properties=["key"],
+        )
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(run, queries))
+    assert [len(r.objects) for r in results] == [512] * 12
+    for r in results:
+        scores = [o.metadata.rerank_score for o in r.objects]
+        assert scores == sorted(scores, reverse=True)
+    after = rerank_meta(service)
+    chunks = after["requests"] - before["requests"]
+    assert chunks == 12 * 16
+    assert after["peak_in_flight"] >= 16, after
+    # Single-flight: the 16 chunks of each query shared one computation of its query side.
+    assert after["query_side"]["computed"] - before["query_side"]["computed"] == 12
+    assert after["query_side"]["shared"] - before["query_side"]["shared"] == 12 * 15
