@@ -30,7 +30,12 @@ async def rerank(request: Request) -> dict:
                 "rerank needs 'documents' (a list of documents) or 'property' (one document)", 422
             )
         (score,) = await encoder.rerank(body.query, [body.property or ""])
-        return {"query": body.query, "scores": None, "property": body.property, "score": score}
+        return {
+            "query": body.query,
+            "scores": None,
+            "property": body.property,
+            "score": float(score),
+        }
     scores = await encoder.rerank(body.query, body.documents)
     return {
         "query": body.query,
