@@ -256,9 +256,10 @@ def test_configured_pixel_limit_is_enforced_not_pillows():
 
 def test_giant_images_are_bounded_in_memory_and_given_back(tiny_checkpoint):
     """Three 8000 x 8000 PNGs (64 MP each, the default per-image limit) sent at once, and
-    all three in one request. Measured on this project's machine: peak RSS about +500 MiB
-    (two images admitted at once, CIR_MAX_PENDING_PIXELS), RSS back within 150 MiB of where
-    it started; the old service ended at 5.4 GB. Asserted with margin below."""
+    all three in one request. Measured on this project's machine (tiny model): peak RSS
+    +484 MiB (two images admitted at once, CIR_MAX_PENDING_PIXELS), RSS afterwards 53 MiB
+    below where it started; the service before these bounds ended 1 GB higher (peak +1.7 GB).
+    Asserted with margin below."""
     giants = [big_png(8000, (200, 30 * i, 30)) for i in range(3)]
     with ServiceProcess(tiny_checkpoint) as proc:
         assert_still_serves(proc)
