@@ -15,7 +15,11 @@ from weaviate.classes.config import (
 )
 from weaviate.collections import Collection
 
-__all__ = ["create_image_collection"]
+__all__ = ["VECTOR_INDEXES", "create_image_collection"]
+
+# ``flat`` searches exhaustively (exact: what the evaluations use, so that Weaviate's rankings
+# can be compared with the in-process ones); ``hnsw`` is Weaviate's approximate graph index.
+VECTOR_INDEXES = ("hnsw", "flat")
 
 
 def create_image_collection(
@@ -42,7 +46,13 @@ def create_image_collection(
     Weaviate's weighted average of the image vector and the caption's text vector
     (``caption_weight`` on the caption); objects are re-vectorised when the caption is written.
     A ``captioner`` property records who wrote each caption.
+
+    ``index`` is the vector index: ``"hnsw"`` (approximate, Weaviate's default) or ``"flat"``
+    (exact brute-force search); both with cosine distance.
     """
+    if index not in VECTOR_INDEXES:
+        raise ValueError(f"index must be one of {', '.join(VECTOR_INDEXES)}, not {index!r}")
+    index_factory = Configure.VectorIndex.flat if index == "flat" else Configure.VectorIndex.hnsw
     properties = [Property(name=image_property, data_type=DataType.BLOB)]
     properties += [
         Property(
@@ -67,7 +77,7 @@ def create_image_collection(
             image_fields=image_fields,
             text_fields=text_fields,
             inference_url=inference_url,
-            vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
+            vector_index_config=index_factory(distance_metric=VectorDistances.COSINE),
         ),
         reranker_config=Configure.Reranker.transformers(),
     )

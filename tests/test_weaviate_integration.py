@@ -109,7 +109,7 @@ def test_rerank_scores_are_ours_and_ordered(gallery, service):
     docs = [o.properties["image"] for o in result.objects]
     ours = httpx.post(f"{service.url}/rerank", json={"query": query, "documents": docs}, timeout=60)
     np.testing.assert_allclose(scores, [s["score"] for s in ours.json()["scores"]], atol=1e-5)
-    # Until the LVLM reranker lands, the score is the first-stage cosine: 1 - distance.
+    # Without an LVLM reranker configured, an image document scores the first-stage cosine.
     np.testing.assert_allclose(scores, [1 - o.metadata.distance for o in result.objects], atol=1e-4)
 
 
@@ -148,3 +148,39 @@ def test_bad_image_in_batch_is_reported_not_fatal(client, collection_name):
     assert [key for key, _ in report.failed] == ["broken"]
     assert "not a recognised image" in report.failed[0][1]
     assert len(collection) == 3
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_index_choice_reaches_weaviate_and_flat_search_is_exact(
+    client, collection_name, service, index
+):
+    """The collection's vector index is the one asked for, read back from Weaviate; on the flat
+    index nearText ranks the whole gallery exactly as brute-force cosine over the stored vectors."""
+    collection = create_image_collection(
+        client, collection_name, text_properties=("key",), index=index
+    )
+    config = collection.config.get().vector_config["default"].vector_index_config
+    expected = "VectorIndexConfigFlat" if index == "flat" else "VectorIndexConfigHNSW"
+    assert type(config).__name__ == expected
+    if index == "hnsw":
+        return
+    report = ingest_objects(
+        collection,
+        ((f"img-{i}", {"image": b64, "key": f"img-{i}"}) for i, b64 in enumerate(GALLERY)),
+    )
+    assert report.failed == []
+    query = compose_query(GALLERY[4], "make the large one small")
+    result = collection.query.near_text(query=query, limit=len(GALLERY), return_properties=["key"])
+    fetched = collection.query.fetch_objects(
+        limit=100, include_vector=True, return_properties=["key"]
+    )
+    keys = [o.properties["key"] for o in fetched.objects]
+    stored = np.array([o.vector["default"] for o in fetched.objects])
+    q = service_vector(service, query)
+    cosine = stored @ q / np.linalg.norm(stored, axis=1) / np.linalg.norm(q)
+    assert [o.properties["key"] for o in result.objects] == [keys[i] for i in np.argsort(-cosine)]
+
+
+def test_unknown_index_is_refused(client):
+    with pytest.raises(ValueError, match="hnsw, flat"):
+        create_image_collection(client, "CIRTest_never_created", index="ivf")
