@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 [ -f "$OUT/model/cir_reranker.json" ] || "$CIR" rerank train --data "$DATA" --out "$OUT" --steps "$STEPS" \
   --max-minutes "$MINUTES" --group 4 --easy-negatives 0.34
 [ -f "$OUT/cot.jsonl" ] || "$CIR" rerank cot --data "$DATA" --out "$OUT/cot.jsonl" --limit 256
-[ -f "$OUT/raug.safetensors" ] || "$CIR" raug extract --model "$OUT/model" \
+[ -f "$OUT/raug.safetensors" ] || "$CIR" raug extract --reranker "$OUT/model" \
   --data "$OUT/cot.jsonl" --out "$OUT/raug.safetensors"
 [ -f "$OUT/onnx/reranker_manifest.json" ] || "$CIR" rerank export "$OUT/model" "$OUT/onnx"
 "$CIR" rerank eval --weaviate --first-stage "$FIRST" --reranker "$OUT/model" \

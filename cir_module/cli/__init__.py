@@ -1,0 +1,49 @@
+"""The ``cir`` command: serve, create models, run the demo, manage the local Weaviate.
+
+One module per verb group registers its verbs (``add_parser``) and holds their handlers;
+building the parser imports nothing heavy (no torch), each handler imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from cir_module.cli import (
+    data,
+    demo,
+    enrich,
+    evaluate,
+    models,
+    rerank,
+    serve,
+    train,
+    weaviate_install,
+)
+
+__all__ = ["build_parser", "main"]
+
+# In the order ``cir --help`` lists them.
+VERB_GROUPS = (serve, models, demo, train, evaluate, data, rerank, enrich, weaviate_install)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cir`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="cir", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in VERB_GROUPS:
+        group.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cir`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:  # one line per HTTP call drowns the demo's output
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    args.func(args)

@@ -1,0 +1,194 @@
+"""``cir rerank`` (cot, train, export, eval) and ``cir raug extract``: the LVLM reranker on
+the synthetic benchmark and its reasoning-augmented representations."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cir_module.rerank.training import RerankTrainConfig
+
+__all__ = ["RERANK_TRAIN_FIXED", "add_parser", "rerank_train_config"]
+
+# RerankTrainConfig fields `cir rerank train` has no flag for: the vision tower's size, kept
+# at the values docs/results.md was made with.
+RERANK_TRAIN_FIXED = ("vision_depth", "image_side")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``rerank`` and ``raug`` with their verbs."""
+    rr = sub.add_parser("rerank", help="the LVLM reranker on the synthetic benchmark")
+    rr_sub = rr.add_subparsers(dest="rerank_command", required=True)
+    cot = rr_sub.add_parser("cot", help="template reasoning paths from the scene graphs")
+    cot.add_argument("--data", required=True)
+    cot.add_argument("--out", required=True, help="JSON lines file to write")
+    cot.add_argument("--split", default="train")
+    cot.add_argument("--limit", type=int, default=256)
+    cot.add_argument("--seed", type=int, default=0)
+    cot.set_defaults(func=_rerank_cot)
+    rtrain = rr_sub.add_parser("train", help="train a small Qwen2-VL-type reranker from scratch")
+    rtrain.add_argument("--data", required=True)
+    rtrain.add_argument("--out", required=True)
+    rtrain.add_argument("--steps", type=int, default=1500)
+    rtrain.add_argument("--batch-size", type=int, default=32)
+    rtrain.add_argument("--lr", type=float, default=1e-3)
+    rtrain.add_argument("--easy-negatives", type=float, default=0.5)
+    rtrain.add_argument("--describe-weight", type=float, default=0.5)
+    rtrain.add_argument("--group", type=int, default=4, help="candidates per query (listwise)")
+    rtrain.add_argument("--warmup-steps", type=int, default=50)
+    rtrain.add_argument("--hidden", type=int, default=128)
+    rtrain.add_argument("--layers", type=int, default=4)
+    rtrain.add_argument("--seed", type=int, default=0)
+    rtrain.add_argument("--max-minutes", type=float)
+    rtrain.set_defaults(func=_rerank_train)
+    rexport = rr_sub.add_parser(
+        "export", help="the reranker to ONNX (vision tower + decoder with injection inputs)"
+    )
+    rexport.add_argument("model", help="reranker checkpoint (hub id or folder)")
+    rexport.add_argument("out", help="folder to write")
+    rexport.add_argument("--image-side", type=int, help="default: the checkpoint's setting")
+    rexport.set_defaults(func=_rerank_export)
+    reval = rr_sub.add_parser("eval", help="first stage, then reranking: injection and lambda")
+    reval.add_argument("--first-stage", required=True, help="cir checkpoint of the first stage")
+    reval.add_argument("--reranker", required=True, help="reranker checkpoint folder")
+    reval.add_argument("--raug", help="RAug-Rep file (cir raug extract)")
+    reval.add_argument("--data", required=True)
+    reval.add_argument("--split", default="test")
+    reval.add_argument("--limit", type=int, help="first N queries only")
+    reval.add_argument("--k", type=int, default=20, help="candidates reranked per query")
+    reval.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.6, 1.0, 2.0])
+    reval.add_argument("--layer-alpha", type=float, default=0.6)
+    reval.add_argument("--lambdas", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3, 1.0])
+    reval.add_argument(
+        "--weaviate",
+        action="store_true",
+        help="first stage from Weaviate's nearText, plus one setting run through its rerank",
+    )
+    reval.add_argument("--serve", help="reranker folder the service loads (e.g. its ONNX export)")
+    reval.add_argument("--serve-alpha", type=float, default=0.6)
+    reval.add_argument("--serve-lambda", type=float, default=0.06)
+    reval.add_argument("--json-out")
+    reval.set_defaults(func=_rerank_eval)
+
+    raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
+    raug_sub = raug.add_subparsers(dest="raug_command", required=True)
+    extract = raug_sub.add_parser(
+        "extract", help="per-layer mean (or principal) difference, with vs without reasoning"
+    )
+    extract.add_argument("--reranker", required=True, help="reranker checkpoint (hub id or folder)")
+    extract.add_argument("--data", required=True, help='JSON lines {"question", "reasoning"}')
+    extract.add_argument("--out", required=True, help="safetensors file to write")
+    extract.add_argument("--method", choices=["mean", "pca"], default="mean")
+    extract.set_defaults(func=_raug_extract)
+
+
+def rerank_train_config(args: argparse.Namespace) -> RerankTrainConfig:
+    """The :class:`RerankTrainConfig` of a ``cir rerank train`` command line (the fields in
+    :data:`RERANK_TRAIN_FIXED` keep their defaults)."""
+    from cir_module.rerank.training import RerankTrainConfig
+
+    options = {
+        "data": args.data,
+        "out": args.out,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "seed": args.seed,
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "easy_negatives": args.easy_negatives,
+        "describe_weight": args.describe_weight,
+        "group": args.group,
+        "max_minutes": args.max_minutes,
+    }
+    return RerankTrainConfig(**options)
+
+
+def _rerank_cot(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from cir_module.rerank.training import reasoning_pairs
+
+    pairs = reasoning_pairs(args.data, args.split, args.limit, args.seed)
+    Path(args.out).write_text(
+        "".join(json.dumps({"question": q, "reasoning": r}) + "\n" for q, r in pairs)
+    )
+    print(f"wrote {len(pairs)} (question, reasoning) pairs to {args.out}")
+
+
+def _rerank_train(args: argparse.Namespace) -> None:
+    from cir_module.rerank.training import train_reranker
+
+    print(f"reranker saved to {train_reranker(rerank_train_config(args))}")
+
+
+def _rerank_export(args: argparse.Namespace) -> None:
+    from onnx_export.reranker import export_reranker
+
+    manifest = export_reranker(args.model, args.out, image_side=args.image_side)
+    print(f"exported {manifest['family']} reranker to {args.out}")
+    print(f"parity (max |dP(YES)| torch vs onnxruntime): {manifest['parity']}")
+
+
+def _rerank_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from cir_module.eval.inprocess import EvalSplit
+    from cir_module.models import load_model
+    from cir_module.rerank import LVLMReranker
+    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
+
+    split = EvalSplit.load(args.data, args.split, limit=args.limit)
+    served = None
+    if args.weaviate:
+        from integration.rerank_eval import weaviate_rerank_run
+
+        env = {
+            "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
+            "CIR_RERANKER_ALPHA": str(args.serve_alpha),
+            "CIR_RERANKER_LAMBDA": str(args.serve_lambda),
+            **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
+        }
+        stage, served = weaviate_rerank_run(args.first_stage, split, args.k, env)
+    else:
+        stage = first_stage(load_model(args.first_stage), split, args.k)
+    reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
+    settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
+    settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
+    rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
+    if served is not None:
+        name = f"Weaviate rerank: alpha={args.serve_alpha:g}, layers=all"
+        rows.append({"setting": name, "lambda": args.serve_lambda, **served})
+    print(f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
+    for row in rows:
+        lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
+        print(
+            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def _raug_extract(args: argparse.Namespace) -> None:
+    from cir_module.rerank import LVLMReranker, extract_raug, read_cot, save_raug
+    from cir_module.rerank.raug import layer_norms
+
+    pairs = read_cot(args.data)
+    reranker = LVLMReranker.from_pretrained(args.reranker)
+    vectors = extract_raug(
+        reranker.model.model, reranker.tokenizer, reranker.layers, pairs, args.method
+    )
+    path = save_raug(
+        vectors,
+        args.out,
+        model=str(args.reranker),
+        method=args.method,
+        pairs=len(pairs),
+        position="last token, decoder layer outputs",
+    )
+    print(f"wrote {tuple(vectors.shape)} RAug-Rep ({args.method}, {len(pairs)} pairs) to {path}")
+    print(f"per-layer norms: {layer_norms(vectors)}")
