@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import weaviate
+from weaviate.classes.init import AdditionalConfig, Timeout
 
 from integration.service_process import ServiceProcess
 from integration.weaviate_server import WEAVIATE_VERSION, WeaviateServer
@@ -21,17 +22,24 @@ class LocalStack:
     weaviate: WeaviateServer
 
 
-def connect(server: WeaviateServer) -> weaviate.WeaviateClient:
+def connect(
+    server: WeaviateServer, *, query_timeout_s: float | None = None
+) -> weaviate.WeaviateClient:
     """A v4 client connected to ``server`` over HTTP and gRPC.
 
     Init checks are skipped: the server is known ready, and they include a version look-up
-    on PyPI, which must not leave loopback.
+    on PyPI, which must not leave loopback. ``query_timeout_s`` replaces the client's default
+    query deadline (30 s), e.g. for reranks of hundreds of candidates on a busy machine.
     """
+    additional = None
+    if query_timeout_s is not None:
+        additional = AdditionalConfig(timeout=Timeout(query=query_timeout_s))
     return weaviate.connect_to_local(
         host="127.0.0.1",
         port=server.http_port,
         grpc_port=server.grpc_port,
         skip_init_checks=True,
+        additional_config=additional,
     )
 
 
