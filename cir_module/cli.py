@@ -124,9 +124,8 @@ def _print_eval(
     json_out: str | None = None,
     onnx_variant: str | None = None,
 ) -> None:
-    import json
-
     from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+    from cir_module.eval.report import eval_summary, eval_table, write_json
     from cir_module.models import load_model
 
     data_split = EvalSplit.load(data, split, name, limit=limit)
@@ -142,32 +141,9 @@ def _print_eval(
         from integration.evaluate import evaluate_through_weaviate
 
         results["weaviate"] = evaluate_through_weaviate(checkpoint, data_split, env=env)
-    keys = list(results["in-process"].metrics)
-    print(
-        f"{checkpoint} on {data} [{split}], {len(data_split.triplets)} queries, "
-        f"gallery {len(data_split.gallery)}"
-    )
-    print(f"{'':12}" + "".join(f"{k:>11}" for k in keys))
-    for where, result in results.items():
-        print(f"{where:12}" + "".join(f"{100 * result.metrics[k]:11.2f}" for k in keys))
-    if weaviate:
-        a, b = results["in-process"], results["weaviate"]
-        same = sum(x == y for x, y in zip(a.rankings, b.rankings, strict=True))
-        diff = max(abs(a.metrics[k] - b.metrics[k]) for k in keys)
-        print(
-            f"identical top-50 rankings: {same}/{len(a.rankings)}; "
-            f"largest metric difference: {100 * diff:.2f} points"
-        )
+    print(eval_table(checkpoint, data, split, data_split, results))
     if json_out:
-        summary = {
-            "checkpoint": str(checkpoint),
-            "data": data,
-            "split": split,
-            "queries": len(data_split.triplets),
-            **{where: r.metrics for where, r in results.items()},
-        }
-        with open(json_out, "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(json_out, eval_summary(checkpoint, data, split, data_split, results))
 
 
 def _data_shapes(args: argparse.Namespace) -> None:
@@ -244,17 +220,21 @@ def _rerank_export(args: argparse.Namespace) -> None:
 
 
 def _rerank_eval(args: argparse.Namespace) -> None:
-    import json
-
     from cir_module.eval.inprocess import EvalSplit
+    from cir_module.eval.report import rerank_table, write_json
+    from cir_module.eval.rerank_sweep import (
+        first_stage,
+        injection_settings,
+        rerank_sweep,
+        weaviate_rerank_row,
+    )
     from cir_module.models import load_model
     from cir_module.rerank import LVLMReranker
-    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     served = None
     if args.weaviate:
-        from integration.rerank_eval import weaviate_rerank_run
+        from integration.evaluate import weaviate_rerank_run
 
         env = {
             "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
@@ -266,21 +246,13 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
-    settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
-    settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
+    settings = injection_settings(args.alphas, args.layer_alpha)
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
     if served is not None:
-        name = f"Weaviate rerank: alpha={args.serve_alpha:g}, layers=all"
-        rows.append({"setting": name, "lambda": args.serve_lambda, **served})
-    print(f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
-    for row in rows:
-        lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
-        print(
-            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
-        )
+        rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))
+    print(rerank_table(rows))
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json_out, rows)
 
 
 def _scene_graph_captioner(args: argparse.Namespace):
@@ -352,9 +324,9 @@ def _rar_captions(args: argparse.Namespace) -> None:
 
 def _rar_eval(args: argparse.Namespace) -> None:
     import json
-    from pathlib import Path
 
     from cir_module.eval.inprocess import EvalSplit
+    from cir_module.eval.report import rar_row, write_json
     from integration.evaluate import evaluate_through_weaviate
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
@@ -363,15 +335,11 @@ def _rar_eval(args: argparse.Namespace) -> None:
     result = evaluate_through_weaviate(
         args.checkpoint, split, env=env, captioner=captioner, caption_weight=args.caption_weight
     )
-    row = {
-        "checkpoint": args.checkpoint,
-        "corpus": captioner.id if captioner else "plain",
-        "queries": args.enhance,
-        **{k: round(100 * v, 2) for k, v in result.metrics.items()},  # percent
-    }
+    corpus = captioner.id if captioner else "plain"
+    row = rar_row(args.checkpoint, corpus, args.enhance, result.metrics)
     print(json.dumps(row))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(row, indent=2))
+        write_json(args.json_out, row)
 
 
 def _enrich(args: argparse.Namespace) -> None:
