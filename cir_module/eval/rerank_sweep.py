@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from cir_module.eval.inprocess import EvalSplit, embed_split
 from cir_module.eval.metrics import recall_percent
+from cir_module.models import CIRModel
+from cir_module.models.onnx_model import OnnxCIRModel
 from cir_module.rerank.fusion import fuse_scores
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.scorer import LVLMReranker
@@ -46,6 +48,9 @@ class FirstStage:
 
 @dataclass(frozen=True)
 class InjectionSetting:
+    """RAug-Rep injected at strength ``alpha`` into the decoder ``layers`` (``all``,
+    ``first``, ``middle``, ``last``; see :func:`cir_module.rerank.injection.choose_layers`)."""
+
     alpha: float
     layers: str = "all"
 
@@ -61,7 +66,9 @@ def injection_settings(alphas: Sequence[float], layer_alpha: float) -> list[Inje
     return settings + [InjectionSetting(layer_alpha, w) for w in ("first", "middle", "last")]
 
 
-def first_stage(model, split: EvalSplit, k: int, batch_size: int = 64) -> FirstStage:
+def first_stage(
+    model: CIRModel | OnnxCIRModel, split: EvalSplit, k: int, batch_size: int = 64
+) -> FirstStage:
     """Top ``k`` of the gallery per query by the first-stage model (reference excluded)."""
     gallery = split.gallery
     g, q = embed_split(model, split, batch_size)
