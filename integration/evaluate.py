@@ -1,6 +1,17 @@
-"""Evaluation through a real Weaviate: the gallery is ingested with our service as the
-vectorizer, every query runs as a composed ``nearText`` from the v4 client, and the same
-CIRR metrics are computed from the rankings Weaviate returns.
+"""Evaluation through a real Weaviate, with the real service as its vectorizer (and
+reranker): the through-Weaviate runners of ``cir eval``, ``cir rar eval`` and
+``cir rerank eval``.
+
+The gallery is ingested into a new collection (:func:`gallery_collection`), every query runs
+as a composed ``nearText`` from the v4 client, and the metrics are computed from the rankings
+Weaviate returns by the same code as in-process (``cir_module.eval``):
+
+* :func:`evaluate_through_weaviate` (``cir eval --weaviate``; ``cir rar eval``, with a
+  captioner enriching the gallery): CIRR's metrics.
+* :func:`weaviate_rerank_run` (``cir rerank eval --weaviate``): Weaviate's first stage for the
+  reranker sweep (:func:`cir_module.eval.rerank_sweep.rerank_sweep`, one reranker pass per
+  setting), plus one setting run end to end through Weaviate's ``rerank`` (the service fusing
+  cosine + lambda * P(YES) at ``/rerank``), to compare with the sweep's row for that setting.
 
 The collection uses a flat (exact) index so that the rankings can be compared with the
 in-process ones; an HNSW index would add its own approximation on top.
@@ -15,14 +26,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 from weaviate import WeaviateClient
-from weaviate.classes.query import Filter
+from weaviate.classes.query import Filter, MetadataQuery, Rerank
 from weaviate.collections import Collection
 
 from cir_module.enrich.captioners import Captioner
 from cir_module.eval.inprocess import EvalSplit, RankedResult
-from cir_module.eval.metrics import cirr_metrics_from_rankings
+from cir_module.eval.metrics import cirr_metrics_from_rankings, recall_percent
+from cir_module.eval.rerank_sweep import FirstStage
 from cir_module.query import compose_query
 from integration.enrich import enrich_collection
 from integration.ingest import ingest_objects
@@ -34,6 +47,7 @@ __all__ = [
     "evaluate_through_weaviate",
     "evaluate_with_client",
     "gallery_collection",
+    "weaviate_rerank_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,3 +142,44 @@ def evaluate_through_weaviate(
     with local_stack(checkpoint, env=env) as stack, connect(stack.weaviate) as client:
         log.info("evaluating through Weaviate %s", client.get_meta()["version"])
         return evaluate_with_client(client, split, captioner, caption_weight)
+
+
+def weaviate_rerank_run(
+    first_stage_checkpoint: str | Path,
+    split: EvalSplit,
+    k: int,
+    reranker_env: dict[str, str],
+) -> tuple[FirstStage, dict[str, float]]:
+    """Start the service (with the reranker settings in ``reranker_env``) and Weaviate; return
+    Weaviate's first stage (top ``k`` per query) and the recalls of the same queries reranked
+    by Weaviate's ``rerank`` with those settings."""
+    quiet = not log.isEnabledFor(logging.INFO)
+    top, cosine, reranked = [], [], []
+    with (
+        local_stack(first_stage_checkpoint, env=reranker_env) as stack,
+        connect(stack.weaviate) as client,
+        gallery_collection(client, split) as collection,
+    ):
+        for t in tqdm(split.triplets, desc="weaviate rerank", disable=quiet, leave=False):
+            query = composed_query(split, t)
+            not_reference = Filter.by_property("name").not_equal(t.reference)
+            first = collection.query.near_text(
+                query=query,
+                limit=k,
+                filters=not_reference,
+                return_properties=["name"],
+                return_metadata=MetadataQuery(distance=True),
+            )
+            top.append([o.properties["name"] for o in first.objects])
+            cosine.append([1.0 - o.metadata.distance for o in first.objects])
+            second = collection.query.near_text(
+                query=query,
+                limit=k,
+                filters=not_reference,
+                rerank=Rerank(prop="image", query=query),
+                return_properties=["name"],
+            )
+            reranked.append([o.properties["name"] for o in second.objects])
+    targets = [t.target for t in split.triplets]
+    stage = FirstStage(top=top, cosine=np.array(cosine, dtype=np.float32), targets=targets)
+    return stage, recall_percent(reranked, targets)

@@ -19,6 +19,7 @@ from cir_module.eval import (
     fashioniq_metrics,
     rank_gallery,
     recall_at_k,
+    recall_percent,
     write_circo_submission,
     write_cirr_submission,
 )
@@ -96,6 +97,14 @@ def test_recall_at_k_rejects_mismatch() -> None:
         recall_at_k([["a"], ["b"]], ["a"], [1])
     with pytest.raises(ValueError, match="no queries"):
         recall_at_k([], [], [1])
+
+
+def test_recall_percent_is_recall_at_k_in_percent() -> None:
+    # Top-3 lists as the reranking ablation has them: target 1st, 3rd, absent, 2nd.
+    rankings = [["a", "b", "c"], ["b", "c", "a"], ["b", "c", "d"], ["c", "a", "b"]]
+    targets = ["a", "a", "a", "a"]
+    assert recall_percent(rankings, targets) == {"R@1": 25.0, "R@5": 75.0, "R@10": 75.0}
+    assert recall_percent(rankings, targets, ks=(2,)) == {"R@2": 50.0}
 
 
 # --------------------------------------------------------------------------- CIRR

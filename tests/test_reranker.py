@@ -304,7 +304,7 @@ def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
 def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
     from cir_module.data.benchmark import generate_benchmark
     from cir_module.eval.inprocess import EvalSplit
-    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
+    from cir_module.eval.rerank_sweep import InjectionSetting, first_stage, rerank_sweep
     from cir_module.rerank.training import RerankTrainConfig, reasoning_pairs, train_reranker
 
     root = tmp_path / "bench"

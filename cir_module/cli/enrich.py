@@ -171,9 +171,9 @@ def _rar_captions(args: argparse.Namespace) -> None:
 
 def _rar_eval(args: argparse.Namespace) -> None:
     import json
-    from pathlib import Path
 
     from cir_module.eval.inprocess import EvalSplit
+    from cir_module.eval.report import rar_row, write_json
     from integration.evaluate import evaluate_through_weaviate
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
@@ -183,12 +183,8 @@ def _rar_eval(args: argparse.Namespace) -> None:
     result = evaluate_through_weaviate(
         args.checkpoint, split, env=env, captioner=captioner, caption_weight=args.caption_weight
     )
-    row = {
-        "checkpoint": args.checkpoint,
-        "corpus": captioner.id if captioner else "plain",
-        "queries": args.enhance,
-        **{k: round(100 * v, 2) for k, v in result.metrics.items()},  # percent
-    }
+    corpus = captioner.id if captioner else "plain"
+    row = rar_row(args.checkpoint, corpus, args.enhance, result.metrics)
     print(json.dumps(row))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(row, indent=2))
+        write_json(args.json_out, row)

@@ -50,9 +50,8 @@ def print_eval(
 ) -> None:
     """Evaluate ``checkpoint`` on a split (in-process; through Weaviate too when ``weaviate``)
     and print the metrics table; ``json_out`` also writes them as JSON."""
-    import json
-
     from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+    from cir_module.eval.report import eval_summary, eval_table, write_json
     from cir_module.models import load_model
 
     data_split = EvalSplit.load(data, split, name, limit=limit)
@@ -68,29 +67,6 @@ def print_eval(
         from integration.evaluate import evaluate_through_weaviate
 
         results["weaviate"] = evaluate_through_weaviate(checkpoint, data_split, env=env)
-    keys = list(results["in-process"].metrics)
-    print(
-        f"{checkpoint} on {data} [{split}], {len(data_split.triplets)} queries, "
-        f"gallery {len(data_split.gallery)}"
-    )
-    print(f"{'':12}" + "".join(f"{k:>11}" for k in keys))
-    for where, result in results.items():
-        print(f"{where:12}" + "".join(f"{100 * result.metrics[k]:11.2f}" for k in keys))
-    if weaviate:
-        a, b = results["in-process"], results["weaviate"]
-        same = sum(x == y for x, y in zip(a.rankings, b.rankings, strict=True))
-        diff = max(abs(a.metrics[k] - b.metrics[k]) for k in keys)
-        print(
-            f"identical top-50 rankings: {same}/{len(a.rankings)}; "
-            f"largest metric difference: {100 * diff:.2f} points"
-        )
+    print(eval_table(checkpoint, data, split, data_split, results))
     if json_out:
-        summary = {
-            "checkpoint": str(checkpoint),
-            "data": data,
-            "split": split,
-            "queries": len(data_split.triplets),
-            **{where: r.metrics for where, r in results.items()},
-        }
-        with open(json_out, "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(json_out, eval_summary(checkpoint, data, split, data_split, results))

@@ -134,17 +134,21 @@ def _rerank_export(args: argparse.Namespace) -> None:
 
 
 def _rerank_eval(args: argparse.Namespace) -> None:
-    import json
-
     from cir_module.eval.inprocess import EvalSplit
+    from cir_module.eval.report import rerank_table, write_json
+    from cir_module.eval.rerank_sweep import (
+        first_stage,
+        injection_settings,
+        rerank_sweep,
+        weaviate_rerank_row,
+    )
     from cir_module.models import load_model
     from cir_module.rerank import LVLMReranker
-    from cir_module.rerank.evaluate import InjectionSetting, first_stage, rerank_sweep
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     served = None
     if args.weaviate:
-        from integration.rerank_eval import weaviate_rerank_run
+        from integration.evaluate import weaviate_rerank_run
 
         env = {
             "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
@@ -156,21 +160,13 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
-    settings = [InjectionSetting(0.0)] + [InjectionSetting(a) for a in args.alphas]
-    settings += [InjectionSetting(args.layer_alpha, w) for w in ("first", "middle", "last")]
+    settings = injection_settings(args.alphas, args.layer_alpha)
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
     if served is not None:
-        name = f"Weaviate rerank: alpha={args.serve_alpha:g}, layers=all"
-        rows.append({"setting": name, "lambda": args.serve_lambda, **served})
-    print(f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}")
-    for row in rows:
-        lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
-        print(
-            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
-        )
+        rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))
+    print(rerank_table(rows))
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json_out, rows)
 
 
 def _raug_extract(args: argparse.Namespace) -> None:

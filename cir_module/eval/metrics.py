@@ -13,7 +13,8 @@ Protocol choices, as in the official evaluation code:
   followed by CLIP4Cir, SEARLE and most later work); ``exclude_reference=True`` removes it.
 * CIRCO: the reference is removed; AP@K is normalised by ``min(#ground truths, K)``.
 
-All values are fractions in [0, 1], not percentages.
+All values are fractions in [0, 1], not percentages, except :func:`recall_percent`'s (the
+unit of the reranking tables).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "fashioniq_metrics",
     "rank_gallery",
     "recall_at_k",
+    "recall_percent",
 ]
 
 CIRR_KS: tuple[int, ...] = (1, 5, 10, 50)
@@ -191,6 +193,18 @@ def recall_at_k(
         best_ranks.append(min(hits, default=np.inf))
     ranks = np.asarray(best_ranks, dtype=np.float64)
     return {k: float(np.mean(ranks <= k)) for k in ks}
+
+
+def recall_percent(
+    rankings: Sequence[Sequence[str]],
+    targets: Sequence[str | Collection[str]],
+    ks: Iterable[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """:func:`recall_at_k` in percent, keyed ``"R@k"``: the reranking ablation's unit.
+
+    A target outside a (top K) ranking counts as missed.
+    """
+    return {f"R@{k}": 100 * value for k, value in recall_at_k(rankings, targets, ks).items()}
 
 
 # --------------------------------------------------------------------------- CIRR
