@@ -3,7 +3,10 @@
 Weaviate splits one rerank into chunks of 32 documents and sends them at once, each with the
 same query. The query side (the composed query's reference image decoded, its embedding, the
 LVLM's shared prefix) is the same for every chunk: the first chunk computes it, the others
-await that computation, and the result is kept briefly for chunks that arrive later.
+await that computation, and the result is kept briefly for chunks that arrive later. The
+expiry slides: each use keeps an entry another ``ttl_s``, so a query whose chunks trickle in
+(Weaviate sends NumCPU at a time; a loaded machine answers slowly) is computed once however
+long its rerank takes.
 """
 
 from __future__ import annotations
@@ -32,22 +35,30 @@ class FlightStats:
 
 
 class SingleFlight:
-    """An async memo with in-flight deduplication, at most ``capacity`` entries kept for
-    ``ttl_s`` seconds after they complete. Failures are not kept: the next caller retries."""
+    """An async memo with in-flight deduplication, at most ``capacity`` entries, each kept
+    until ``ttl_s`` seconds after its last use. Failures are not kept: the next caller
+    retries. ``clock`` is the time source (tests pass their own)."""
 
-    def __init__(self, capacity: int = 64, ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        capacity: int = 64,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
+        self._clock = clock
         self.stats = FlightStats()
         self._entries: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
 
     async def get(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """The value for ``key``: shared from a flight in progress or a recent one, else
         ``compute()``."""
-        now = time.monotonic()
+        now = self._clock()
         entry = self._entries.get(key)
         if entry is not None and (not entry[1].done() or now - entry[0] < self.ttl_s):
             self.stats.shared += 1
+            self._entries[key] = (now, entry[1])  # used now: kept another ttl_s
             self._entries.move_to_end(key)
             try:
                 return await asyncio.shield(entry[1])
@@ -74,7 +85,7 @@ class SingleFlight:
                 future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
             raise
         future.set_result(value)
-        self._entries[key] = (time.monotonic(), future)
+        self._entries[key] = (self._clock(), future)
         return value
 
     def _evict(self) -> None:
