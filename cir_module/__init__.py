@@ -1,40 +1,32 @@
 """weaviate-cir: composed image retrieval inside stock Weaviate.
 
-Public API: build composed queries for Weaviate's ``nearText`` / ``rerank`` (``compose_query``),
-create and load models (``create_model``, ``load_model``), and the service (``create_app``).
+Public API: build composed queries for Weaviate's ``nearText`` / ``rerank`` (``compose_query``,
+read back with ``read_composed_query``), and create and load models (``create_model``,
+``load_model``). The service is :func:`cir_module.service.create_app`.
+
+``import cir_module`` loads neither torch nor transformers: ``CIRModel``, ``create_model`` and
+``load_model`` are imported on first use (they need the ``torch`` extra), so a client that only
+builds queries stays light.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from cir_module.errors import InputError
+from cir_module.lazy import lazy_exports
+from cir_module.models.config import CIRConfig, list_models
+from cir_module.query import (
+    ComposedQuery,
+    compose_query,
+    parse_composed_query,
+    read_composed_query,
+)
 
 if TYPE_CHECKING:
-    from cir_module.errors import InputError
-    from cir_module.models import CIRConfig, CIRModel, create_model, list_models, load_model
-    from cir_module.query import (
-        ComposedQuery,
-        compose_query,
-        parse_composed_query,
-        read_composed_query,
-    )
+    from cir_module.models import CIRModel, create_model, load_model
 
-# The public names and the module each comes from, imported on first use: importing a
-# submodule (``cir --help`` imports ``cir_module.cli``) must not load torch with the models.
-_LAZY = {
-    "InputError": "cir_module.errors",
-    "CIRConfig": "cir_module.models",
-    "CIRModel": "cir_module.models",
-    "create_model": "cir_module.models",
-    "list_models": "cir_module.models",
-    "load_model": "cir_module.models",
-    "ComposedQuery": "cir_module.query",
-    "compose_query": "cir_module.query",
-    "parse_composed_query": "cir_module.query",
-    "read_composed_query": "cir_module.query",
-}
+__version__ = "0.1.0"
 
 __all__ = [
     "CIRConfig",
@@ -50,14 +42,11 @@ __all__ = [
     "read_composed_query",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value  # once imported, a plain attribute
-        return value
-    raise AttributeError(f"module 'cir_module' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CIRModel": "cir_module.models.model",
+        "create_model": "cir_module.models.factory",
+        "load_model": "cir_module.models.factory",
+    },
+)

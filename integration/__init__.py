@@ -1,0 +1,77 @@
+"""The integration layer: real Weaviate and service processes, and the jobs that run through
+them. The library and the service never import it; ``cir_module.cli`` (and the tests and
+benchmarks) do.
+
+| module | what it holds |
+| --- | --- |
+| ``processes`` | a child process with a log file; free ports; waiting until it is ready |
+| ``weaviate_server`` | the pinned Weaviate, built once with ``go install``, run on 127.0.0.1 |
+| ``service_process`` | ``cir serve`` as a child process |
+| ``stack`` | both, started in order: the embedded default (``local_stack``, ``connect``) |
+| ``schema`` | a collection whose ``blob`` image our service vectorises |
+| ``ingest`` | batch ingestion checked through ``failed_objects``, safe to re-run |
+| ``demo`` | ``cir demo``: a sample gallery and composed queries from the v4 client |
+| ``evaluate`` | ``cir eval --weaviate``: recall of composed ``nearText`` queries |
+| ``rerank_eval`` | the reranking ablation through Weaviate's ``rerank`` |
+| ``enrich``, ``enrich_ray`` | ``cir enrich``: captions written back, in-process or on Ray Data |
+
+The names below are imported on first use, so that ``integration.processes`` (say) can be
+imported without the Weaviate client or Ray.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cir_module.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from integration.demo import run_demo
+    from integration.enrich import enrich_collection
+    from integration.enrich_ray import enrich_collection_ray
+    from integration.evaluate import evaluate_through_weaviate
+    from integration.ingest import ingest_objects
+    from integration.processes import ProcessFailed
+    from integration.rerank_eval import weaviate_rerank_run
+    from integration.schema import create_image_collection
+    from integration.service_process import ServiceProcess
+    from integration.stack import LocalStack, connect, local_stack
+    from integration.weaviate_server import WEAVIATE_VERSION, WeaviateServer, install_weaviate
+
+__all__ = [
+    "WEAVIATE_VERSION",
+    "LocalStack",
+    "ProcessFailed",
+    "ServiceProcess",
+    "WeaviateServer",
+    "connect",
+    "create_image_collection",
+    "enrich_collection",
+    "enrich_collection_ray",
+    "evaluate_through_weaviate",
+    "ingest_objects",
+    "install_weaviate",
+    "local_stack",
+    "run_demo",
+    "weaviate_rerank_run",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "run_demo": "integration.demo",
+        "enrich_collection": "integration.enrich",
+        "enrich_collection_ray": "integration.enrich_ray",
+        "evaluate_through_weaviate": "integration.evaluate",
+        "ingest_objects": "integration.ingest",
+        "ProcessFailed": "integration.processes",
+        "weaviate_rerank_run": "integration.rerank_eval",
+        "create_image_collection": "integration.schema",
+        "ServiceProcess": "integration.service_process",
+        **dict.fromkeys(("LocalStack", "connect", "local_stack"), "integration.stack"),
+        **dict.fromkeys(
+            ("WEAVIATE_VERSION", "WeaviateServer", "install_weaviate"),
+            "integration.weaviate_server",
+        ),
+    },
+)

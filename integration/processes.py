@@ -83,9 +83,6 @@ class ManagedProcess:
             self.stop()
             raise
 
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     @property
     def pid(self) -> int | None:
         """The process id while started (for memory readings and fault injection)."""

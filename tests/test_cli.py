@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from cir_module.cli import build_parser, main
-from cir_module.cli.models import registered_configs
 from cir_module.cli.rerank import RERANK_TRAIN_FIXED, rerank_train_config
 from cir_module.cli.train import train_config
 
@@ -84,12 +83,6 @@ def test_python_dash_m_runs_the_command():
                      "runpy.run_module('cir_module.cli', run_name='__main__')")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage: cir")
-
-
-def test_registered_configs_are_the_factorys():
-    from cir_module.models import list_models
-
-    assert registered_configs() == list_models()
 
 
 def _every_option(parser: argparse.ArgumentParser) -> tuple[list[str], dict[str, object]]:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from cir_module.settings import ServiceSettings
 from integration.weaviate_server import WEAVIATE_VERSION
@@ -101,13 +105,67 @@ def test_gpu_reservation_health_checks_and_volumes():
     assert any(v.endswith(":ro") for v in CIR["volumes"])  # models are read-only
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+# The extras each image installs: the GPU image serves checkpoints (torch, and minilm for the
+# shipped one) and exports; the CPU image serves an export only, without torch.
+IMAGE_EXTRAS = {"Dockerfile": {"gpu", "torch", "minilm"}, "Dockerfile.cpu": {"cpu"}}
+
+
+def image_extras(dockerfile: str) -> set[str]:
+    """The extras of the project's ``pip install ".[...]"`` in ``dockerfile``."""
+    (extras,) = re.findall(r'pip install "\.\[([\w,-]+)\]"', (ROOT / dockerfile).read_text())
+    return set(extras.split(","))
+
+
+@pytest.mark.parametrize("dockerfile", sorted(IMAGE_EXTRAS))
 def test_dockerfiles_run_as_non_root_with_a_health_check(dockerfile):
     text = (ROOT / dockerfile).read_text()
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     assert "HEALTHCHECK" in text and "/.well-known/ready" in text
-    extra = "gpu" if dockerfile == "Dockerfile" else "cpu"
-    assert f'".[{extra},train]"' in text
+    assert image_extras(dockerfile) == IMAGE_EXTRAS[dockerfile]
+
+
+def installed_closure(extras: set[str]) -> tuple[set[str], set[str]]:
+    """The distributions ``pip install ".[extras]"`` brings in, resolved through the metadata
+    of the packages installed here (pyproject.toml for the project itself), and those among
+    them that are not installed here (whose own requirements are therefore unknown)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"]]
+    todo += [Requirement(f"{project['name']}[{e}]") for e in extras]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    unknown: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        if name == project["name"]:
+            todo += [
+                Requirement(r) for e in req.extras for r in project["optional-dependencies"][e]
+            ]
+            continue
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            unknown.add(name)
+            continue
+        for line in requires:
+            dep = Requirement(line)
+            if dep.marker is None or any(
+                dep.marker.evaluate({"extra": e}) for e in {"", *req.extras}
+            ):
+                todo.append(dep)
+    return {name for name, _ in seen}, unknown
+
+
+def test_cpu_image_installs_no_torch_and_serves_an_export():
+    installed, unknown = installed_closure(IMAGE_EXTRAS["Dockerfile.cpu"])
+    assert not unknown and {"onnxruntime", "transformers"} <= installed
+    assert "torch" not in installed, "the CPU image would install torch"
+    assert "torch" in installed_closure(IMAGE_EXTRAS["Dockerfile"])[0]
+    # Without torch the image can only serve an export: that is its default.
+    env = dict(re.findall(r"(CIR_\w+)=(\S+)", (ROOT / "Dockerfile.cpu").read_text()))
+    assert env["CIR_ONNX_EXPORT"] == CPU["services"]["cir"]["environment"]["CIR_ONNX_EXPORT"]
 
 
 def test_every_variable_in_the_compose_files_is_documented():

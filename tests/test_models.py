@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -198,3 +201,33 @@ def test_long_text_is_truncated_not_rejected():
     model = create_model("tiny-clip")
     vec = model.embed_texts(["red " * 500])
     assert vec.shape == (1, model.dim) and np.isfinite(vec).all()
+
+
+def _python(code: str, block_torch: bool = False) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (with ``import torch`` failing if ``block_torch``)."""
+    prelude = "import sys; sys.modules['torch'] = None\n" if block_torch else ""
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_public_face_loads_no_torch_until_a_model_is_asked_for():
+    done = _python(
+        "import sys, cir_module\n"
+        "from cir_module.models.onnx_model import OnnxCIRModel\n"
+        "from cir_module.service import create_app\n"
+        "query = cir_module.compose_query(b'\\x89PNG', 'red')\n"
+        "assert cir_module.list_models() and 'CIRModel' in dir(cir_module)\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "cir_module.create_model\n"
+        "print('torch' in sys.modules)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_model_name_without_torch_names_the_extra():
+    done = _python("from cir_module import create_model", block_torch=True)
+    assert "cir_module.create_model needs torch: pip install 'weaviate-cir[torch]'" in done.stderr
+    done = _python("import cir_module.models as m; m.CIRModel", block_torch=True)
+    assert "pip install 'weaviate-cir[torch]'" in done.stderr

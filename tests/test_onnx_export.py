@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -141,21 +144,59 @@ def test_provider_choice_falls_back_to_cpu(caplog):
     )
 
 
+def _without_torch(folder: Path) -> dict[str, str]:
+    """The environment of a child Python in which ``import torch`` fails, as on a host where
+    torch is not installed (a ``sitecustomize`` that blocks it, first on the path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text("import sys\n\nsys.modules['torch'] = None\n")
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(path)}
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch"], env={**os.environ, **env}, capture_output=True
+    )
+    assert b"import of torch halted" in probe.stderr, "torch is not blocked"
+    return env
+
+
 @pytest.mark.integration
-def test_service_runs_the_export_over_http(exported):
+def test_service_runs_the_export_over_http_without_torch(exported, tmp_path):
+    """``cir serve`` with an export needs no torch: started where ``import torch`` fails, it
+    answers as the export does in a process with torch, and as the torch model within the
+    export's tolerance."""
     model, folder, _ = exported
     images = scene_images(3, seed=3)
     b64 = [png_b64(img) for img in images]
     texts = ["make the circle red", "remove the square", "add a large star"]
-    env = {"CIR_ONNX_EXPORT": str(folder), "CIR_ONNX_VARIANT": "fp32"}
+    query = compose_query(b64[0], texts[0])
+    env = {
+        "CIR_ONNX_EXPORT": str(folder),
+        "CIR_ONNX_VARIANT": "fp32",
+        **_without_torch(tmp_path / "no-torch"),
+    }
     with ServiceProcess(folder, env=env) as service:
         meta = httpx.get(f"{service.url}/meta").json()
         assert meta["backend"] == "onnxruntime"
         assert meta["model"]["provider"] == "CPUExecutionProvider"
         assert meta["model"]["variant"] == "fp32"
-        body = {"texts": [*texts, compose_query(b64[0], texts[0])], "images": b64}
+        body = {"texts": [*texts, query], "images": b64}
         answer = httpx.post(f"{service.url}/vectorize", json=body, timeout=60).json()
+        body = {"query": query, "documents": [*b64, texts[1]]}
+        reranked = httpx.post(f"{service.url}/rerank", json=body, timeout=60).json()
     text_vecs, image_vecs = np.array(answer["textVectors"]), np.array(answer["imageVectors"])
+    scores = np.array([s["score"] for s in reranked["scores"]])
+
+    # The same export in this process, where torch is loaded: the same vectors and scores.
+    local = OnnxCIRModel(folder, "fp32", providers=["CPUExecutionProvider"])
+    composed = local.embed_composed(images[:1], texts[:1])
+    np.testing.assert_allclose(image_vecs, local.embed_images(images), atol=1e-6)
+    np.testing.assert_allclose(text_vecs[:3], local.embed_texts(texts), atol=1e-6)
+    np.testing.assert_allclose(text_vecs[3], composed[0], atol=1e-6)
+    # Image documents score against the composed vector, a text one against the modification.
+    image_scores = local.embed_images(images) @ composed[0]
+    text_score = local.embed_texts(texts[1:2])[0] @ local.embed_texts(texts[:1])[0]
+    np.testing.assert_allclose(scores, [*image_scores, text_score], atol=1e-5)
+
+    # And the torch model's vectors, within the export's fp32 tolerance.
     np.testing.assert_allclose(image_vecs, model.embed_images(images), atol=FP32_ATOL)
     np.testing.assert_allclose(text_vecs[:3], model.embed_texts(texts), atol=FP32_ATOL)
     np.testing.assert_allclose(

@@ -169,3 +169,50 @@ def test_non_json_body_and_unknown_route(service):
     assert r.status_code == 404 and "no route" in r.json()["error"]
     r = httpx.get(f"{service.url}/vectorize")
     assert r.status_code == 405 and r.json()["error"]
+
+
+def _refs(node: object) -> list[str]:
+    """Every ``$ref`` under ``node``."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [
+            r for v in node.values() for r in _refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_openapi_describes_the_bodies_the_routes_take_and_give(service):
+    """/openapi.json names the request and response body of every route with a body, and the
+    error body; the names match what the service really sends."""
+    doc = httpx.get(f"{service.url}/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for ref in _refs(doc):  # every reference resolves
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+
+    def body(schema: dict) -> set[str]:
+        return set(schemas[schema["$ref"].rsplit("/", 1)[1]]["properties"])
+
+    routes = {
+        "/vectorize": ({"texts", "images"}, {"textVectors", "imageVectors"}),
+        "/rerank": ({"query", "documents", "property"}, {"query", "scores", "property", "score"}),
+        "/v1/chat/completions": (
+            {"model", "messages", "max_tokens"},
+            {"id", "object", "created", "model", "choices"},
+        ),
+    }
+    for path, (request, response) in routes.items():
+        operation = doc["paths"][path]["post"]
+        assert body(operation["requestBody"]["content"]["application/json"]["schema"]) == request
+        answers = operation["responses"]
+        assert body(answers["200"]["content"]["application/json"]["schema"]) == response
+        for status in ("400", "413", "422", "503"):
+            assert body(answers[status]["content"]["application/json"]["schema"]) == {"error"}
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+    # What the service sends has the documented keys.
+    vectorized = post(service, "/vectorize", {"texts": ["a red circle"]}).json()
+    assert set(vectorized) == routes["/vectorize"][1]
+    reranked = post(service, "/rerank", {"query": "a red circle", "documents": ["x"]}).json()
+    assert set(reranked) == routes["/rerank"][1]
+    assert set(post(service, "/vectorize", {"texts": 1}).json()) == {"error"}

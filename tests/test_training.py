@@ -262,7 +262,7 @@ def test_precise_batchnorm_averages_batch_statistics():
 
 
 def test_precise_batchnorm_after_training_changes_only_the_statistics(tmp_path, tiny_benchmark):
-    from cir_module.models.factory import _config_dir as models_dir
+    from cir_module.models.config import config_dir as models_dir
 
     config = json.loads((models_dir() / "tiny-clip.json").read_text())
     config["pyramid"]["stem"] = "conv"

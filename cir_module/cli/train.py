@@ -11,8 +11,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from cir_module.cli.evaluate import print_eval
-from cir_module.cli.models import registered_configs
 from cir_module.cli.options import add_dataset_name, add_enhance
+from cir_module.models.config import list_models
 
 if TYPE_CHECKING:
     from cir_module.training import TrainConfig
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--model",
         default="shapes-minilm",
-        help=f"registered config ({', '.join(registered_configs())}) or JSON",
+        help=f"registered config ({', '.join(list_models())}) or JSON",
     )
     tr.add_argument("--pretrained", help="backbone hub id or folder")
     tr.add_argument("--init-from", help="cir checkpoint to fine-tune (keeps its architecture)")

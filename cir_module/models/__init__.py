@@ -1,12 +1,38 @@
-"""Models: architectures as data (``configs/*.json``) and the ``create_model`` factory."""
+"""Models: architectures as data (``configs/*.json``) and the ``create_model`` factory.
+
+| module | what it holds |
+| --- | --- |
+| ``config`` | :class:`CIRConfig` and its parts; the registered architectures (``configs/``) |
+| ``factory`` | ``create_model`` / ``load_model``: configs and checkpoints to models |
+| ``model`` | :class:`CIRModel`: pyramid image encoder, text encoder, fusion head; checkpoints |
+| ``backbone`` | the backbone families (``clip``, ``siglip``, ``dual``) behind one interface |
+| ``pyramid``, ``fusion`` | the multi-scale image encoder and the composed-query heads |
+| ``preprocess``, ``tokenizer`` | numpy image preprocessing; the offline word-level tokenizer |
+| ``onnx_model`` | :class:`OnnxCIRModel`: a ``cir export`` folder on onnxruntime, without torch |
+
+The names below that need torch are imported on first use, so that ``onnx_model`` (and the
+service serving an export) can be imported where torch is not installed.
+"""
 
 from __future__ import annotations
 
-from cir_module.models.config import BackboneSpec, CIRConfig, FusionSpec, PyramidSpec
-from cir_module.models.factory import create_model, get_model_config, list_models, load_model
-from cir_module.models.fusion import ComposedFusionHead
-from cir_module.models.model import CIRModel
-from cir_module.models.pyramid import PyramidImageEncoder, pyramid_grids
+from typing import TYPE_CHECKING
+
+from cir_module.lazy import lazy_exports
+from cir_module.models.config import (
+    BackboneSpec,
+    CIRConfig,
+    FusionSpec,
+    PyramidSpec,
+    get_model_config,
+    list_models,
+)
+
+if TYPE_CHECKING:
+    from cir_module.models.factory import create_model, load_model
+    from cir_module.models.fusion import ComposedFusionHead
+    from cir_module.models.model import CIRModel
+    from cir_module.models.pyramid import PyramidImageEncoder, pyramid_grids
 
 __all__ = [
     "BackboneSpec",
@@ -22,3 +48,15 @@ __all__ = [
     "load_model",
     "pyramid_grids",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CIRModel": "cir_module.models.model",
+        "ComposedFusionHead": "cir_module.models.fusion",
+        "PyramidImageEncoder": "cir_module.models.pyramid",
+        "create_model": "cir_module.models.factory",
+        "load_model": "cir_module.models.factory",
+        "pyramid_grids": "cir_module.models.pyramid",
+    },
+)

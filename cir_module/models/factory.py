@@ -1,35 +1,15 @@
-"""``create_model``: build a :class:`CIRModel` from a registered config name or a JSON file."""
+"""``create_model``: build a :class:`CIRModel` from a registered config name or a JSON file;
+``load_model``: load a checkpoint folder for serving."""
 
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
 from pathlib import Path
 
-from cir_module.models.backbone import family_of, resolve_pretrained
-from cir_module.models.config import CIRConfig
+from cir_module.models.config import CIRConfig, get_model_config
 from cir_module.models.model import CIRModel
 
-__all__ = ["create_model", "get_model_config", "list_models", "load_model"]
-
-
-def _config_dir() -> Path:
-    return Path(str(resources.files("cir_module.models") / "configs"))
-
-
-def list_models() -> list[str]:
-    """Names of the registered architectures (one JSON file each under ``configs/``)."""
-    return sorted(p.stem for p in _config_dir().glob("*.json"))
-
-
-def get_model_config(name: str | Path) -> CIRConfig:
-    """The config registered as ``name``, or read from a JSON file path."""
-    candidate = _config_dir() / f"{name}.json"
-    if candidate.is_file():
-        return CIRConfig.from_json(candidate)
-    if Path(name).is_file():
-        return CIRConfig.from_json(name)
-    raise ValueError(f"unknown model {name!r}: not a file and not one of {list_models()}")
+__all__ = ["create_model", "load_model"]
 
 
 def create_model(
@@ -62,21 +42,7 @@ def create_model(
     if pretrained is not None:
         config.backbone.pretrained = str(pretrained)
 
-    family = family_of(config.backbone.family)
-    backbone = family.build(config.backbone, None)
-    tokenizer = family.tokenizer(config.backbone, None)
-    source = config.backbone.pretrained
-    if source is not None:
-        image_processor = family.image_processor_cls.from_pretrained(resolve_pretrained(source))
-    else:
-        side = family.vision_transformer(backbone).embeddings.image_size
-        image_processor = family.image_processor_cls(
-            size={"shortest_edge": side}
-            if family.name != "siglip"
-            else {"height": side, "width": side},
-            crop_size={"height": side, "width": side},
-        )
-    return CIRModel(config, backbone, tokenizer, image_processor)
+    return CIRModel.from_config(config)
 
 
 def load_model(path: str | Path) -> CIRModel:

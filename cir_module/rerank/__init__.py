@@ -1,15 +1,24 @@
-"""The second stage: an LVLM reranker steered by reasoning-augmented representations."""
+"""The second stage: an LVLM reranker steered by reasoning-augmented representations.
+
+The names that need torch are imported on first use, so that the service can import
+``fusion`` (numpy only) where torch is not installed.
+"""
 
 from __future__ import annotations
 
-from cir_module.rerank.family import FAMILIES, FamilyAdapter, adapter_for
+from typing import TYPE_CHECKING
+
+from cir_module.lazy import lazy_exports
 from cir_module.rerank.fusion import fuse_scores
-from cir_module.rerank.injection import LAYER_CHOICES, choose_layers, injected
-from cir_module.rerank.load import load_reranker
-from cir_module.rerank.onnx_reranker import OnnxReranker
 from cir_module.rerank.prompt import RerankPrompt
-from cir_module.rerank.raug import EXTRACTORS, extract_raug, load_raug, read_cot, save_raug
-from cir_module.rerank.scorer import LVLMReranker
+
+if TYPE_CHECKING:
+    from cir_module.rerank.family import FAMILIES, FamilyAdapter, adapter_for
+    from cir_module.rerank.injection import LAYER_CHOICES, choose_layers, injected
+    from cir_module.rerank.load import load_reranker
+    from cir_module.rerank.onnx_reranker import OnnxReranker
+    from cir_module.rerank.raug import EXTRACTORS, extract_raug, load_raug, read_cot, save_raug
+    from cir_module.rerank.scorer import LVLMReranker
 
 __all__ = [
     "EXTRACTORS",
@@ -29,3 +38,20 @@ __all__ = [
     "read_cot",
     "save_raug",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.rerank.family"),
+        **dict.fromkeys(
+            ("LAYER_CHOICES", "choose_layers", "injected"), "cir_module.rerank.injection"
+        ),
+        "load_reranker": "cir_module.rerank.load",
+        "OnnxReranker": "cir_module.rerank.onnx_reranker",
+        **dict.fromkeys(
+            ("EXTRACTORS", "extract_raug", "load_raug", "read_cot", "save_raug"),
+            "cir_module.rerank.raug",
+        ),
+        "LVLMReranker": "cir_module.rerank.scorer",
+    },
+)

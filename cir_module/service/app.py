@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cir_module.errors import ClientGone, InputError, Overloaded
+from cir_module.lazy import missing_extra
 from cir_module.service import (
     routes_chat,
     routes_health,
@@ -26,6 +27,7 @@ from cir_module.service.body import bounded, describe_errors
 from cir_module.service.encoder import EmbeddingModel, InputLimits, QueryEncoder
 from cir_module.service.middleware import install_middleware
 from cir_module.service.observability import ServiceMetrics
+from cir_module.service.openapi import install_openapi
 from cir_module.settings import ServiceSettings
 
 __all__ = ["create_app"]
@@ -44,7 +46,10 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
             trt_cache=settings.trt_cache_dir,
             threads=settings.torch_threads,
         )
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, "serving a checkpoint without CIR_ONNX_EXPORT") from exc
 
     from cir_module.models import load_model
 
@@ -194,6 +199,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     for module in (routes_health, routes_metrics, routes_vectorize, routes_rerank, routes_chat):
         app.include_router(module.router)
     install_middleware(app, settings, metrics)
+    install_openapi(app)
 
     def error(message: str, status: int, **headers: str) -> JSONResponse:
         return JSONResponse({"error": bounded(message)}, status_code=status, headers=headers)

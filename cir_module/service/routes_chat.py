@@ -17,7 +17,13 @@ from cir_module.enrich.backends import ChatRequest
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
 from cir_module.service.body import read_json_body
-from cir_module.service.schemas import ChatCompletionRequest, ChatMessage
+from cir_module.service.openapi import ERROR_RESPONSES, request_body
+from cir_module.service.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ErrorResponse,
+)
 
 __all__ = ["router"]
 
@@ -52,7 +58,15 @@ def _parse(message: ChatMessage, limits) -> ChatRequest:
     return ChatRequest(" ".join(texts), images[0] if images else None)
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={
+        **ERROR_RESPONSES,
+        404: {"model": ErrorResponse, "description": "No chat model is set (CIR_CHAT_MODEL)."},
+    },
+    openapi_extra=request_body(ChatCompletionRequest),
+)
 async def chat_completions(request: Request) -> dict:
     """Greedy completion of the last user message by the local chat model."""
     encoder = request.app.state.encoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -18,12 +19,36 @@ async def live() -> Response:
     return Response(status_code=204)
 
 
-@router.get("/.well-known/ready")
+@router.get(
+    "/.well-known/ready",
+    status_code=204,
+    responses={503: {"description": "The model is still loading."}},
+)
 async def ready(request: Request) -> Response:
     """204 once the model is loaded; 503 before (Weaviate keeps polling until then)."""
     if getattr(request.app.state, "encoder", None) is None:
         return Response(status_code=503)
     return Response(status_code=204)
+
+
+# What /meta reports the versions of, and the distributions that may provide each.
+_VERSIONED = {
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "fastapi": ("fastapi",),
+}
+
+
+def _installed(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` that is installed (None if none is),
+    read from its metadata: /meta does not import torch to learn its version."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _public_name(location: str | None) -> str | None:
@@ -43,10 +68,6 @@ def _public_facts(facts: dict) -> dict:
 @router.get("/meta")
 async def meta(request: Request) -> dict:
     """Model and runtime facts; Weaviate merges this object into its own ``/v1/meta``."""
-    import fastapi
-    import torch
-    import transformers
-
     from cir_module import __version__
 
     state = request.app.state
@@ -79,8 +100,6 @@ async def meta(request: Request) -> dict:
         "chat_model": encoder.chat.id if encoder is not None and encoder.chat else None,
         "versions": {
             "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "fastapi": fastapi.__version__,
+            **{name: _installed(*dists) for name, dists in _VERSIONED.items()},
         },
     }

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Counters and histograms per endpoint, batch sizes, queue depth, the model in use."""
     state = request.app.state

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from cir_module.errors import InputError
 from cir_module.service.body import read_json_body
+from cir_module.service.openapi import ERROR_RESPONSES, request_body
 from cir_module.service.schemas import RerankRequest, RerankResponse
 
 __all__ = ["router"]
@@ -13,7 +14,13 @@ __all__ = ["router"]
 router = APIRouter(tags=["reranker"])
 
 
-@router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=False)
+@router.post(
+    "/rerank",
+    response_model=RerankResponse,
+    response_model_exclude_none=False,
+    responses=ERROR_RESPONSES,
+    openapi_extra=request_body(RerankRequest),
+)
 async def rerank(request: Request) -> dict:
     """One score per document, in order (Weaviate takes scores by position).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from cir_module.service.body import read_json_body
+from cir_module.service.openapi import ERROR_RESPONSES, request_body
 from cir_module.service.schemas import VectorizeRequest, VectorizeResponse
 
 __all__ = ["router"]
@@ -12,7 +13,12 @@ __all__ = ["router"]
 router = APIRouter(tags=["vectorizer"])
 
 
-@router.post("/vectorize", response_model=VectorizeResponse)
+@router.post(
+    "/vectorize",
+    response_model=VectorizeResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=request_body(VectorizeRequest),
+)
 async def vectorize(request: Request) -> dict:
     """One vector per text and per image, in order; composed-query texts get composed vectors.
     An empty request gets empty lists, as the reference container answers."""

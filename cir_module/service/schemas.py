@@ -1,4 +1,10 @@
-"""Request and response bodies of Weaviate's module contracts."""
+"""Request and response bodies of the routes: Weaviate's module contracts, the OpenAI chat
+subset, and the error body every failure has.
+
+The routes parse request bodies themselves (:func:`~cir_module.service.body.read_json_body`)
+and FastAPI validates their answers against the response models; both appear in
+``/openapi.json`` (:mod:`cir_module.service.openapi`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ChatChoice",
     "ChatCompletionRequest",
+    "ChatCompletionResponse",
     "ChatMessage",
+    "ErrorResponse",
     "RerankRequest",
     "RerankResponse",
     "RerankScore",
@@ -26,6 +35,8 @@ class VectorizeRequest(BaseModel):
 
 
 class VectorizeResponse(BaseModel):
+    """One vector per text and per image, in the order they were sent."""
+
     textVectors: list[list[float]]
     imageVectors: list[list[float]]
 
@@ -41,6 +52,8 @@ class RerankRequest(BaseModel):
 
 
 class RerankScore(BaseModel):
+    """A document as it was sent, and its score (higher ranks first)."""
+
     document: str
     score: float
 
@@ -72,3 +85,27 @@ class ChatCompletionRequest(BaseModel):
     model: str = ""
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=2048)
+
+
+class ChatChoice(BaseModel):
+    """The one completion: always ``index`` 0, an assistant message, ``finish_reason`` stop."""
+
+    index: int
+    message: ChatMessage
+    finish_reason: str
+
+
+class ChatCompletionResponse(BaseModel):
+    """The OpenAI chat-completions answer, as far as this service fills it."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+
+
+class ErrorResponse(BaseModel):
+    """Every failure's body: one message, at most a few thousand characters long."""
+
+    error: str
