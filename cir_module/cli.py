@@ -284,7 +284,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
 
 
 def _scene_graph_captioner(args: argparse.Namespace):
-    from cir_module.enrich import SceneGraphCaptioner
+    from cir_module.data.captions import SceneGraphCaptioner
 
     return SceneGraphCaptioner.from_benchmark(
         args.data, drop=args.drop, wrong=args.wrong, seed=args.seed
