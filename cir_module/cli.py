@@ -94,8 +94,13 @@ def _demo(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from cir_module.training import TrainConfig, train
 
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    checkpoint = train(TrainConfig(**{k: v for k, v in fields.items() if v is not None}))
+    known = TrainConfig.__dataclass_fields__
+    fields = {k: v for k, v in vars(args).items() if k in known and v is not None}
+    # The benchmark's scene loss (cir_module/data/scene_loss.py), read two ways.
+    scene = {"embedding": args.scene_loss or 0.0, "tokens": args.token_scene_loss or 0.0}
+    if any(w > 0 for w in scene.values()):
+        fields["auxiliary_losses"] = {"scene": scene}
+    checkpoint = train(TrainConfig(**fields))
     print(f"checkpoint: {checkpoint}")
     if args.eval_split:
         _print_eval(checkpoint, args.data, args.eval_split, args.dataset_name, None, False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from cir_module.data.shapes import describe
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
+from cir_module.training.schedule import warmup_cosine
 
 __all__ = ["RerankTrainConfig", "reasoning_pairs", "train_reranker"]
 
@@ -154,9 +154,7 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))
-        ),
+        lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps, cosine_from_start=True),
     )
     answers = torch.tensor([reranker.yes_id, reranker.no_id])
     end = tok.convert_tokens_to_ids("<|im_end|>")
