@@ -135,7 +135,9 @@ class SceneLoss:
 
     WEIGHTS = ("embedding", "tokens")
 
-    def __init__(self, weights: Mapping[str, float], model: CIRModel, data: str, split: str):
+    def __init__(
+        self, weights: Mapping[str, float], model: CIRModel, data: str, split: str
+    ) -> None:
         unknown = set(weights) - set(self.WEIGHTS)
         if unknown:
             raise ValueError(f"scene loss weights are {self.WEIGHTS}, not {sorted(unknown)}")

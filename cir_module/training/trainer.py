@@ -39,6 +39,9 @@ __all__ = ["TrainConfig", "train"]
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_DIR = "checkpoint"  # in the run folder: what the service loads
+STATE_FILE = "trainer_state.pt"  # in the run folder: what --resume needs besides the checkpoint
+
 
 @dataclass
 class TrainConfig:
@@ -96,17 +99,7 @@ def train(cfg: TrainConfig) -> Path:
     run = _start(cfg, out)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     store = ImageStore(run.data.root, run.data.paths, run.model.preprocess)
-    batch_loss = _batch_loss(run, store)
-    log.info(
-        "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
-        run.model.config.name,
-        run.model.image_encoder.num_scales,
-        run.model.config.fusion.kind,
-        len(run.data),
-        run.total_steps,
-        sum(p.numel() for p in run.params),
-    )
-    on_budget = _loop(run, batch_loss)
+    on_budget = _loop(run, _make_batch_loss(run, store))
     _finish(run, store, on_budget)
     return run.checkpoint
 
@@ -133,11 +126,11 @@ class _Run:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out / "checkpoint"
+        return self.out / CHECKPOINT_DIR
 
     @property
     def state_path(self) -> Path:
-        return self.out / "trainer_state.pt"
+        return self.out / STATE_FILE
 
     def save(self) -> None:
         """The checkpoint, and the trainer state beside it."""
@@ -172,9 +165,9 @@ def _start(cfg: TrainConfig, out: Path) -> _Run:
     """The run: the model (new, fine-tuned from ``init_from``, or on ``--resume`` the run's
     own checkpoint and trainer state), its optimizer (model, logit scale and auxiliary
     heads), the triplets and the step count."""
-    resuming = cfg.resume and (out / "trainer_state.pt").is_file()
+    resuming = cfg.resume and (out / STATE_FILE).is_file()
     if resuming:
-        model = load_model(out / "checkpoint")
+        model = load_model(out / CHECKPOINT_DIR)
     else:
         model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
     model.to(cfg.device)
@@ -215,7 +208,7 @@ def _auxiliary_losses(cfg: TrainConfig, model: CIRModel) -> list[AuxiliaryLoss]:
     return losses
 
 
-def _batch_loss(run: _Run, store: ImageStore) -> BatchLoss:
+def _make_batch_loss(run: _Run, store: ImageStore) -> BatchLoss:
     """The run's loss of one batch; with a frozen text tower, every text it will need is
     encoded once here."""
     texts = run.data.captions() + (sorted(set(run.corpus.values())) if run.corpus else [])
@@ -231,6 +224,15 @@ def _loop(run: _Run, batch_loss: BatchLoss) -> bool:
     """Train to the last step, or until the time budget is spent (then returns True): one
     optimizer step per ``accumulate`` batches, the trainer state saved every ``save_every``."""
     cfg = run.cfg
+    log.info(
+        "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
+        run.model.config.name,
+        run.model.image_encoder.num_scales,
+        run.model.config.fusion.kind,
+        len(run.data),
+        run.total_steps,
+        sum(p.numel() for p in run.params),
+    )
     run.model.train()
     if batch_loss.text_cache is not None:  # no dropout in a tower that is not trained
         for module in _text_towers(run.model):
