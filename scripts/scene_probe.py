@@ -15,10 +15,9 @@ import random
 
 import torch
 
-from cir_module.data.benchmark import load_scene_graphs
+from cir_module.data.scene_loss import CLASS_SIZES, CellTokenHead, SceneHead, SceneLabels
 from cir_module.models import load_model
 from cir_module.training.data import ImageStore, TripletData
-from cir_module.training.scene import CLASS_SIZES, CellTokenHead, SceneHead, SceneLabels
 
 
 def features(model, store: ImageStore, names: list[str], batch: int = 128):
@@ -68,7 +67,7 @@ def main() -> None:
     for split, count in (("train", args.images), ("test", args.images // 2)):
         data = TripletData(args.data, split)
         names = random.Random(split).sample(sorted(data.paths), min(count, len(data.paths)))
-        labels = SceneLabels(load_scene_graphs(args.data, split))(names)
+        labels = SceneLabels.load(args.data, split)(names)
         store = ImageStore(data.root, data.paths, model.preprocess)
         sets[split] = (*features(model, store, names), labels)
     (train_emb, train_tok, train_lab), (test_emb, test_tok, test_lab) = sets["train"], sets["test"]

@@ -110,11 +110,16 @@ def _every_option(parser: argparse.ArgumentParser) -> tuple[list[str], dict[str,
     return argv, given
 
 
-def _check_config(config, given: dict[str, object], fixed: tuple[str, ...]) -> set[str]:
-    """Each field of ``config`` holds its flag's value (or its default, for ``fixed``);
-    returns the options that reached no field."""
+def _check_config(
+    config, given: dict[str, object], fixed: tuple[str, ...], derived: tuple[str, ...] = ()
+) -> set[str]:
+    """Each field of ``config`` holds its flag's value (or its default, for ``fixed``; the
+    caller checks ``derived`` fields, built from several flags); returns the options that
+    reached no field."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
+        if field.name in derived:
+            continue
         if field.name in fixed:
             assert value == field.default, field.name
             continue
@@ -127,7 +132,10 @@ def test_every_train_config_field_comes_from_its_flag():
     train = _subparsers(build_parser())["train"]
     argv, given = _every_option(train)
     config = train_config(build_parser().parse_args(["train", *argv]))
-    assert _check_config(config, given, fixed=()) == {"eval_split"}
+    # The benchmark's scene loss, weighted on the embedding and on the image tokens.
+    scene = {"embedding": given.pop("scene_loss"), "tokens": given.pop("token_scene_loss")}
+    assert config.auxiliary_losses == {"scene": scene}
+    assert _check_config(config, given, (), derived=("auxiliary_losses",)) == {"eval_split"}
 
 
 def test_train_options_not_given_keep_the_config_defaults():

@@ -17,7 +17,8 @@ import pytest
 from weaviate.util import generate_uuid5
 
 from cir_module.data.benchmark import generate_benchmark
-from cir_module.enrich import CaptionItem, SceneGraphCaptioner
+from cir_module.data.captions import SceneGraphCaptioner
+from cir_module.enrich import CaptionItem
 from integration.enrich import enrich_collection
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection

@@ -58,7 +58,8 @@ def test_enriched_evaluation_ranks_by_the_weighted_image_and_caption_vector(
 ):
     """``cir rar eval --enrich-corpus``: the gallery is captioned through the enrichment job
     and Weaviate ranks by (1 - w) image + w caption; the same ranking computed here."""
-    from cir_module.enrich import CaptionItem, SceneGraphCaptioner
+    from cir_module.data.captions import SceneGraphCaptioner
+    from cir_module.enrich import CaptionItem
 
     captioner = SceneGraphCaptioner.from_benchmark(tiny_split.root, drop=0.3, seed=2)
     through = evaluate_with_client(client, tiny_split, captioner=captioner, caption_weight=0.7)

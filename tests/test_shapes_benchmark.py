@@ -255,6 +255,10 @@ def test_splits_share_no_scene(bench: Path) -> None:
         for scene in load_scene_graphs(bench, split).values():
             assert scene not in seen, (split, seen.get(scene))
             seen[scene] = split
+    # Without a split, the reader gives every split's images (names are unique across splits).
+    every = load_scene_graphs(bench)
+    assert len(every) == len(seen) and set(every.values()) == set(seen)
+    assert every == {k: v for s in SPLITS for k, v in load_scene_graphs(bench, s).items()}
 
 
 def test_triplets_and_hard_negatives_follow_the_scene_graphs(bench: Path) -> None:

@@ -116,8 +116,8 @@ def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_pa
     """With captions the candidates are (1 - w) image + w caption text, as Weaviate stores
     an enriched object; with enhance the modification texts are the distilled keywords."""
     from cir_module.enrich import KeywordDistiller
+    from cir_module.training.batch_loss import BatchLoss
     from cir_module.training.data import ImageStore, TripletData
-    from cir_module.training.trainer import _batch_loss
 
     data = TripletData(tiny_benchmark, "train")
     names = sorted(data.paths)
@@ -129,8 +129,9 @@ def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_pa
     store = ImageStore(data.root, data.paths, model.preprocess)
     scale = LogitScale()
     with torch.no_grad():
-        plain = _batch_loss(model, batch, store, None, scale, "cpu")
-        only_text = _batch_loss(model, batch, store, None, scale, "cpu", False, captions, 1.0)
+        plain = BatchLoss(model, store, None, scale, "cpu")(batch)
+        captioned = BatchLoss(model, store, None, scale, "cpu", corpus=captions, caption_weight=1.0)
+        only_text = captioned(batch)
         queries = model.encode_composed(
             torch.from_numpy(store.pixels(batch.references)), **model.tokenize(batch.captions)
         )
@@ -157,8 +158,8 @@ def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_pa
 
 
 def test_scene_labels_and_head_hand_computed():
+    from cir_module.data.scene_loss import IGNORE, SceneHead, SceneLabels
     from cir_module.data.shapes import ShapeObject
-    from cir_module.training.scene import IGNORE, SceneHead, SceneLabels
 
     scene = (ShapeObject(0, "square", "red", "large"), ShapeObject(4, "cross", "gray", "small"))
     rows = SceneLabels.encode(scene)
@@ -176,7 +177,7 @@ def test_scene_labels_and_head_hand_computed():
 
 
 def test_cell_token_head_pools_the_grid_onto_the_cells():
-    from cir_module.training.scene import CLASS_SIZES, IGNORE, CellTokenHead, SceneLabels
+    from cir_module.data.scene_loss import CLASS_SIZES, IGNORE, CellTokenHead, SceneLabels
 
     width = sum(CLASS_SIZES)
     head = CellTokenHead(width)
@@ -207,7 +208,10 @@ def test_cell_token_head_pools_the_grid_onto_the_cells():
 
 @pytest.mark.parametrize(
     ("weights", "head"),
-    [({"scene_loss": 1.0}, "scene_head"), ({"token_scene_loss": 1.0}, "token_head")],
+    [
+        ({"auxiliary_losses": {"scene": {"embedding": 1.0}}}, "scene_head"),
+        ({"auxiliary_losses": {"scene": {"tokens": 1.0}}}, "token_head"),
+    ],
     ids=["embedding", "tokens"],
 )
 def test_scene_loss_is_added_trained_and_resumed(tmp_path, tiny_benchmark, weights, head):
@@ -278,3 +282,47 @@ def test_precise_batchnorm_after_training_changes_only_the_statistics(tmp_path, 
             assert not torch.allclose(a[key], b[key])
         elif not key.endswith("num_batches_tracked"):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_warmup_cosine_both_recipes():
+    from cir_module.training.schedule import warmup_cosine
+
+    # The trainer's: ramp over 4 steps, then a half cosine over the 8 steps after it.
+    assert [warmup_cosine(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert warmup_cosine(4, 4, 12) == 1.0
+    assert warmup_cosine(8, 4, 12) == pytest.approx(0.5)
+    assert warmup_cosine(12, 4, 12) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(20, 4, 12) == pytest.approx(0.0, abs=1e-12)  # clamped past the end
+    # The reranker's: the cosine spans all steps from 0, the ramp multiplies its start.
+    assert warmup_cosine(0, 4, 12, cosine_from_start=True) == pytest.approx(0.25)
+    assert warmup_cosine(3, 4, 12, cosine_from_start=True) == pytest.approx(
+        0.5 * (1 + np.cos(np.pi * 3 / 12))
+    )
+    assert warmup_cosine(6, 4, 12, cosine_from_start=True) == pytest.approx(0.5)
+
+
+def test_auxiliary_losses_are_found_by_name(tiny_benchmark):
+    from cir_module.models import create_model
+    from cir_module.training.auxiliary import KNOWN_LOSSES, build_auxiliary_loss
+
+    model = create_model("tiny-clip")
+    loss = build_auxiliary_loss("scene", {"embedding": 0.5}, model, str(tiny_benchmark), "train")
+    assert KNOWN_LOSSES["scene"] == type(loss).__module__  # registered by the module it names
+    assert list(loss.heads) == ["scene_head", "token_head"]  # trainer_state.pt's keys
+    with pytest.raises(ValueError, match=r"unknown auxiliary loss 'scenes'; known: .*scene"):
+        build_auxiliary_loss("scenes", {}, model, str(tiny_benchmark), "train")
+    with pytest.raises(ValueError, match="scene loss weights"):
+        build_auxiliary_loss("scene", {"token": 1.0}, model, str(tiny_benchmark), "train")
+
+
+def test_training_does_not_import_the_benchmark():
+    """training/ finds the benchmark's losses by name: importing it loads no data set."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cir_module.training, cir_module.training.trainer; "
+        "print(sorted(m for m in sys.modules if m.startswith('cir_module.data')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

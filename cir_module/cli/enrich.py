@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from cir_module.cli.options import add_enhance, add_scene_graph_noise
 
 if TYPE_CHECKING:
-    from cir_module.enrich import Captioner, SceneGraphCaptioner
+    from cir_module.data.captions import SceneGraphCaptioner
+    from cir_module.enrich import Captioner
     from integration.enrich import EnrichReport
 
 __all__ = ["add_parser"]
@@ -73,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
-    from cir_module.enrich import SceneGraphCaptioner
+    from cir_module.data.captions import SceneGraphCaptioner
 
     return SceneGraphCaptioner.from_benchmark(
         args.data, drop=args.drop, wrong=args.wrong, seed=args.seed

@@ -106,14 +106,21 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         "captions": args.captions,
         "caption_weight": args.caption_weight,
         "enhance": args.enhance,
-        "scene_loss": args.scene_loss,
-        "token_scene_loss": args.token_scene_loss,
+        "auxiliary_losses": _auxiliary_losses(args),
         "precise_bn": args.precise_bn,
         "save_every": args.save_every,
         "resume": args.resume,
         "device": args.device,
     }
     return TrainConfig(**{k: v for k, v in options.items() if v is not None})
+
+
+def _auxiliary_losses(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
+    """The benchmark's scene loss (cir_module/data/scene_loss.py), read from the pooled
+    embedding (``--scene-loss``) and cell by cell from the image tokens
+    (``--token-scene-loss``); None when neither weight is positive."""
+    scene = {"embedding": args.scene_loss or 0.0, "tokens": args.token_scene_loss or 0.0}
+    return {"scene": scene} if any(w > 0 for w in scene.values()) else None
 
 
 def _train(args: argparse.Namespace) -> None:

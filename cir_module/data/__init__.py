@@ -1,1 +1,9 @@
-"""Data: the procedurally generated "shapes" scenes used by the demo and the benchmark."""
+"""The synthetic "shapes" benchmark used by the demo, the ablations and the shipped model.
+
+- :mod:`~cir_module.data.shapes`: scenes of shapes on a 3x3 grid, rendering, edits, phrasing;
+- :mod:`~cir_module.data.benchmark`: the CIRR-format generator and the scene-graph reader;
+- built on the scene graphs: :mod:`~cir_module.data.scene_loss` (the trainer's auxiliary scene
+  loss) and :mod:`~cir_module.data.captions` (the scene-graph captioner for RAR enrichment).
+
+The service and the models never import this package.
+"""

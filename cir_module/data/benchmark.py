@@ -322,8 +322,16 @@ def generate_benchmark(
     return summary
 
 
-def load_scene_graphs(out_dir: str | Path, split: str) -> dict[str, Scene]:
-    """``{image name: scene}`` for every image of ``split``."""
-    path = Path(out_dir) / "scene_graphs" / f"scenes.{BENCHMARK_NAME}.{split}.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {name: scene_from_dict(objects) for name, objects in data.items()}
+def load_scene_graphs(out_dir: str | Path, split: str | None = None) -> dict[str, Scene]:
+    """``{image name: scene}`` for every image of ``split``, or of every split the folder
+    holds when ``split`` is None (image names are unique across splits)."""
+    folder = Path(out_dir) / "scene_graphs"
+    if split is None:
+        paths = sorted(folder.glob(f"scenes.{BENCHMARK_NAME}.*.json"))
+    else:
+        paths = [folder / f"scenes.{BENCHMARK_NAME}.{split}.json"]
+    scenes: dict[str, Scene] = {}
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        scenes |= {name: scene_from_dict(objects) for name, objects in data.items()}
+    return scenes

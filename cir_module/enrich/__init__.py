@@ -15,7 +15,6 @@ from cir_module.enrich.captioners import (
     Captioner,
     CaptionItem,
     ChatCaptioner,
-    SceneGraphCaptioner,
 )
 from cir_module.enrich.enhance import (
     QUERY_KINDS,
@@ -38,7 +37,6 @@ __all__ = [
     "KeywordDistiller",
     "OpenAIChat",
     "QueryEnhancer",
-    "SceneGraphCaptioner",
     "TransformersChat",
     "classify_query",
 ]

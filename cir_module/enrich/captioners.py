@@ -7,25 +7,21 @@ item. An item is the decoded image plus the object's properties.
 - :class:`ChatCaptioner`: a vision-language model behind a chat backend
   (:mod:`cir_module.enrich.backends`: a local transformers checkpoint or an OpenAI-compatible
   endpoint), asked for the RAR caption recipe (:data:`CAPTION_PROMPT`).
-- :class:`SceneGraphCaptioner`: for the synthetic benchmark, the scene graph written out, with
-  configurable noise (dropped objects, wrong attributes) standing in for a VLM's mistakes.
+- :class:`cir_module.data.captions.SceneGraphCaptioner` (beside the synthetic benchmark it
+  captions): the scene graph written out, with noise standing in for a VLM's mistakes.
 """
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from PIL import Image
 
-from cir_module.data.shapes import COLORS, SHAPES, describe, scene_from_dict
 from cir_module.enrich.backends import ChatBackend, ChatRequest
 
-__all__ = ["CAPTION_PROMPT", "CaptionItem", "Captioner", "ChatCaptioner", "SceneGraphCaptioner"]
+__all__ = ["CAPTION_PROMPT", "CaptionItem", "Captioner", "ChatCaptioner", "clip_words"]
 
 MAX_WORDS = 100
 CAPTION_PROMPT = (
@@ -69,57 +65,3 @@ class ChatCaptioner:
     def caption(self, items: Sequence[CaptionItem]) -> list[str]:
         replies = self.backend.complete([ChatRequest(self.prompt, item.image) for item in items])
         return [clip_words(reply) for reply in replies]
-
-
-class SceneGraphCaptioner:
-    """Captions from the benchmark's scene graphs, looked up by the object's ``name``.
-
-    ``drop`` is the chance each shape is left out, ``wrong`` the chance one of its attributes
-    (colour or shape) is replaced; the noise is a function of the image name and ``seed``.
-    """
-
-    version = "1"
-
-    def __init__(
-        self,
-        scenes: Mapping[str, Any],
-        *,
-        drop: float = 0.0,
-        wrong: float = 0.0,
-        seed: int = 0,
-        name_property: str = "name",
-    ) -> None:
-        self.scenes = scenes
-        self.drop, self.wrong, self.seed = drop, wrong, seed
-        self.name_property = name_property
-        self.id = f"scene-graph/{self.version} drop={drop:g} wrong={wrong:g} seed={seed}"
-
-    @classmethod
-    def from_benchmark(cls, root: str | Path, **kwargs: Any) -> SceneGraphCaptioner:
-        """Every split's scene graphs of a benchmark folder written by ``cir data shapes``."""
-        scenes: dict[str, Any] = {}
-        for path in sorted(Path(root, "scene_graphs").glob("scenes.*.json")):
-            scenes.update(json.loads(path.read_text()))
-        return cls(scenes, **kwargs)
-
-    def caption(self, items: Sequence[CaptionItem]) -> list[str]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: CaptionItem) -> str:
-        name = item.properties.get(self.name_property)
-        if name not in self.scenes:
-            raise KeyError(f"no scene graph for {self.name_property}={name!r}")
-        rng = random.Random(f"{self.seed}:{name}")
-        kept = []
-        for obj in scene_from_dict(self.scenes[name]):
-            if rng.random() < self.drop:
-                continue
-            if rng.random() < self.wrong:
-                if rng.random() < 0.5:
-                    obj = replace(obj, color=rng.choice([c for c in COLORS if c != obj.color]))
-                else:
-                    obj = replace(obj, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
-            kept.append(obj)
-        count = len(kept)
-        text = f"{count} shape{'s' if count != 1 else ''} on a plain background: " + describe(kept)
-        return clip_words(text)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -26,10 +25,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cir_module.data.shapes import describe, scene_from_dict
+from cir_module.data.benchmark import load_scene_graphs
+from cir_module.data.shapes import describe
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
+from cir_module.training.schedule import warmup_cosine
 
 __all__ = ["RerankTrainConfig", "reasoning_pairs", "train_reranker"]
 
@@ -58,11 +59,6 @@ class RerankTrainConfig:
     max_minutes: float | None = None
 
 
-def _scenes(root: Path, split: str) -> dict:
-    path = root / "scene_graphs" / f"scenes.shapes.{split}.json"
-    return {k: scene_from_dict(v) for k, v in json.loads(path.read_text()).items()}
-
-
 def _description(scenes: dict, reference: str, candidate: str) -> str:
     return (
         f" The reference shows {describe(scenes[reference])}."
@@ -74,7 +70,7 @@ def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, se
     """(question, reasoning) pairs from the benchmark's scene graphs: what the reference
     shows, what the text changes, what the target must show."""
     root = Path(root)
-    scenes = _scenes(root, split)
+    scenes = load_scene_graphs(root, split)
     triplets = EvalSplit.load(root, split).triplets
     rng = random.Random(seed)
     pairs = []
@@ -136,7 +132,7 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     split = EvalSplit.load(cfg.data, "train")
-    scenes = _scenes(Path(cfg.data), "train")
+    scenes = load_scene_graphs(cfg.data, "train")
     corpus = [t.caption for t in split.triplets[:4000]]
     corpus += [_description(scenes, t.reference, t.target) for t in split.triplets[:2000]]
     corpus += [q + " " + r for q, r in reasoning_pairs(cfg.data, limit=500, seed=cfg.seed + 1)]
@@ -158,9 +154,7 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))
-        ),
+        lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps, cosine_from_start=True),
     )
     answers = torch.tensor([reranker.yes_id, reranker.no_id])
     end = tok.convert_tokens_to_ids("<|im_end|>")

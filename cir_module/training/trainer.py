@@ -2,18 +2,24 @@
 
 The reference and the target go through the same pyramid encoder; the composed query
 (reference + modification text) must find its target among the batch's other targets and
-the triplets' hard negatives. The output folder holds a checkpoint the service loads
-unchanged (``<out>/checkpoint``) and the trainer state for ``--resume``.
+the triplets' hard negatives (:mod:`cir_module.training.batch_loss`), plus any auxiliary
+losses the data set offers (:mod:`cir_module.training.auxiliary`). The output folder holds a
+checkpoint the service loads unchanged (``<out>/checkpoint``), the trainer state for
+``--resume`` (``trainer_state.pt``: optimizer, logit scale, auxiliary heads, progress),
+``train_config.json`` and ``train_log.jsonl`` (loss and logit scale per step).
+
+:func:`train` reads top-down: :func:`_start` builds (or, resuming, restores) the run,
+:func:`_loop` trains it to the last step or the time budget, :func:`_finish` saves it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +28,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cir_module.models import CIRModel, create_model, load_model
+from cir_module.training.auxiliary import AuxiliaryLoss, build_auxiliary_loss
+from cir_module.training.batch_loss import BatchLoss, TextCache
 from cir_module.training.batchnorm import recompute_on_images
 from cir_module.training.data import Batch, ImageStore, TripletData
-from cir_module.training.losses import LogitScale, info_nce
-from cir_module.training.scene import CellTokenHead, SceneHead, SceneLabels
+from cir_module.training.losses import LogitScale
+from cir_module.training.schedule import warmup_cosine
 
 __all__ = ["TrainConfig", "train"]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"  # in the run folder: what the service loads
+STATE_FILE = "trainer_state.pt"  # in the run folder: what --resume needs besides the checkpoint
 
 
 @dataclass
@@ -69,16 +80,244 @@ class TrainConfig:
     captions: str | None = None
     caption_weight: float = 0.5
     enhance: str = "none"  # none | keywords
-    # Weight of the auxiliary scene loss (training/scene.py); needs the data's scene graphs.
-    scene_loss: float = 0.0
-    # Weight of the same loss read from the candidates' finest-scale tokens, cell by cell.
-    token_scene_loss: float = 0.0
+    # Auxiliary losses by name, each with its named weights (training/auxiliary.py), e.g.
+    # {"scene": {"embedding": 0.5, "tokens": 2.0}} for `--scene-loss 0.5 --token-scene-loss 2`.
+    auxiliary_losses: dict[str, dict[str, float]] = field(default_factory=dict)
     # Recompute BatchNorm statistics over this many training images once training ends
     # (training/batchnorm.py); 0 keeps the moving averages.
     precise_bn: int = 0
     save_every: int = 500
     resume: bool = False
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run one training; returns the checkpoint folder."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(cfg.seed)
+    run = _start(cfg, out)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    store = ImageStore(run.data.root, run.data.paths, run.model.preprocess)
+    on_budget = _loop(run, _make_batch_loss(run, store))
+    _finish(run, store, on_budget)
+    return run.checkpoint
+
+
+@dataclass
+class _Run:
+    """One training run: what it trains and how far it got (what ``trainer_state.pt`` keeps)."""
+
+    cfg: TrainConfig
+    out: Path
+    model: CIRModel
+    params: list[nn.Parameter]  # the model's trainable parameters
+    logit_scale: LogitScale
+    auxiliary: list[AuxiliaryLoss]
+    optimizer: torch.optim.Optimizer
+    data: TripletData
+    corpus: dict[str, str] | None  # image name -> caption (RAR training alignment)
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0  # seconds of training, over all sessions of a resumed run
+    running: float | None = None  # smoothed loss, for the progress bar and the last log line
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT_DIR
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_FILE
+
+    def save(self) -> None:
+        """The checkpoint, and the trainer state beside it."""
+        self.model.save_pretrained(self.checkpoint)
+        heads = {
+            name: head.state_dict() for loss in self.auxiliary for name, head in loss.heads.items()
+        }
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "logit_scale": self.logit_scale.state_dict(),
+            **heads,
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+        }
+        torch.save(state, self.state_path)
+
+    def restore(self) -> None:
+        """Optimizer, logit scale, auxiliary heads and progress from the trainer state."""
+        state = torch.load(self.state_path, map_location=self.cfg.device, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.logit_scale.load_state_dict(state["logit_scale"])
+        for loss in self.auxiliary:
+            for name, head in loss.heads.items():
+                if state.get(name) is not None:  # a state written before this head existed
+                    head.load_state_dict(state[name])
+        self.step, self.epoch, self.elapsed = state["step"], state["epoch"], state["elapsed"]
+        log.info("resumed %s at step %d (epoch %d)", self.out, self.step, self.epoch)
+
+
+def _start(cfg: TrainConfig, out: Path) -> _Run:
+    """The run: the model (new, fine-tuned from ``init_from``, or on ``--resume`` the run's
+    own checkpoint and trainer state), its optimizer (model, logit scale and auxiliary
+    heads), the triplets and the step count."""
+    resuming = cfg.resume and (out / STATE_FILE).is_file()
+    if resuming:
+        model = load_model(out / CHECKPOINT_DIR)
+    else:
+        model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
+    model.to(cfg.device)
+    params = _apply_freezing(model, cfg)
+    logit_scale = LogitScale(cfg.temperature).to(cfg.device)
+    auxiliary = _auxiliary_losses(cfg, model)
+    heads = [p for loss in auxiliary for head in loss.heads.values() for p in head.parameters()]
+    optimizer = torch.optim.AdamW(
+        [*params, *logit_scale.parameters(), *heads], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
+    if cfg.enhance != "none":
+        data.rewrite_captions(_enhancer(cfg.enhance))
+    corpus = None
+    if cfg.captions:  # the captions of this split's images (the file may cover them all)
+        corpus = {
+            n: c for n, c in json.loads(Path(cfg.captions).read_text()).items() if n in data.paths
+        }
+    steps_per_epoch = len(data) // (cfg.batch_size * cfg.accumulate)
+    run = _Run(
+        cfg, out, model, params, logit_scale, auxiliary, optimizer, data, corpus,
+        steps_per_epoch=steps_per_epoch, total_steps=max(1, int(steps_per_epoch * cfg.epochs)),
+    )  # fmt: skip
+    if resuming:
+        run.restore()
+    return run
+
+
+def _auxiliary_losses(cfg: TrainConfig, model: CIRModel) -> list[AuxiliaryLoss]:
+    """The configured auxiliary losses that have a positive weight, heads on the device."""
+    losses = []
+    for name, weights in cfg.auxiliary_losses.items():
+        if any(w > 0 for w in weights.values()):
+            loss = build_auxiliary_loss(name, weights, model, cfg.data, cfg.split)
+            for head in loss.heads.values():
+                head.to(cfg.device)
+            losses.append(loss)
+    return losses
+
+
+def _make_batch_loss(run: _Run, store: ImageStore) -> BatchLoss:
+    """The run's loss of one batch; with a frozen text tower, every text it will need is
+    encoded once here."""
+    texts = run.data.captions() + (sorted(set(run.corpus.values())) if run.corpus else [])
+    text_cache = TextCache(run.model, texts) if _text_frozen(run.model) else None
+    return BatchLoss(
+        run.model, store, text_cache, run.logit_scale, run.cfg.device,
+        reference_negatives=run.cfg.reference_negatives, corpus=run.corpus,
+        caption_weight=run.cfg.caption_weight, auxiliary=run.auxiliary,
+    )  # fmt: skip
+
+
+def _loop(run: _Run, batch_loss: BatchLoss) -> bool:
+    """Train to the last step, or until the time budget is spent (then returns True): one
+    optimizer step per ``accumulate`` batches, the trainer state saved every ``save_every``."""
+    cfg = run.cfg
+    log.info(
+        "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
+        run.model.config.name,
+        run.model.image_encoder.num_scales,
+        run.model.config.fusion.kind,
+        len(run.data),
+        run.total_steps,
+        sum(p.numel() for p in run.params),
+    )
+    run.model.train()
+    if batch_loss.text_cache is not None:  # no dropout in a tower that is not trained
+        for module in _text_towers(run.model):
+            module.eval()
+    use_amp = cfg.device.startswith("cuda")
+    quiet = not log.isEnabledFor(logging.INFO)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc="train", disable=quiet)
+    started = time.monotonic() - run.elapsed
+    on_budget = False
+    while run.step < run.total_steps and not on_budget:
+        for micro, batch in _epoch_batches(run):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = batch_loss(batch)
+            (loss / cfg.accumulate).backward()
+            if (micro + 1) % cfg.accumulate:
+                continue
+            _optimizer_step(run, loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{run.running:.3f}", scale=f"{run.logit_scale().item():.1f}")
+            run.elapsed = time.monotonic() - started
+            if run.step % cfg.save_every == 0:
+                run.save()
+            if run.step >= run.total_steps or (
+                cfg.max_minutes and run.elapsed > 60 * cfg.max_minutes
+            ):
+                on_budget = run.step < run.total_steps
+                break
+        else:
+            run.epoch += 1
+    bar.close()
+    return on_budget
+
+
+def _epoch_batches(run: _Run) -> Iterator[tuple[int, Batch]]:
+    """The current epoch's micro-batches, numbered from the epoch's start, without those the
+    run has already trained on. Each epoch's order depends only on (seed, epoch): resuming
+    replays it exactly."""
+    cfg = run.cfg
+    rng = random.Random(f"{cfg.seed}-{run.epoch}")
+    done = (run.step - run.epoch * run.steps_per_epoch) * cfg.accumulate
+    for micro, batch in enumerate(run.data.batches(cfg.batch_size, cfg.hard_negatives, rng)):
+        if micro >= done:
+            yield micro, batch
+
+
+def _optimizer_step(run: _Run, loss: float) -> None:
+    """Step the learning-rate schedule and the optimizer (model gradients clipped to norm
+    1), then log the step's loss and logit scale to ``train_log.jsonl``."""
+    cfg = run.cfg
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.lr * warmup_cosine(run.step, cfg.warmup_steps, run.total_steps)
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.running = loss if run.running is None else 0.95 * run.running + 0.05 * loss
+    record = {"step": run.step, "loss": loss, "scale": run.logit_scale().item()}
+    with (run.out / "train_log.jsonl").open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _finish(run: _Run, store: ImageStore, on_budget: bool) -> None:
+    """Precise BatchNorm statistics if asked for, then the checkpoint and trainer state."""
+    cfg = run.cfg
+    if cfg.precise_bn:
+        layers, images = recompute_on_images(
+            run.model,
+            store,
+            list(run.data.paths),
+            cfg.precise_bn,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+        log.info("recomputed %d BatchNorm layers' statistics on %d images", layers, images)
+    run.save()
+    run.model.eval()
+    log.info(
+        "stopped at step %d/%d after %.1f min (loss %.3f)%s",
+        run.step,
+        run.total_steps,
+        run.elapsed / 60,
+        run.running or float("nan"),
+        " on the time budget" if on_budget else "",
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -127,273 +366,3 @@ def _enhancer(name: str):
 
 def _text_frozen(model: CIRModel) -> bool:
     return not any(p.requires_grad for m in _text_towers(model) for p in m.parameters())
-
-
-class _TextCache:
-    """Text states per caption, computed once when the text tower is frozen."""
-
-    def __init__(self, model: CIRModel, captions: list[str], batch_size: int = 256) -> None:
-        self.index = {c: i for i, c in enumerate(captions)}
-        embeds, tokens, masks = [], [], []
-        length = 0
-        with torch.no_grad():
-            for i in range(0, len(captions), batch_size):
-                ids = model.tokenize(captions[i : i + batch_size])
-                e, t, m = model.encode_text_states(**ids)
-                embeds.append(e)
-                tokens.append(t.half())
-                masks.append(m)
-                length = max(length, t.shape[1])
-        pad = lambda x: nn.functional.pad(x, (0, 0, 0, length - x.shape[1]))  # noqa: E731
-        self.embeds = torch.cat(embeds)
-        self.tokens = torch.cat([pad(t) for t in tokens])
-        self.masks = torch.cat([nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
-
-    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, ...]:
-        rows = torch.tensor([self.index[c] for c in captions])
-        mask = self.masks[rows]
-        width = int(mask.sum(1).max())  # trim the padding this batch does not need
-        return self.embeds[rows], self.tokens[rows, :width].float(), mask[:, :width]
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def train(cfg: TrainConfig) -> Path:
-    """Run one training; returns the checkpoint folder."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir, state_path = out / "checkpoint", out / "trainer_state.pt"
-    _seed_everything(cfg.seed)
-    resuming = cfg.resume and state_path.is_file()
-    if resuming:
-        model = load_model(ckpt_dir)
-    else:
-        model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
-    model.to(cfg.device)
-    params = _apply_freezing(model, cfg)
-    logit_scale = LogitScale(cfg.temperature).to(cfg.device)
-    scene = None
-    if cfg.scene_loss > 0 or cfg.token_scene_loss > 0:
-        hidden = model.image_encoder.vision.embeddings.embed_dim
-        scene = _SceneLoss(
-            SceneLabels.load(cfg.data, cfg.split),
-            SceneHead(model.dim).to(cfg.device),
-            cfg.scene_loss,
-            CellTokenHead(hidden).to(cfg.device),
-            cfg.token_scene_loss,
-        )
-    aux = [*logit_scale.parameters(), *(scene.parameters() if scene else ())]
-    optimizer = torch.optim.AdamW([*params, *aux], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
-    if cfg.enhance != "none":
-        data.rewrite_captions(_enhancer(cfg.enhance))
-    corpus = None
-    if cfg.captions:  # the captions of this split's images (the file may cover them all)
-        corpus = {
-            n: c for n, c in json.loads(Path(cfg.captions).read_text()).items() if n in data.paths
-        }
-    steps_per_epoch = len(data) // (cfg.batch_size * cfg.accumulate)
-    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
-    step, epoch, elapsed = 0, 0, 0.0
-    if resuming:
-        state = torch.load(state_path, map_location=cfg.device, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        logit_scale.load_state_dict(state["logit_scale"])
-        if scene is not None:
-            scene.head.load_state_dict(state["scene_head"])
-            if state.get("token_head") is not None:
-                scene.token_head.load_state_dict(state["token_head"])
-        step, epoch, elapsed = state["step"], state["epoch"], state["elapsed"]
-        log.info("resumed %s at step %d (epoch %d)", out, step, epoch)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-
-    store = ImageStore(data.root, data.paths, model.preprocess)
-    texts = data.captions() + (sorted(set(corpus.values())) if corpus else [])
-    text_cache = _TextCache(model, texts) if _text_frozen(model) else None
-    use_amp = cfg.device.startswith("cuda")
-    log.info(
-        "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
-        model.config.name,
-        model.image_encoder.num_scales,
-        model.config.fusion.kind,
-        len(data),
-        total_steps,
-        sum(p.numel() for p in params),
-    )
-
-    def save() -> None:
-        model.save_pretrained(ckpt_dir)
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "logit_scale": logit_scale.state_dict(),
-                "scene_head": scene.head.state_dict() if scene else None,
-                "token_head": scene.token_head.state_dict() if scene else None,
-                "step": step,
-                "epoch": epoch,
-                "elapsed": elapsed,
-            },
-            state_path,
-        )
-
-    model.train()
-    if text_cache is not None:  # no dropout in a tower that is not trained
-        for module in _text_towers(model):
-            module.eval()
-    bar = tqdm(
-        total=total_steps, initial=step, desc="train", disable=not log.isEnabledFor(logging.INFO)
-    )
-    started = time.monotonic() - elapsed
-    stop = False
-    running = None
-    while step < total_steps and not stop:
-        # Each epoch's order depends only on (seed, epoch): resuming replays it exactly.
-        batches = data.batches(
-            cfg.batch_size, cfg.hard_negatives, random.Random(f"{cfg.seed}-{epoch}")
-        )
-        skip = step * cfg.accumulate - epoch * steps_per_epoch * cfg.accumulate
-        for micro, batch in enumerate(batches):
-            if micro < skip:
-                continue
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = _batch_loss(
-                    model,
-                    batch,
-                    store,
-                    text_cache,
-                    logit_scale,
-                    cfg.device,
-                    cfg.reference_negatives,
-                    corpus,
-                    cfg.caption_weight,
-                    scene,
-                )
-            (loss / cfg.accumulate).backward()
-            if (micro + 1) % cfg.accumulate:
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps, total_steps)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-            with (out / "train_log.jsonl").open("a") as fh:
-                fh.write(
-                    json.dumps({"step": step, "loss": loss.item(), "scale": logit_scale().item()})
-                    + "\n"
-                )
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", scale=f"{logit_scale().item():.1f}")
-            elapsed = time.monotonic() - started
-            if step % cfg.save_every == 0:
-                save()
-            if step >= total_steps or (cfg.max_minutes and elapsed > 60 * cfg.max_minutes):
-                stop = step < total_steps
-                break
-        else:
-            epoch += 1
-    bar.close()
-    if cfg.precise_bn:
-        layers, images = recompute_on_images(
-            model,
-            store,
-            list(data.paths),
-            cfg.precise_bn,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            device=cfg.device,
-        )
-        log.info("recomputed %d BatchNorm layers' statistics on %d images", layers, images)
-    save()
-    model.eval()
-    log.info(
-        "stopped at step %d/%d after %.1f min (loss %.3f)%s",
-        step,
-        total_steps,
-        elapsed / 60,
-        running or float("nan"),
-        " on the time budget" if stop else "",
-    )
-    return ckpt_dir
-
-
-@dataclass
-class _SceneLoss:
-    labels: SceneLabels
-    head: SceneHead
-    weight: float
-    token_head: CellTokenHead
-    token_weight: float
-
-    def parameters(self) -> list[nn.Parameter]:
-        return [*self.head.parameters(), *self.token_head.parameters()]
-
-    def __call__(
-        self,
-        batch: Batch,
-        queries: torch.Tensor,
-        references: torch.Tensor,
-        candidates: torch.Tensor,
-        candidate_names: list[str],
-        candidate_tokens: torch.Tensor,
-    ) -> torch.Tensor:
-        """Every image embedding against its own scene, each query against its target's;
-        the candidates' token grids against their own scenes, cell by cell."""
-        loss = torch.zeros((), device=queries.device)
-        if self.weight:
-            embeds = torch.cat([queries, references, candidates])
-            labels = self.labels(batch.targets + batch.references + candidate_names)
-            loss = loss + self.weight * self.head.loss(embeds, labels)
-        if self.token_weight:
-            labels = self.labels(candidate_names)
-            loss = loss + self.token_weight * self.token_head.loss(candidate_tokens, labels)
-        return loss
-
-
-def _batch_loss(
-    model: CIRModel,
-    batch: Batch,
-    store: ImageStore,
-    text_cache: _TextCache | None,
-    logit_scale: LogitScale,
-    device: str,
-    reference_negatives: bool = False,
-    corpus: dict[str, str] | None = None,
-    caption_weight: float = 0.5,
-    scene: _SceneLoss | None = None,
-) -> torch.Tensor:
-    def pixels(names: list[str]) -> torch.Tensor:
-        return torch.from_numpy(store.pixels(names)).to(device)
-
-    if text_cache is not None:
-        text_states = [t.to(device) for t in text_cache(batch.captions)]
-    else:
-        text_states = model.encode_text_states(**model.tokenize(batch.captions))
-    queries, references = model.compose(pixels(batch.references), *text_states)
-    names = batch.targets + batch.negatives
-    candidates, tokens = model.encode_image_states(pixels(names))
-    extra = 0.0
-    if scene is not None:
-        finest = model.image_encoder.scale_tokens(tokens, 0)
-        extra = scene(batch, queries, references, candidates, names, finest)
-    if corpus is not None:
-        texts = [corpus[n] for n in names]
-        if text_cache is not None:
-            captions = text_cache(texts)[0]
-        else:
-            captions = model.encode_text(**model.tokenize(texts))
-        mixed = (1 - caption_weight) * candidates + caption_weight * captions
-        candidates = torch.nn.functional.normalize(mixed, dim=-1)
-    if reference_negatives:
-        names = names + batch.references
-        candidates = torch.cat([candidates, references])
-    # The same image under another index is not a negative of this query.
-    same = torch.tensor([[n == t for n in names] for t in batch.targets], device=device)
-    same[torch.arange(len(batch.targets)), torch.arange(len(batch.targets))] = False
-    return info_nce(queries, candidates, logit_scale(), false_negatives=same) + extra

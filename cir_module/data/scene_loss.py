@@ -1,4 +1,5 @@
-"""Scene supervision: an auxiliary loss that makes the retrieval embedding spell out the scene.
+"""The scene loss: an auxiliary loss (:mod:`cir_module.training.auxiliary`, registered as
+``scene``) that makes the retrieval embedding spell out the synthetic benchmark's scenes.
 
 In-batch InfoNCE saturates early on the synthetic benchmark (random scenes in a batch differ
 in many objects), while the gallery's hard cases differ in one object's shape or size. Where
@@ -14,13 +15,16 @@ linear map classifies each cell. A pooled embedding is asked to carry nine objec
 a probe of it read shapes at chance; local tokens only have to say what lies under them, which
 gives the image tower a per-object shape signal from the first step.
 
-The heads are training aids only: they are kept in the trainer state (for ``--resume``),
-never in the checkpoint the service loads.
+:class:`SceneLoss` holds both heads and weighs the two readings (weights ``embedding`` and
+``tokens``; ``cir train --scene-loss`` and ``--token-scene-loss``). The heads are training aids
+only: they are kept in the trainer state (for ``--resume``), never in the checkpoint the
+service loads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +32,10 @@ from torch import nn
 
 from cir_module.data.benchmark import load_scene_graphs
 from cir_module.data.shapes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene
+from cir_module.models import CIRModel
+from cir_module.training.auxiliary import BatchStates, register_auxiliary_loss
 
-__all__ = ["CellTokenHead", "SceneHead", "SceneLabels"]
+__all__ = ["CellTokenHead", "SceneHead", "SceneLabels", "SceneLoss"]
 
 GRID_CELLS = len(CELL_NAMES)
 GRID_SIDE = math.isqrt(GRID_CELLS)
@@ -119,3 +125,45 @@ class CellTokenHead(nn.Module):
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """:func:`cell_loss` of the tokens' cell logits against ``labels [n, 9, 3]``."""
         return cell_loss(self.logits(tokens), labels)
+
+
+class SceneLoss:
+    """The weighted sum of both readings: :class:`SceneHead` on every image embedding of the
+    batch (each query against its target's scene) and :class:`CellTokenHead` on the
+    candidates' token grids, cell by cell. Both heads exist whichever weights are set (their
+    parameters are in the optimizer and the trainer state either way)."""
+
+    WEIGHTS = ("embedding", "tokens")
+
+    def __init__(
+        self, weights: Mapping[str, float], model: CIRModel, data: str, split: str
+    ) -> None:
+        unknown = set(weights) - set(self.WEIGHTS)
+        if unknown:
+            raise ValueError(f"scene loss weights are {self.WEIGHTS}, not {sorted(unknown)}")
+        self.weight = weights.get("embedding", 0.0)
+        self.token_weight = weights.get("tokens", 0.0)
+        self.labels = SceneLabels.load(data, split)
+        # The keys are those of trainer_state.pt since the heads were added.
+        self.heads: dict[str, nn.Module] = {
+            "scene_head": SceneHead(model.dim),
+            "token_head": CellTokenHead(model.image_encoder.vision.embeddings.embed_dim),
+        }
+
+    def __call__(self, states: BatchStates) -> torch.Tensor:
+        """Every image embedding against its own scene, each query against its target's;
+        the candidates' token grids against their own scenes, cell by cell."""
+        batch, names = states.batch, states.candidate_names
+        loss = torch.zeros((), device=states.queries.device)
+        if self.weight:
+            embeds = torch.cat([states.queries, states.references, states.candidates])
+            labels = self.labels(batch.targets + batch.references + names)
+            loss = loss + self.weight * self.heads["scene_head"].loss(embeds, labels)
+        if self.token_weight:
+            labels = self.labels(names)
+            tokens = states.candidate_tokens
+            loss = loss + self.token_weight * self.heads["token_head"].loss(tokens, labels)
+        return loss
+
+
+register_auxiliary_loss("scene", SceneLoss)
