@@ -131,6 +131,10 @@ def _check_config(
 def test_every_train_config_field_comes_from_its_flag():
     train = _subparsers(build_parser())["train"]
     argv, given = _every_option(train)
+    # --recipe names a set of defaults (tested below), not a field of its own.
+    at = argv.index("--recipe")
+    del argv[at : at + 2]
+    given.pop("recipe")
     config = train_config(build_parser().parse_args(["train", *argv]))
     # The benchmark's scene loss, weighted on the embedding and on the image tokens.
     scene = {"embedding": given.pop("scene_loss"), "tokens": given.pop("token_scene_loss")}
@@ -173,3 +177,20 @@ def test_enrich_refuses_a_state_file_on_ray(capsys, tmp_path):
         main(["enrich", "--collection", "X", "--ray", "--state", str(state)])
     assert stop.value.code == 2
     assert "--state: not allowed with argument --ray" in capsys.readouterr().err
+
+
+def test_a_recipe_sets_the_config_and_given_flags_override_it():
+    from cir_module.training.recipes import load_recipe
+
+    recipe = load_recipe("shapes-60min")["config"]
+    argv = ["train", "--recipe", "shapes-60min", "--data", "d", "--out", "o", "--lr", "0.5"]
+    config = train_config(build_parser().parse_args(argv))
+    assert config.lr == 0.5 and recipe["lr"] != 0.5
+    assert config.model == recipe["model"] and config.epochs == recipe["epochs"]
+    assert config.auxiliary_losses == recipe["auxiliary_losses"]
+    argv += ["--token-scene-loss", "3"]
+    config = train_config(build_parser().parse_args(argv))
+    assert config.auxiliary_losses == {"scene": {"embedding": 0.0, "tokens": 3.0}}
+    with pytest.raises(ValueError, match="unknown recipe"):
+        train_config(build_parser().parse_args(["train", "--recipe", "nope", "--data", "d",
+                                                "--out", "o"]))  # fmt: skip

@@ -21,6 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     shapes.add_argument("--phrasing-for-test", choices=["train", "heldout"], default="train")
     shapes.add_argument("--workers", type=int, default=2)
     shapes.add_argument("--overwrite", action="store_true")
+    shapes.add_argument(
+        "--tier",
+        choices=["base", "hard"],
+        default="base",
+        help="base: one edit per text on a 3x3 grid; hard: compositional and relational edits "
+        "of up to 8 textured objects on a 4x4 grid",
+    )
     shapes.set_defaults(func=_data_shapes)
 
 
@@ -37,5 +44,6 @@ def _data_shapes(args: argparse.Namespace) -> None:
         phrasing_for_test=args.phrasing_for_test,
         workers=args.workers,
         overwrite=args.overwrite,
+        tier=args.tier,
     )
     print(summary)

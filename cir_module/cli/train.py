@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cir_module.cli.evaluate import print_eval
 from cir_module.cli.options import add_dataset_name, add_enhance
 from cir_module.models.config import list_models
+from cir_module.training.recipes import list_recipes, load_recipe
 
 if TYPE_CHECKING:
     from cir_module.training import TrainConfig
@@ -26,9 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--data", required=True, help="data root (CIRR layout)")
     tr.add_argument("--out", required=True, help="run folder (checkpoint/, trainer state)")
     tr.add_argument(
-        "--model",
-        default="shapes-minilm",
-        help=f"registered config ({', '.join(list_models())}) or JSON",
+        "--recipe",
+        help=f"start from a registered recipe ({', '.join(list_recipes())}) or a recipe JSON "
+        "file; flags given here override it",
+    )
+    tr.add_argument(
+        "--model", help=f"registered config ({', '.join(list_models())}) or JSON (shapes-minilm)"
     )
     tr.add_argument("--pretrained", help="backbone hub id or folder")
     tr.add_argument("--init-from", help="cir checkpoint to fine-tune (keeps its architecture)")
@@ -76,10 +80,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of a ``cir train`` command line; options not given keep the
-    config's defaults."""
+    """The :class:`TrainConfig` of a ``cir train`` command line: the recipe's values when one
+    is named, overridden by the options given; the rest keep the config's defaults."""
     from cir_module.training import TrainConfig
 
+    recipe = load_recipe(args.recipe)["config"] if args.recipe else {}
+    unknown = set(recipe) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise SystemExit(f"recipe {args.recipe}: unknown TrainConfig fields {sorted(unknown)}")
     options = {
         "data": args.data,
         "out": args.out,
@@ -112,7 +120,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         "resume": args.resume,
         "device": args.device,
     }
-    return TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    return TrainConfig(**(recipe | given))
 
 
 def _auxiliary_losses(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:

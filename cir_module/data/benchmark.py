@@ -14,6 +14,14 @@ Each triplet is a reference scene, a text and the target scene one edit away, pl
 negatives: scenes one edit away from the target (about half of them editing the object the text
 talks about). A split's gallery is all of its images; identical scenes share one image.
 
+Tiers (``tier``, one :class:`Tier` each in ``TIERS``): ``base`` is the benchmark above (3x3
+grid, one edit per text); ``hard`` (:mod:`cir_module.data.hard`) draws 3-8 textured objects on a
+4x4 grid and edits that need composition and reasoning, each hard negative undoing exactly one
+requested change. The writer, the file layout and the determinism rules are the same; a hard
+folder's ``benchmark.json`` names its tier, and readers (:func:`load_scene_graphs`,
+:func:`tier_of`) follow it. A base folder is byte-identical to what this generator wrote before
+tiers existed (its ``benchmark.json`` has no ``tier`` key).
+
 Determinism: item ``i`` of a split is drawn from its own ``random.Random`` seeded by
 (seed, split, i, attempt), and an image's pixels from (seed, split, scene), so nothing depends
 on generation order or on ``workers``. Scenes and texts use separate generators, so the test
@@ -29,13 +37,16 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from cir_module.data import hard, shapes
 from cir_module.data.shapes import (
     PHRASINGS,
     Caption,
@@ -45,20 +56,19 @@ from cir_module.data.shapes import (
     phrase_edit,
     random_edit,
     random_scene,
-    render,
-    scene_from_dict,
-    scene_key,
-    scene_to_dict,
 )
 
 __all__ = [
     "BENCHMARK_NAME",
     "SPLITS",
+    "TIERS",
     "VERSION",
+    "Tier",
     "Triplet",
     "generate_benchmark",
     "load_scene_graphs",
     "make_triplet",
+    "tier_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,18 +155,100 @@ def make_triplet(
     raise RuntimeError(f"no valid triplet for {split} item {index} in {_MAX_ATTEMPTS} attempts")
 
 
-def _image_rng(seed: int, split: str, scene: Scene) -> random.Random:
-    return random.Random(f"{BENCHMARK_NAME}:{seed}:{split}:image:{scene_key(scene)}")
+def _base_record(triplet: Triplet) -> dict[str, Any]:
+    return {
+        "op": triplet.edit.op,
+        "reference": triplet.caption.reference,
+        "template": triplet.caption.template,
+    }
 
 
-def _render_one(job: tuple[str, Scene, int, str, int]) -> None:
-    path, scene, seed, split, size = job
-    image = render(scene, _image_rng(seed, split, scene), size=size)
+@dataclass(frozen=True)
+class Tier:
+    """What differs between the benchmark's tiers: how a triplet is drawn, how a scene is
+    drawn, keyed and (de)serialised, what the edits/ file records of a triplet, and the per-cell
+    attributes a scene head reads (the first is the one whose absence marks an empty cell)."""
+
+    name: str
+    version: str
+    make_triplet: Callable[..., Any]
+    render: Callable[..., Image.Image]
+    scene_key: Callable[[Any], str]
+    scene_to_dict: Callable[[Any], list[dict[str, Any]]]
+    scene_from_dict: Callable[[Any], Any]
+    describe: Callable[[Any], str]
+    edit_record: Callable[[Any], dict[str, Any]]
+    grid_cells: int
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]
+    # Seeds each image's pixels; the base tier's is the benchmark's name, as before tiers.
+    rng_prefix: str
+
+
+TIERS: dict[str, Tier] = {
+    "base": Tier(
+        name="base",
+        version=VERSION,
+        make_triplet=make_triplet,
+        render=shapes.render,
+        scene_key=shapes.scene_key,
+        scene_to_dict=shapes.scene_to_dict,
+        scene_from_dict=shapes.scene_from_dict,
+        describe=shapes.describe,
+        edit_record=_base_record,
+        grid_cells=len(shapes.CELL_NAMES),
+        attributes=(
+            ("shape", shapes.SHAPES),
+            ("color", tuple(shapes.COLORS)),
+            ("size", shapes.SIZES),
+        ),
+        rng_prefix=BENCHMARK_NAME,
+    ),
+    "hard": Tier(
+        name="hard",
+        version="shapes-hard-1",
+        make_triplet=hard.make_hard_triplet,
+        render=hard.render,
+        scene_key=hard.scene_key,
+        scene_to_dict=hard.scene_to_dict,
+        scene_from_dict=hard.scene_from_dict,
+        describe=hard.describe,
+        edit_record=lambda triplet: triplet.record,
+        grid_cells=hard.GRID_SIDE**2,
+        attributes=(
+            ("shape", shapes.SHAPES),
+            ("color", tuple(shapes.COLORS)),
+            ("size", hard.SIZES),
+            ("texture", hard.TEXTURES),
+        ),
+        rng_prefix="hard",
+    ),
+}
+
+
+def tier_of(out_dir: str | Path) -> Tier:
+    """The tier of a benchmark folder, from its ``benchmark.json`` (no file, or no ``tier``
+    key: the base tier)."""
+    path = Path(out_dir) / "benchmark.json"
+    name = (
+        json.loads(path.read_text(encoding="utf-8")).get("tier", "base")
+        if path.exists()
+        else "base"
+    )
+    if name not in TIERS:
+        raise ValueError(f"{path} names an unknown tier {name!r} (known: {', '.join(TIERS)})")
+    return TIERS[name]
+
+
+def _render_one(job: tuple[str, Any, int, str, int, str]) -> None:
+    path, scene, seed, split, size, tier_name = job
+    tier = TIERS[tier_name]
+    key = f"{tier.rng_prefix}:{seed}:{split}:image:{tier.scene_key(scene)}"
+    image = tier.render(scene, random.Random(key), size=size)
     # Fast settings: 100k small images; PNG stays lossless so pixels are exact.
     image.save(path, format="PNG", optimize=False, compress_level=1)
 
 
-def _render_all(jobs: Sequence[tuple[str, Scene, int, str, int]], workers: int) -> None:
+def _render_all(jobs: Sequence[tuple[str, Any, int, str, int, str]], workers: int) -> None:
     if workers <= 1 or len(jobs) < 256:
         for job in jobs:
             _render_one(job)
@@ -176,10 +268,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _annotations(
-    split: str, triplets: Iterable[Triplet]
-) -> tuple[dict[Scene, str], list[dict[str, Any]], list[dict[str, Any]]]:
+    split: str, triplets: Iterable[Any], tier: Tier
+) -> tuple[dict[Any, str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Image names (one per unique scene, named as first met), captions and edit notes."""
-    names: dict[Scene, str] = {}
+    names: dict[Any, str] = {}
     captions: list[dict[str, Any]] = []
     edits: list[dict[str, Any]] = []
     for pairid, triplet in enumerate(triplets):
@@ -205,14 +297,7 @@ def _annotations(
                 },
             }
         )
-        edits.append(
-            {
-                "pairid": pairid,
-                "op": triplet.edit.op,
-                "reference": triplet.caption.reference,
-                "template": triplet.caption.template,
-            }
-        )
+        edits.append({"pairid": pairid, **tier.edit_record(triplet)})
     return names, captions, edits
 
 
@@ -240,13 +325,18 @@ def generate_benchmark(
     num_hard_negatives: int = 4,
     workers: int = 1,
     overwrite: bool = False,
+    tier: str = "base",
 ) -> dict[str, Any]:
     """Write the benchmark under ``out_dir``; returns counts per split, images and seconds.
 
     Same arguments give byte-identical annotation files and identical images whatever
     ``workers`` is. ``phrasing_for_test="heldout"`` words the test texts with the held-out
-    templates and synonyms (same scenes and edits as with ``"train"``).
+    templates and synonyms (same scenes and edits as with ``"train"``). ``tier`` is a key of
+    ``TIERS``.
     """
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
+    chosen = TIERS[tier]
     if phrasing_for_test not in PHRASINGS:
         raise ValueError(f"phrasing_for_test must be one of {PHRASINGS}")
     counts = {"train": n_train, "val": n_val, "test": n_test}
@@ -257,13 +347,13 @@ def generate_benchmark(
     _prepare(out, overwrite)
     start = time.perf_counter()
 
-    taken: set[Scene] = set()
-    per_split: dict[str, dict[Scene, str]] = {}
+    taken: set[Any] = set()
+    per_split: dict[str, dict[Any, str]] = {}
     summary: dict[str, Any] = {"out_dir": str(out), "splits": {}}
     for split in _GENERATION_ORDER:
         excluded = frozenset(taken)
         triplets = [
-            make_triplet(
+            chosen.make_triplet(
                 seed,
                 split,
                 i,
@@ -273,7 +363,7 @@ def generate_benchmark(
             )
             for i in range(counts[split])
         ]
-        names, captions, edits = _annotations(split, triplets)
+        names, captions, edits = _annotations(split, triplets, chosen)
         taken.update(names)
         per_split[split] = names
         _write_json(out / "captions" / f"cap.{BENCHMARK_NAME}.{split}.json", captions)
@@ -284,7 +374,7 @@ def generate_benchmark(
         )
         _write_json(
             out / "scene_graphs" / f"scenes.{BENCHMARK_NAME}.{split}.json",
-            {name: scene_to_dict(scene) for scene, name in names.items()},
+            {name: chosen.scene_to_dict(scene) for scene, name in names.items()},
         )
         summary["splits"][split] = {"triplets": len(triplets), "images": len(names)}
     annotated = time.perf_counter()
@@ -293,7 +383,7 @@ def generate_benchmark(
     for split in SPLITS:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         jobs += [
-            (str(out / "images" / split / f"{name}.png"), scene, seed, split, image_size)
+            (str(out / "images" / split / f"{name}.png"), scene, seed, split, image_size, tier)
             for scene, name in per_split[split].items()
         ]
     _render_all(jobs, workers)
@@ -301,7 +391,9 @@ def generate_benchmark(
         out / "benchmark.json",
         {
             "name": BENCHMARK_NAME,
-            "version": VERSION,
+            "version": chosen.version,
+            # Only a tier other than the base one is named, so base folders stay as they were.
+            **({"tier": tier} if tier != "base" else {}),
             "seed": seed,
             "counts": counts,
             "phrasing": phrasings,
@@ -318,13 +410,15 @@ def generate_benchmark(
         "annotation_seconds": round(annotated - start, 3),
         "images_per_second": round(len(jobs) / max(end - annotated, 1e-9), 1),
     }
-    log.info("shapes benchmark written to %s: %s", out, summary)
+    log.info("shapes benchmark (%s tier) written to %s: %s", tier, out, summary)
     return summary
 
 
-def load_scene_graphs(out_dir: str | Path, split: str | None = None) -> dict[str, Scene]:
+def load_scene_graphs(out_dir: str | Path, split: str | None = None) -> dict[str, Any]:
     """``{image name: scene}`` for every image of ``split``, or of every split the folder
-    holds when ``split`` is None (image names are unique across splits)."""
+    holds when ``split`` is None (image names are unique across splits); scenes of the
+    folder's tier."""
+    scene_from_dict = tier_of(out_dir).scene_from_dict
     folder = Path(out_dir) / "scene_graphs"
     if split is None:
         paths = sorted(folder.glob(f"scenes.{BENCHMARK_NAME}.*.json"))

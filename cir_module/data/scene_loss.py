@@ -10,44 +10,77 @@ batch and to each composed query, labelled with its *target's* scene, so the fus
 told exactly what the edited scene must contain.
 
 A second, denser form reads the cells from the image *tokens* (:class:`CellTokenHead`): the
-finest pyramid scale's token grid is average-pooled onto the scene's 3x3 grid and one shared
-linear map classifies each cell. A pooled embedding is asked to carry nine objects at once and
-a probe of it read shapes at chance; local tokens only have to say what lies under them, which
-gives the image tower a per-object shape signal from the first step.
+finest pyramid scale's token grid is average-pooled onto the scene's grid (3x3 in the base
+tier, 4x4 in the hard one) and one shared linear map classifies each cell. A pooled
+embedding is asked to carry nine objects at once and a probe of it read shapes at chance;
+local tokens only have to say what lies under them, which gives the image tower a per-object
+shape signal from the first step.
 
 :class:`SceneLoss` holds both heads and weighs the two readings (weights ``embedding`` and
 ``tokens``; ``cir train --scene-loss`` and ``--token-scene-loss``). The heads are training aids
 only: they are kept in the trainer state (for ``--resume``), never in the checkpoint the
 service loads.
+
+What a cell holds comes from the benchmark's tier (:class:`SceneVocabulary`, from
+:attr:`cir_module.data.benchmark.Tier.attributes`): the base tier's shape-or-empty, colour and
+size; the hard tier adds a third size and a texture.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cir_module.data.benchmark import load_scene_graphs
-from cir_module.data.shapes import CELL_NAMES, COLORS, SHAPES, SIZES, Scene
+from cir_module.data.benchmark import TIERS, Tier, load_scene_graphs, tier_of
 from cir_module.models import CIRModel
 from cir_module.training.auxiliary import BatchStates, register_auxiliary_loss
 
-__all__ = ["CellTokenHead", "SceneHead", "SceneLabels", "SceneLoss"]
+__all__ = ["CellTokenHead", "SceneHead", "SceneLabels", "SceneLoss", "SceneVocabulary"]
 
-GRID_CELLS = len(CELL_NAMES)
-GRID_SIDE = math.isqrt(GRID_CELLS)
-IGNORE = -100  # cross_entropy's ignore_index: colour and size of an empty cell
-CLASS_SIZES = (len(SHAPES) + 1, len(COLORS), len(SIZES))  # shape-or-empty, colour, size
+IGNORE = -100  # cross_entropy's ignore_index: the other attributes of an empty cell
 
 
-def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over the three attributes of the mean cross-entropy over cells: ``logits
-    [n, 9, sum(CLASS_SIZES)]`` against ``labels [n, 9, 3]`` (colour and size of empty cells
-    ignored)."""
-    parts = logits.split(CLASS_SIZES, dim=-1)
+@dataclass(frozen=True)
+class SceneVocabulary:
+    """What a scene head classifies per cell: the number of cells and each attribute's values.
+    The first attribute gets one more class, 0, for an empty cell."""
+
+    cells: int
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def of(cls, tier: Tier) -> SceneVocabulary:
+        return cls(tier.grid_cells, tier.attributes)
+
+    @property
+    def side(self) -> int:
+        """The grid's side (cells are a square grid in reading order)."""
+        return math.isqrt(self.cells)
+
+    @property
+    def class_sizes(self) -> tuple[int, ...]:
+        """Classes per attribute: the first one's values plus empty, then the others'."""
+        sizes = [len(values) for _, values in self.attributes]
+        return (sizes[0] + 1, *sizes[1:])
+
+
+BASE = SceneVocabulary.of(TIERS["base"])
+# The base tier's, kept as module names for scripts that probe the shipped model.
+GRID_CELLS, GRID_SIDE, CLASS_SIZES = BASE.cells, BASE.side, BASE.class_sizes
+
+
+def cell_loss(
+    logits: torch.Tensor, labels: torch.Tensor, class_sizes: tuple[int, ...] = CLASS_SIZES
+) -> torch.Tensor:
+    """Sum over the attributes of the mean cross-entropy over cells: ``logits
+    [n, cells, sum(class_sizes)]`` against ``labels [n, cells, len(class_sizes)]`` (the other
+    attributes of empty cells ignored)."""
+    parts = logits.split(tuple(class_sizes), dim=-1)
     labels = labels.to(logits.device)
     return sum(
         F.cross_entropy(part.reshape(-1, part.shape[-1]), labels[..., i].reshape(-1))
@@ -56,75 +89,82 @@ def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class SceneLabels:
-    """Per-cell class labels ``[cells, 3]`` (shape or empty, colour, size) per image name."""
+    """Per-cell class labels ``[cells, attributes]`` (e.g. shape or empty, colour, size) per
+    image name."""
 
-    def __init__(self, scenes: dict[str, Scene]) -> None:
-        self._rows = {name: self.encode(scene) for name, scene in scenes.items()}
+    def __init__(self, scenes: dict, vocabulary: SceneVocabulary = BASE) -> None:
+        self.vocabulary = vocabulary
+        self._rows = {name: self.encode(scene, vocabulary) for name, scene in scenes.items()}
 
     @classmethod
     def load(cls, root: str, split: str) -> SceneLabels:
-        """The labels of one split of the synthetic benchmark (its scene-graph file)."""
-        return cls(load_scene_graphs(root, split))
+        """The labels of one split of the synthetic benchmark (its scene-graph file), in the
+        vocabulary of the folder's tier."""
+        return cls(load_scene_graphs(root, split), SceneVocabulary.of(tier_of(root)))
 
     @staticmethod
-    def encode(scene: Scene) -> torch.Tensor:
-        """``[9, 3]`` long: shape index + 1 (0 = empty), colour and size indices (ignored
-        where the cell is empty)."""
-        rows = torch.tensor([[0, IGNORE, IGNORE]] * GRID_CELLS)
-        colors = list(COLORS)
+    def encode(scene, vocabulary: SceneVocabulary = BASE) -> torch.Tensor:
+        """``[cells, attributes]`` long: the first attribute's index + 1 (0 = empty), the
+        others' indices (ignored where the cell is empty)."""
+        attributes = vocabulary.attributes
+        rows = torch.tensor([[0] + [IGNORE] * (len(attributes) - 1)] * vocabulary.cells)
         for obj in scene:
-            rows[obj.cell] = torch.tensor(
-                [SHAPES.index(obj.shape) + 1, colors.index(obj.color), SIZES.index(obj.size)]
-            )
+            index = [values.index(getattr(obj, name)) for name, values in attributes]
+            rows[obj.cell] = torch.tensor([index[0] + 1, *index[1:]])
         return rows
 
     def __call__(self, names: list[str]) -> torch.Tensor:
-        """``[len(names), 9, 3]`` labels for the named images."""
+        """``[len(names), cells, attributes]`` labels for the named images."""
         return torch.stack([self._rows[n] for n in names])
 
 
 class SceneHead(nn.Module):
-    """An MLP from a unit embedding to every cell's shape-or-empty, colour and size logits."""
+    """An MLP from a unit embedding to every cell's logits (shape-or-empty, colour, size...)."""
 
-    def __init__(self, dim: int, hidden: int = 256) -> None:
+    def __init__(self, dim: int, hidden: int = 256, vocabulary: SceneVocabulary = BASE) -> None:
         super().__init__()
+        self.vocabulary = vocabulary
         # Unit embeddings have coordinates near 1/sqrt(dim): the LayerNorm rescales them so
         # that the head learns at the trunk's learning rate.
         self.mlp = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Linear(dim, hidden),
             nn.GELU(),
-            nn.Linear(hidden, GRID_CELLS * sum(CLASS_SIZES)),
+            nn.Linear(hidden, vocabulary.cells * sum(vocabulary.class_sizes)),
         )
 
     def loss(self, embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over cells of ``embeds [n, dim]`` against ``labels [n, 9, 3]``
-        (shape-or-empty, then colour and size of the occupied cells)."""
-        return cell_loss(self.mlp(embeds).reshape(-1, GRID_CELLS, sum(CLASS_SIZES)), labels)
+        """Mean cross-entropy over cells of ``embeds [n, dim]`` against ``labels [n, cells,
+        attributes]`` (shape-or-empty, then the other attributes of the occupied cells)."""
+        sizes = self.vocabulary.class_sizes
+        logits = self.mlp(embeds).reshape(-1, self.vocabulary.cells, sum(sizes))
+        return cell_loss(logits, labels, sizes)
 
 
 class CellTokenHead(nn.Module):
     """Every cell's logits from a square grid of image tokens ``[n, side * side, hidden]``:
-    the grid is average-pooled onto the 3x3 scene grid (cells overlap where the side is not
-    a multiple of 3) and one linear map, shared by the cells, classifies each."""
+    the grid is average-pooled onto the scene grid (cells overlap where the token side is not
+    a multiple of the grid's) and one linear map, shared by the cells, classifies each."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, vocabulary: SceneVocabulary = BASE) -> None:
         super().__init__()
-        self.classify = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, sum(CLASS_SIZES)))
+        self.vocabulary = vocabulary
+        classes = sum(vocabulary.class_sizes)
+        self.classify = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, classes))
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[n, side * side, hidden]`` -> ``[n, 9, sum(CLASS_SIZES)]``, cells in reading order."""
+        """``[n, side * side, hidden]`` -> ``[n, cells, classes]``, cells in reading order."""
         n, count, hidden = tokens.shape
         side = math.isqrt(count)
         if side * side != count:
             raise ValueError(f"{count} tokens do not form a square grid")
         grid = tokens.transpose(1, 2).reshape(n, hidden, side, side)
-        cells = F.adaptive_avg_pool2d(grid, GRID_SIDE).flatten(2).transpose(1, 2)
+        cells = F.adaptive_avg_pool2d(grid, self.vocabulary.side).flatten(2).transpose(1, 2)
         return self.classify(cells)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """:func:`cell_loss` of the tokens' cell logits against ``labels [n, 9, 3]``."""
-        return cell_loss(self.logits(tokens), labels)
+        """:func:`cell_loss` of the tokens' cell logits against ``labels [n, cells, attrs]``."""
+        return cell_loss(self.logits(tokens), labels, self.vocabulary.class_sizes)
 
 
 class SceneLoss:
@@ -144,10 +184,12 @@ class SceneLoss:
         self.weight = weights.get("embedding", 0.0)
         self.token_weight = weights.get("tokens", 0.0)
         self.labels = SceneLabels.load(data, split)
+        vocabulary = self.labels.vocabulary
+        hidden = model.image_encoder.vision.embeddings.embed_dim
         # The keys are those of trainer_state.pt since the heads were added.
         self.heads: dict[str, nn.Module] = {
-            "scene_head": SceneHead(model.dim),
-            "token_head": CellTokenHead(model.image_encoder.vision.embeddings.embed_dim),
+            "scene_head": SceneHead(model.dim, vocabulary=vocabulary),
+            "token_head": CellTokenHead(hidden, vocabulary),
         }
 
     def __call__(self, states: BatchStates) -> torch.Tensor:

@@ -35,6 +35,9 @@ from cir_module.data.hard.edits import random_hard_edit
 from cir_module.data.hard.phrasing import PHRASINGS, HardCaption, phrase_hard_edit
 from cir_module.data.hard.scenes import (
     EDIT_KINDS,
+    GRID_SIDE,
+    SIZES,
+    TEXTURES,
     HardEdit,
     HardObject,
     HardScene,
@@ -57,8 +60,11 @@ from cir_module.data.hard.triplets import (
 
 __all__ = [
     "EDIT_KINDS",
+    "GRID_SIDE",
     "NEGATIVE_KINDS",
     "PHRASINGS",
+    "SIZES",
+    "TEXTURES",
     "HardCaption",
     "HardEdit",
     "HardNegative",
