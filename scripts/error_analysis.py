@@ -11,15 +11,14 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cir_module.data.benchmark import BENCHMARK_NAME, load_scene_graphs
-from cir_module.data.shapes import ATTRIBUTES, Scene
+from cir_module.data.benchmark import BENCHMARK_NAME, load_scene_graphs, tier_of
 from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
 from cir_module.models import load_model
 
 
-def scene_difference(target: Scene, found: Scene) -> tuple[str, ...]:
+def scene_difference(target, found, attributes: tuple[str, ...]) -> tuple[str, ...]:
     """What ``found`` changes relative to ``target``, one entry per cell: ``missing``
-    (an object of the target is absent), ``extra``, or the attributes that differ."""
+    (an object of the target is absent), ``extra``, or which of ``attributes`` differ."""
     a = {o.cell: o for o in target}
     b = {o.cell: o for o in found}
     diff: list[str] = []
@@ -29,7 +28,7 @@ def scene_difference(target: Scene, found: Scene) -> tuple[str, ...]:
         elif cell not in a:
             diff.append("extra")
         else:
-            diff += [k for k in ATTRIBUTES[1:] if getattr(a[cell], k) != getattr(b[cell], k)]
+            diff += [k for k in attributes if getattr(a[cell], k) != getattr(b[cell], k)]
     return tuple(sorted(diff))
 
 
@@ -45,6 +44,7 @@ def main() -> None:
         (Path(args.data) / "edits" / f"edits.{BENCHMARK_NAME}.{args.split}.json").read_text()
     )
     scenes = load_scene_graphs(args.data, args.split)
+    attributes = tuple(name for name, _ in tier_of(args.data).attributes)
 
     hits: dict[str, list[bool]] = defaultdict(list)
     misses: Counter[tuple[str, ...]] = Counter()
@@ -52,11 +52,11 @@ def main() -> None:
         hit = ranking[0] == triplet.target
         hits[edit["op"]].append(hit)
         if not hit:
-            misses[scene_difference(scenes[triplet.target], scenes[ranking[0]])] += 1
+            misses[scene_difference(scenes[triplet.target], scenes[ranking[0]], attributes)] += 1
 
     print(f"R@1 {100 * result.metrics['R@1']:.1f} over {len(split.triplets)} queries")
     for op, values in sorted(hits.items()):
-        print(f"  {op:<8} {len(values):>4} queries  R@1 {100 * sum(values) / len(values):.1f}")
+        print(f"  {op:<20} {len(values):>4} queries  R@1 {100 * sum(values) / len(values):.1f}")
     print(f"wrong top-1 vs target ({sum(misses.values())} misses):")
     for diff, count in misses.most_common(8):
         print(f"  {count:>4}  {' + '.join(diff) or 'same scene'}")
