@@ -176,7 +176,6 @@ class Tier:
     scene_key: Callable[[Any], str]
     scene_to_dict: Callable[[Any], list[dict[str, Any]]]
     scene_from_dict: Callable[[Any], Any]
-    describe: Callable[[Any], str]
     edit_record: Callable[[Any], dict[str, Any]]
     grid_cells: int
     attributes: tuple[tuple[str, tuple[str, ...]], ...]
@@ -193,7 +192,6 @@ TIERS: dict[str, Tier] = {
         scene_key=shapes.scene_key,
         scene_to_dict=shapes.scene_to_dict,
         scene_from_dict=shapes.scene_from_dict,
-        describe=shapes.describe,
         edit_record=_base_record,
         grid_cells=len(shapes.CELL_NAMES),
         attributes=(
@@ -211,7 +209,6 @@ TIERS: dict[str, Tier] = {
         scene_key=hard.scene_key,
         scene_to_dict=hard.scene_to_dict,
         scene_from_dict=hard.scene_from_dict,
-        describe=hard.describe,
         edit_record=lambda triplet: triplet.record,
         grid_cells=hard.GRID_SIDE**2,
         attributes=(
