@@ -57,6 +57,7 @@ def test_hard_tier_is_deterministic_and_names_its_tier(hard_bench, tmp_path):
     assert digest(tmp_path / "other") != digest(hard_bench)
     meta = json.loads((hard_bench / "benchmark.json").read_text())
     assert meta["tier"] == "hard" and meta["version"] == TIERS["hard"].version
+    assert meta["num_hard_negatives"] == 4 and meta["gallery_negatives"] == 1
     assert tier_of(hard_bench) is TIERS["hard"]
 
 
@@ -68,10 +69,12 @@ def test_hard_tier_annotations_scene_graphs_and_edit_records(hard_bench):
         assert len(captions) == len(edits) == SMALL[f"n_{split}"]
         for caption, edit in zip(captions, edits, strict=True):
             assert edit["pairid"] == caption["pairid"] and edit["op"] in EDIT_KINDS
+            # Training groups carry 4 hard negatives; val/test galleries the tier's one each
+            # (each undoes one requested change, or is a single-attribute filler).
+            negatives = 4 if split == "train" else TIERS["hard"].gallery_negatives
             members = caption["img_set"]["members"]
-            assert len(members) == 6 and caption["target_hard"] in members
-            # Each hard negative undoes one requested change (or is a single-attribute filler).
-            assert len(edit["negatives"]) == 4
+            assert len(members) == 2 + negatives and caption["target_hard"] in members
+            assert len(edit["negatives"]) == negatives
             target = scenes[caption["target_hard"]]
             assert all(isinstance(o, HardObject) for o in target)
             assert scenes[caption["reference"]] != target

@@ -362,6 +362,19 @@ def test_deterministic_from_the_arguments(triplets: list[HardTriplet]) -> None:
     assert len(make_hard_triplet(0, "train", 5, num_hard_negatives=2).negatives) == 2
 
 
+def test_one_gallery_negative_is_the_first_of_four(triplets: list[HardTriplet]) -> None:
+    # The evaluation splits draw one hard negative: the same triplet, with the negative that
+    # four would have started with (the first requested change undone or done wrong), unless
+    # the four could not all be found and the item moved to a later attempt.
+    ones = [make_hard_triplet(0, "train", i, num_hard_negatives=1) for i in range(40)]
+    same = [(a, b) for a, b in zip(triplets[:40], ones, strict=True) if a.reference == b.reference]
+    assert len(same) >= 38
+    for four, one in same:
+        assert (one.edit, one.caption, one.target) == (four.edit, four.caption, four.target)
+        assert one.negatives == four.negatives[:1]
+        assert one.negative_notes[0].clause == 0
+
+
 def test_edit_record_is_json(triplets: list[HardTriplet]) -> None:
     for t in triplets[:50]:
         record = json.loads(json.dumps(t.record))

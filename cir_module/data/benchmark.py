@@ -17,9 +17,10 @@ talks about). A split's gallery is all of its images; identical scenes share one
 Tiers (``tier``, one :class:`Tier` each in ``TIERS``): ``base`` is the benchmark above (3x3
 grid, one edit per text); ``hard`` (:mod:`cir_module.data.hard`) draws 3-8 textured objects on a
 4x4 grid and edits that need composition and reasoning, each hard negative undoing exactly one
-requested change. The writer, the file layout and the determinism rules are the same; a hard
-folder's ``benchmark.json`` names its tier, and readers (:func:`load_scene_graphs`,
-:func:`tier_of`) follow it. A base folder is byte-identical to what this generator wrote before
+requested change; its val and test galleries hold one hard negative per target (training
+groups keep four; ``Tier.gallery_negatives``). The writer, the file layout and the determinism
+rules are the same; a hard folder's ``benchmark.json`` names its tier, and readers
+(:func:`load_scene_graphs`, :func:`tier_of`) follow it. A base folder is byte-identical to what this generator wrote before
 tiers existed (its ``benchmark.json`` has no ``tier`` key).
 
 Determinism: item ``i`` of a split is drawn from its own ``random.Random`` seeded by
@@ -181,6 +182,9 @@ class Tier:
     attributes: tuple[tuple[str, tuple[str, ...]], ...]
     # Seeds each image's pixels; the base tier's is the benchmark's name, as before tiers.
     rng_prefix: str
+    # Hard negatives per val/test triplet, when fewer than the training split's: what the
+    # evaluation gallery holds beside each target. None: as many as in training.
+    gallery_negatives: int | None = None
 
 
 TIERS: dict[str, Tier] = {
@@ -218,6 +222,11 @@ TIERS: dict[str, Tier] = {
             ("texture", hard.TEXTURES),
         ),
         rng_prefix="hard",
+        # With all four, the recipe's first stage sits near chance inside a query's image set
+        # (R@1 25.5, Rsubset@1 32.8 of 20 by chance; docs/results.md). One hard negative in
+        # the gallery leaves that pairwise choice, the room a reranker is measured on; training
+        # keeps four, so the loss still sees every kind of wrong answer.
+        gallery_negatives=1,
     ),
 }
 
@@ -329,7 +338,8 @@ def generate_benchmark(
     Same arguments give byte-identical annotation files and identical images whatever
     ``workers`` is. ``phrasing_for_test="heldout"`` words the test texts with the held-out
     templates and synonyms (same scenes and edits as with ``"train"``). ``tier`` is a key of
-    ``TIERS``.
+    ``TIERS``. ``num_hard_negatives`` is per training triplet; val and test triplets get fewer
+    where the tier's ``gallery_negatives`` says so (recorded in ``benchmark.json``).
     """
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
@@ -344,6 +354,9 @@ def generate_benchmark(
     _prepare(out, overwrite)
     start = time.perf_counter()
 
+    negatives = {split: num_hard_negatives for split in SPLITS}
+    if chosen.gallery_negatives is not None:
+        negatives["val"] = negatives["test"] = min(num_hard_negatives, chosen.gallery_negatives)
     taken: set[Any] = set()
     per_split: dict[str, dict[Any, str]] = {}
     summary: dict[str, Any] = {"out_dir": str(out), "splits": {}}
@@ -355,7 +368,7 @@ def generate_benchmark(
                 split,
                 i,
                 phrasing=phrasings[split],
-                num_hard_negatives=num_hard_negatives,
+                num_hard_negatives=negatives[split],
                 excluded=excluded,
             )
             for i in range(counts[split])
@@ -396,6 +409,12 @@ def generate_benchmark(
             "phrasing": phrasings,
             "image_size": image_size,
             "num_hard_negatives": num_hard_negatives,
+            # Only where val/test hold fewer than train, so base folders stay as they were.
+            **(
+                {"gallery_negatives": negatives["test"]}
+                if negatives["test"] != num_hard_negatives
+                else {}
+            ),
             "num_images": {s: len(per_split[s]) for s in SPLITS},
         },
     )
