@@ -20,8 +20,8 @@ grid, one edit per text); ``hard`` (:mod:`cir_module.data.hard`) draws 3-8 textu
 requested change; its val and test galleries hold one hard negative per target (training
 groups keep four; ``Tier.gallery_negatives``). The writer, the file layout and the determinism
 rules are the same; a hard folder's ``benchmark.json`` names its tier, and readers
-(:func:`load_scene_graphs`, :func:`tier_of`) follow it. A base folder is byte-identical to what this generator wrote before
-tiers existed (its ``benchmark.json`` has no ``tier`` key).
+(:func:`load_scene_graphs`, :func:`tier_of`) follow it. A base folder is byte-identical to what
+this generator wrote before tiers existed (its ``benchmark.json`` has no ``tier`` key).
 
 Determinism: item ``i`` of a split is drawn from its own ``random.Random`` seeded by
 (seed, split, i, attempt), and an image's pixels from (seed, split, scene), so nothing depends
