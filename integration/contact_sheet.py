@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 __all__ = [
+    "HTML_SIDE",
     "SHEET_FORMATS",
     "SheetLayout",
     "SheetTile",

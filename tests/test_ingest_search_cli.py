@@ -26,7 +26,14 @@ from weaviate.classes.query import Filter, MetadataQuery, Rerank
 from cir_module import compose_query
 from cir_module.cli import main
 from cir_module.images import ImageLimits, decode_base64_image
-from integration.contact_sheet import SheetLayout, SheetTile, render_html, render_png, thumbnail
+from integration.contact_sheet import (
+    HTML_SIDE,
+    SheetLayout,
+    SheetTile,
+    render_html,
+    render_png,
+    thumbnail,
+)
 from integration.folder_ingest import (
     content_uuid,
     image_problem,
@@ -161,7 +168,7 @@ def test_titles_and_content_uuids():
     assert content_uuid(b"abc") == content_uuid(b"abc") != content_uuid(b"abd")
 
 
-def test_png_sheet_places_each_picture_in_its_tile(photos):
+def test_png_sheet_places_each_picture_in_its_tile():
     names = ["astronaut", "coffee", "rocket", "chelsea"]
     tiles = [SheetTile(_photo(n), (n, "second line", "a" * 200)) for n in names]
     layout = SheetLayout(len(tiles), columns=3)
@@ -179,6 +186,8 @@ def test_html_sheet_embeds_one_image_per_tile():
     images = _html_images(page)
     assert [alt for alt, _ in images] == ["coffee", "rocket"]
     assert all(image.format == "JPEG" for _, image in images)
+    pictures = {n: _photo(n) for n in ("astronaut", "coffee", "rocket")}
+    assert [_closest_picture(image, pictures) for _, image in images] == ["coffee", "rocket"]
     assert "&lt;coffee&gt;" in page and "<coffee>" not in page
 
 
@@ -342,7 +351,10 @@ def test_reranked_search_and_html_sheet(capsys, ingested, weaviate_server, photo
 
     images = _html_images(sheet.read_text())
     assert [alt for alt, _ in images] == [reference.name, *(h[3] for h in hits)]
-    assert all(image.size[0] > 0 for _, image in images)
+    # Each embedded picture is the file it names: the closest of all the photos.
+    candidates = {str(photos / r): _decoded(photos / r) for r in PHOTOS}
+    for path, (_, image) in zip([str(reference), *(h[3] for h in hits)], images, strict=True):
+        assert _closest_picture(image, candidates) == path
 
 
 @pytest.mark.integration
@@ -444,8 +456,8 @@ def test_up_serves_until_sigterm_and_keeps_its_data(tiny_checkpoint, photos, tmp
 
 
 class _standing:
-    """``cir up`` as a child process, entered once it printed its ready line; killed on the
-    way out if a test left it running."""
+    """``cir up`` as a child process, entered once it printed its ready line; stopped on the
+    way out if a test left it running (SIGTERM, so that it stops its own children)."""
 
     def __init__(self, command: list[str]) -> None:
         self.command = command
@@ -468,13 +480,20 @@ class _standing:
             printed.append(line)
             if line.startswith("ready"):
                 return self.process, "".join(printed)
-        self.process.kill()
+        self._stop()
         raise AssertionError(f"cir up never became ready: {''.join(printed)}")
 
     def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # last resort: its children may outlive it
+                self.process.kill()
+                self.process.wait()
 
 
 def _children(pid: int) -> list[int]:
@@ -513,6 +532,19 @@ def _closest_tile(
         top = (layout.side - picture.height) // 2
         region = square[top : top + picture.height, left : left + picture.width]
         return float(np.abs(region - np.asarray(picture, dtype=float)).mean())
+
+    return min(candidates, key=distance)
+
+
+def _closest_picture(image: Image.Image, candidates: dict[str, Image.Image]) -> str:
+    """Which of ``candidates`` an HTML sheet's (JPEG) thumbnail ``image`` shows."""
+    seen = np.asarray(image.convert("RGB"), dtype=float)
+
+    def distance(name: str) -> float:
+        picture = thumbnail(candidates[name], HTML_SIDE)
+        if picture.size != image.size:
+            return float("inf")
+        return float(np.abs(seen - np.asarray(picture, dtype=float)).mean())
 
     return min(candidates, key=distance)
 
