@@ -256,6 +256,31 @@ def test_a_partial_run_is_continued_by_the_next(client, photos, name):
     assert len(collection) == len(PHOTOS)
 
 
+@pytest.mark.integration
+def test_what_weaviate_refuses_is_listed_per_file_with_its_message(
+    capsys, monkeypatch, client, weaviate_server, photos, name, tmp_path
+):
+    """A file the local check lets through (its limits read from CIR_* here, looser than the
+    running service's) but the service refuses: Weaviate's failed object, named by file."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "coffee.jpg").write_bytes((photos / "food/coffee.jpg").read_bytes())
+    (folder / "wide.png").write_bytes(_encode(Image.new("RGB", (2100, 100), "teal"), "PNG"))
+    monkeypatch.setenv("CIR_MAX_ASPECT_RATIO", "1000")
+    code, out = _run(capsys, ["ingest", str(folder), "--collection", name,
+                              *_address(weaviate_server)])  # fmt: skip
+    assert code == 1, out
+    assert "1 added, 0 already stored, 0 skipped, 1 failed" in out
+    failed = out[out.index("failed:\n") :].splitlines()[1:]
+    assert len(failed) == 1 and failed[0].startswith("  wide.png: ")
+    assert "aspect ratio" in failed[0]
+    assert len(client.collections.get(name)) == 1
+    # Nothing is stored for it, so the next run sends it again (and reports it again).
+    code, again = _run(capsys, ["ingest", str(folder), "--collection", name,
+                                *_address(weaviate_server)])  # fmt: skip
+    assert code == 1 and "0 added, 1 already stored, 0 skipped, 1 failed" in again
+
+
 def _search_lines(out: str) -> list[tuple[int, float, float | None, str]]:
     """(rank, distance, rerank score or None, path) of each printed result line."""
     hits = []
