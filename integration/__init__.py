@@ -8,11 +8,15 @@ benchmarks) do.
 | ``weaviate_server`` | the pinned Weaviate, built once with ``go install``, run on 127.0.0.1 |
 | ``service_process`` | ``cir serve`` as a child process |
 | ``stack`` | both, started in order: the embedded default (``local_stack``, ``connect``) |
+| ``up`` | ``cir up``: that stack kept running until Ctrl-C or SIGTERM |
 | ``schema`` | a collection whose ``blob`` image our service vectorises |
 | ``ingest`` | batch ingestion checked through ``failed_objects``, safe to re-run |
+| ``folder_ingest`` | ``cir ingest``: a folder of image files, UUIDs from content, resumable |
+| ``search`` | ``cir search``: one composed query, the reference left out |
+| ``contact_sheet`` | a reference and its results as one PNG or one HTML page |
 | ``demo`` | ``cir demo``: a sample gallery and composed queries from the v4 client |
-| ``evaluate`` | ``cir eval --weaviate``: recall of composed ``nearText`` queries |
-| ``rerank_eval`` | the reranking ablation through Weaviate's ``rerank`` |
+| ``evaluate`` | ``cir eval --weaviate``: recall of composed ``nearText`` queries, and the
+  reranking ablation through Weaviate's ``rerank`` |
 | ``enrich``, ``enrich_ray`` | ``cir enrich``: captions written back, in-process or on Ray Data |
 
 The names below are imported on first use, so that ``integration.processes`` (say) can be
@@ -29,13 +33,15 @@ if TYPE_CHECKING:
     from integration.demo import run_demo
     from integration.enrich import enrich_collection
     from integration.enrich_ray import enrich_collection_ray
-    from integration.evaluate import evaluate_through_weaviate
+    from integration.evaluate import evaluate_through_weaviate, weaviate_rerank_run
+    from integration.folder_ingest import ingest_folder
     from integration.ingest import ingest_objects
     from integration.processes import ProcessFailed
-    from integration.rerank_eval import weaviate_rerank_run
     from integration.schema import create_image_collection
+    from integration.search import composed_search
     from integration.service_process import ServiceProcess
-    from integration.stack import LocalStack, connect, local_stack
+    from integration.stack import LocalStack, connect, connect_to_url, local_stack
+    from integration.up import stand_up
     from integration.weaviate_server import WEAVIATE_VERSION, WeaviateServer, install_weaviate
 
 __all__ = [
@@ -44,15 +50,19 @@ __all__ = [
     "ProcessFailed",
     "ServiceProcess",
     "WeaviateServer",
+    "composed_search",
     "connect",
+    "connect_to_url",
     "create_image_collection",
     "enrich_collection",
     "enrich_collection_ray",
     "evaluate_through_weaviate",
+    "ingest_folder",
     "ingest_objects",
     "install_weaviate",
     "local_stack",
     "run_demo",
+    "stand_up",
     "weaviate_rerank_run",
 ]
 
@@ -63,12 +73,17 @@ __getattr__, __dir__ = lazy_exports(
         "enrich_collection": "integration.enrich",
         "enrich_collection_ray": "integration.enrich_ray",
         "evaluate_through_weaviate": "integration.evaluate",
+        "ingest_folder": "integration.folder_ingest",
         "ingest_objects": "integration.ingest",
         "ProcessFailed": "integration.processes",
-        "weaviate_rerank_run": "integration.rerank_eval",
+        "weaviate_rerank_run": "integration.evaluate",
         "create_image_collection": "integration.schema",
+        "composed_search": "integration.search",
+        "stand_up": "integration.up",
         "ServiceProcess": "integration.service_process",
-        **dict.fromkeys(("LocalStack", "connect", "local_stack"), "integration.stack"),
+        **dict.fromkeys(
+            ("LocalStack", "connect", "connect_to_url", "local_stack"), "integration.stack"
+        ),
         **dict.fromkeys(
             ("WEAVIATE_VERSION", "WeaviateServer", "install_weaviate"),
             "integration.weaviate_server",

@@ -84,6 +84,11 @@ class ManagedProcess:
             raise
 
     @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited (``cir up`` watches this)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def pid(self) -> int | None:
         """The process id while started (for memory readings and fault injection)."""
         return self._process.pid if self._process is not None else None

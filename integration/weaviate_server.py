@@ -56,7 +56,9 @@ class WeaviateServer(ManagedProcess):
     """One Weaviate process on 127.0.0.1 with free ports; a context manager.
 
     ``clip_url`` and ``reranker_url`` are the origins of the inference service, e.g.
-    ``http://127.0.0.1:8081``. Extra environment variables go in ``env``.
+    ``http://127.0.0.1:8081``. Extra environment variables go in ``env``. ``http_port`` and
+    ``grpc_port`` default to free ports; a standing stack (``cir up``) fixes them so that
+    clients find it where ``connect_to_local`` looks.
     """
 
     def __init__(
@@ -68,13 +70,15 @@ class WeaviateServer(ManagedProcess):
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 180.0,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
     ) -> None:
         super().__init__()
         self.version = version
         self.clip_url = clip_url
         self.reranker_url = reranker_url or clip_url
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
         self._own_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="weaviate-data-"))
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"

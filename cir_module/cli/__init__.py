@@ -14,17 +14,33 @@ from cir_module.cli import (
     demo,
     enrich,
     evaluate,
+    ingest,
     models,
     rerank,
+    search,
     serve,
     train,
+    up,
     weaviate_install,
 )
 
 __all__ = ["build_parser", "main"]
 
 # In the order ``cir --help`` lists them.
-VERB_GROUPS = (serve, models, demo, train, evaluate, data, rerank, enrich, weaviate_install)
+VERB_GROUPS = (
+    serve,
+    models,
+    demo,
+    up,
+    ingest,
+    search,
+    train,
+    evaluate,
+    data,
+    rerank,
+    enrich,
+    weaviate_install,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

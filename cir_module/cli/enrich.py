@@ -8,14 +8,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from cir_module.cli.options import add_enhance, add_scene_graph_noise
+from cir_module.cli.options import add_captioner, add_enhance, add_scene_graph_noise
 
 if TYPE_CHECKING:
     from cir_module.data.captions import SceneGraphCaptioner
     from cir_module.enrich import Captioner
     from integration.enrich import EnrichReport
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "captioner_from_args"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,14 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--host", default="127.0.0.1")
     en.add_argument("--port", type=int, default=8080)
     en.add_argument("--grpc-port", type=int, default=50051)
-    en.add_argument(
-        "--captioner", choices=["scene-graph", "transformers", "openai"], default="scene-graph"
-    )
-    en.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
-    en.add_argument("--model", help="transformers: checkpoint; openai: the served model name")
-    en.add_argument("--url", help="openai: base URL of a chat-completions endpoint (.../v1)")
-    en.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
-    add_scene_graph_noise(en)
+    add_captioner(en)
     en.add_argument("--image-property", default="image")
     en.add_argument("--caption-property", default="caption")
     # The Ray job keeps no cursor (its batches come back out of order): a rerun resumes by
@@ -81,7 +74,9 @@ def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
     )
 
 
-def _captioner(args: argparse.Namespace) -> Captioner:
+def captioner_from_args(args: argparse.Namespace) -> Captioner:
+    """The captioner the flags of :func:`~cir_module.cli.options.add_captioner` name (and
+    ``--batch-size`` for a local model); exits with a message when one is missing."""
     from cir_module.enrich import ChatCaptioner, OpenAIChat, TransformersChat
 
     if args.captioner == "scene-graph":
@@ -108,7 +103,7 @@ def _enrich(args: argparse.Namespace) -> None:
 
     from integration.enrich import enrich_collection
 
-    captioner = _captioner(args)
+    captioner = captioner_from_args(args)
     with weaviate.connect_to_local(
         host=args.host, port=args.port, grpc_port=args.grpc_port, skip_init_checks=True
     ) as client:
@@ -140,7 +135,7 @@ def _enrich_on_ray(args: argparse.Namespace, collection, captioner_id: str) -> E
 
     ray.init(address=args.ray_address, ignore_reinit_error=True, include_dashboard=False)
     # Each actor builds its own captioner from the same arguments.
-    factory = functools.partial(_captioner, args)
+    factory = functools.partial(captioner_from_args, args)
     return enrich_collection_ray(
         collection,
         factory,

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["add_dataset_name", "add_enhance", "add_scene_graph_noise"]
+if TYPE_CHECKING:
+    from weaviate import WeaviateClient
+
+__all__ = [
+    "add_captioner",
+    "add_dataset_name",
+    "add_enhance",
+    "add_scene_graph_noise",
+    "add_weaviate_address",
+    "connect_weaviate",
+]
 
 
 def add_dataset_name(parser: argparse.ArgumentParser) -> None:
@@ -30,3 +42,46 @@ def add_scene_graph_noise(parser: argparse.ArgumentParser) -> None:
         "--wrong", type=float, default=0.0, help="scene-graph noise: wrong attribute"
     )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def add_captioner(parser: argparse.ArgumentParser, default: str = "scene-graph") -> None:
+    """The captioner of RAR enrichment (``cir enrich``, ``cir ingest --enrich``) and what
+    each kind needs: benchmark data, a model, an endpoint."""
+    parser.add_argument(
+        "--captioner", choices=["scene-graph", "transformers", "openai"], default=default
+    )
+    parser.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
+    parser.add_argument("--model", help="transformers: checkpoint; openai: the served model name")
+    parser.add_argument("--url", help="openai: base URL of a chat-completions endpoint (.../v1)")
+    parser.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
+    add_scene_graph_noise(parser)
+
+
+def add_weaviate_address(parser: argparse.ArgumentParser) -> None:
+    """``--weaviate URL`` and ``--grpc-port``: the Weaviate to talk to (default: where
+    ``cir up`` and ``connect_to_local`` put it)."""
+    parser.add_argument(
+        "--weaviate",
+        default="http://127.0.0.1:8080",
+        metavar="URL",
+        help="Weaviate's REST address (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=50051, help="Weaviate's gRPC port on the same host"
+    )
+
+
+def connect_weaviate(args: argparse.Namespace, verb: str) -> WeaviateClient:
+    """A client for the Weaviate that :func:`add_weaviate_address`'s flags name; exits with
+    one line saying so when nothing answers there."""
+    from weaviate.exceptions import WeaviateStartUpError
+
+    from integration.stack import connect_to_url
+
+    try:
+        return connect_to_url(args.weaviate, args.grpc_port)
+    except (WeaviateStartUpError, ValueError) as exc:
+        sys.exit(
+            f"cir {verb}: cannot use Weaviate at {args.weaviate} (gRPC port {args.grpc_port}); "
+            f"is `cir up` running? ({exc})"
+        )
