@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,10 @@ from tqdm.auto import tqdm
 from weaviate import WeaviateClient
 from weaviate.classes.config import DataType
 from weaviate.collections import Collection
-from weaviate.util import generate_uuid5
 
 from cir_module.errors import InputError
 from cir_module.images import ImageLimits, decode_probed, image_signature, probe_base64_image
-from integration.ingest import ingest_objects
+from integration.ingest import ingest_objects, object_uuid
 from integration.schema import create_image_collection
 
 __all__ = [
@@ -89,9 +89,8 @@ def content_key(data: bytes) -> str:
 
 def content_uuid(data: bytes) -> str:
     """The UUID of the object holding the image ``data`` (as :func:`ingest_folder` writes
-    it): ``generate_uuid5`` of :func:`content_key`, the same derivation as
-    ``integration.ingest.ingest_objects``."""
-    return str(generate_uuid5(content_key(data)))
+    it): :func:`~integration.ingest.object_uuid` of :func:`content_key`."""
+    return object_uuid(content_key(data))
 
 
 def title_from_filename(path: str | Path) -> str:
@@ -158,11 +157,16 @@ class _File:
 
     @property
     def uuid(self) -> str:
-        return str(generate_uuid5(self.key))
+        return object_uuid(self.key)
+
+    @cached_property
+    def encoded(self) -> str:
+        """The bytes in base64, as checked and as sent (encoded once)."""
+        return base64.b64encode(self.data).decode("ascii")
 
     def properties(self) -> dict[str, str]:
         return {
-            "image": base64.b64encode(self.data).decode("ascii"),
+            "image": self.encoded,
             "path": str(self.path),
             "title": title_from_filename(self.path),
         }
@@ -209,7 +213,7 @@ def ingest_folder(
             for item in fresh:
                 if item.uuid in stored:
                     report.present.append(item.relative)
-                elif (reason := image_problem(item.data, limits)) is not None:
+                elif (reason := _encoded_image_problem(item.encoded, limits)) is not None:
                     report.skipped.append((item.relative, reason))
                 else:
                     todo.append(item)
@@ -265,7 +269,10 @@ def image_problem(data: bytes, limits: ImageLimits) -> str | None:
     """Why the service would refuse the image file ``data``, or None: its format, the
     service's own header probe and limits, then a (reduced) decode that finds truncated and
     corrupt files."""
-    encoded = base64.b64encode(data).decode("ascii")
+    return _encoded_image_problem(base64.b64encode(data).decode("ascii"), limits)
+
+
+def _encoded_image_problem(encoded: str, limits: ImageLimits) -> str | None:
     if image_signature(encoded) is None:
         return "not an image the service reads (PNG, JPEG, WebP, GIF, BMP, TIFF)"
     try:

@@ -11,7 +11,7 @@ from typing import Any
 from weaviate.collections import Collection
 from weaviate.util import generate_uuid5
 
-__all__ = ["IngestReport", "ingest_objects", "ingest_until_stored"]
+__all__ = ["IngestReport", "ingest_objects", "ingest_until_stored", "object_uuid"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,12 @@ class IngestReport:
     @property
     def inserted(self) -> int:
         return self.sent - len(self.failed)
+
+
+def object_uuid(key: str) -> str:
+    """The UUID the object stored under ``key`` gets (``generate_uuid5``): the same key gives
+    the same object, which is what makes a re-run add nothing twice."""
+    return str(generate_uuid5(key))
 
 
 def ingest_objects(
@@ -46,8 +52,8 @@ def ingest_objects(
         batch_size=batch_size, concurrent_requests=concurrent_requests
     ) as batch:
         for key, properties in objects:
-            uuid = generate_uuid5(key)
-            keys[str(uuid)] = key
+            uuid = object_uuid(key)
+            keys[uuid] = key
             batch.add_object(properties=dict(properties), uuid=uuid)
             report.sent += 1
     for failed in collection.batch.failed_objects:
