@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["EXTRA_OF", "lazy_exports", "missing_extra"]
 
 # Optional top-level modules and the extra of ours that installs each.
-EXTRA_OF = {"torch": "torch", "onnx": "export", "onnxruntime": "cpu"}
+EXTRA_OF = {"torch": "torch", "onnx": "export", "onnxruntime": "cpu", "selenium": "dev"}
 
 
 def missing_extra(exc: ModuleNotFoundError, what: str) -> ImportError:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cir_module.checkpoints import shipped_checkpoint
+
+if TYPE_CHECKING:
+    from cir_module.images import ImageLimits
 
 __all__ = ["ServiceSettings"]
 
@@ -212,3 +215,10 @@ class ServiceSettings(BaseSettings):
         if text.replace(",", "").replace(" ", "").isdigit():
             return [int(x) for x in text.split(",") if x.strip()]
         return text
+
+    def image_limits(self) -> ImageLimits:
+        """The per-image bounds above as the decoder takes them; clients that check a file
+        before sending it (``cir ingest``, ``cir ui``) apply the same."""
+        from cir_module.images import ImageLimits  # PIL: not for every settings reader
+
+        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.max_aspect_ratio)

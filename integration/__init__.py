@@ -14,7 +14,10 @@ benchmarks) do.
 | ``folder_ingest`` | ``cir ingest``: a folder of image files, UUIDs from content, resumable |
 | ``search`` | ``cir search``: one composed query, the reference left out |
 | ``contact_sheet`` | a reference and its results as one PNG or one HTML page |
-| ``demo`` | ``cir demo``: a sample gallery and composed queries from the v4 client |
+| ``ui_app``, ``ui_page`` | ``cir ui``: the search page (FastAPI) and its HTML |
+| ``browser`` | a headless Chromium (selenium): the page's test and its screenshot |
+| ``demo`` | ``cir demo``: a sample gallery and composed queries from the v4 client; with
+  ``--ui``, the search page on that gallery |
 | ``evaluate`` | ``cir eval --weaviate``: recall of composed ``nearText`` queries, and the
   reranking ablation through Weaviate's ``rerank`` |
 | ``enrich``, ``enrich_ray`` | ``cir enrich``: captions written back, in-process or on Ray Data |

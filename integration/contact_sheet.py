@@ -17,6 +17,7 @@ __all__ = [
     "SHEET_FORMATS",
     "SheetLayout",
     "SheetTile",
+    "jpeg_data_url",
     "render_html",
     "render_png",
     "thumbnail",
@@ -82,6 +83,14 @@ def thumbnail(image: Image.Image, side: int) -> Image.Image:
     return ImageOps.contain(image.convert("RGB"), (side, side), Image.Resampling.LANCZOS)
 
 
+def jpeg_data_url(image: Image.Image, side: int) -> str:
+    """``image`` as a thumbnail of at most ``side`` pixels, JPEG-encoded in a ``data:`` URL
+    (self-contained HTML: no second request, no file to serve)."""
+    buffer = io.BytesIO()
+    thumbnail(image, side).save(buffer, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def render_png(tiles: Sequence[SheetTile], layout: SheetLayout | None = None) -> Image.Image:
     """The sheet as one image: each picture centred in its square, its lines under it, the
     reference framed."""
@@ -111,9 +120,7 @@ def render_html(tiles: Sequence[SheetTile], title: str) -> str:
     ``data:`` URL, with its lines as the caption."""
     figures = []
     for tile in tiles:
-        buffer = io.BytesIO()
-        thumbnail(tile.image, HTML_SIDE).save(buffer, format="JPEG", quality=88)
-        source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        source = jpeg_data_url(tile.image, HTML_SIDE)
         caption = "<br>".join(html.escape(line) for line in tile.lines)
         kind = ' class="reference"' if tile.reference else ""
         alt = html.escape(tile.lines[-1] if tile.lines else "", quote=True)

@@ -3,8 +3,10 @@ of generated shape scenes, and composed queries from the v4 Python client, ranke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +18,19 @@ from cir_module.data.benchmark import make_triplet
 from cir_module.data.shapes import Scene, describe, random_scene, render
 from cir_module.images import encode_image_base64
 from cir_module.query import compose_query
+from integration.folder_ingest import content_uuid, ensure_folder_collection, ingest_folder
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.stack import connect, local_stack
+from integration.ui_app import DEFAULT_UI_PORT, UIConfig, serve_ui
+from integration.ui_page import Example
 
-__all__ = ["SampleQuery", "run_demo", "sample_gallery"]
+__all__ = ["SampleQuery", "run_demo", "run_demo_ui", "sample_gallery", "write_sample_folder"]
 
 log = logging.getLogger(__name__)
+
+# The collection of ``cir demo --ui`` (its Weaviate is a fresh, temporary one).
+DEMO_COLLECTION = "CIRDemo"
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,54 @@ def run_demo(
         finally:
             client.collections.delete(name)
     return rankings
+
+
+def write_sample_folder(folder: Path, scenes: list[Scene], seed: int) -> dict[Scene, Path]:
+    """The gallery as PNG files in ``folder``, each named for its scene (so that ``cir
+    ingest`` titles it with its description); the paths by scene."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image_rng = random.Random(seed + 1)
+    paths = {}
+    for scene in scenes:
+        path = folder / f"{describe(scene).replace(';', ',')}.png"
+        render(scene, image_rng).save(path, format="PNG")
+        paths[scene] = path
+    return paths
+
+
+def run_demo_ui(
+    checkpoint: str | Path | None = None,
+    gallery_size: int = 100,
+    num_queries: int = 5,
+    seed: int = 0,
+    gallery_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_UI_PORT,
+) -> None:
+    """``cir demo --ui``: the sample gallery written as PNG files, put into a local Weaviate
+    with ``cir ingest``'s code, and the search page served on it (the demo's queries as
+    examples, each with its target marked) until Ctrl-C."""
+    checkpoint = checkpoint or shipped_checkpoint()
+    scenes, queries = sample_gallery(gallery_size, num_queries, seed)
+    with contextlib.ExitStack() as stack_of:
+        if gallery_dir is None:
+            gallery_dir = stack_of.enter_context(tempfile.TemporaryDirectory(prefix="cir-demo-"))
+        paths = write_sample_folder(Path(gallery_dir), scenes, seed)
+        stack = stack_of.enter_context(local_stack(checkpoint))
+        print(f"Weaviate at {stack.weaviate.url}, service at {stack.service.url} ({checkpoint})")
+        with connect(stack.weaviate) as client:
+            collection = ensure_folder_collection(client, DEMO_COLLECTION)
+            report = ingest_folder(collection, Path(gallery_dir))
+            if report.failed:
+                raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
+        print(f"{len(paths)} sample images in {gallery_dir}, ingested into {DEMO_COLLECTION}")
+
+        def uuid_of(scene: Scene) -> str:
+            return content_uuid(paths[scene].read_bytes())
+
+        examples = [
+            Example(uuid_of(q.reference), q.text, uuid_of(q.target), describe(q.reference))
+            for q in queries
+        ]
+        config = UIConfig(DEMO_COLLECTION, examples=examples)
+        serve_ui(lambda: connect(stack.weaviate), config, host=host, port=port)

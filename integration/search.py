@@ -6,6 +6,7 @@ filter on its UUID when the collection holds it (``cir ingest`` derives UUIDs fr
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from integration.contact_sheet import SheetTile, write_contact_sheet
 from integration.enrich import blob_text
 from integration.folder_ingest import content_uuid
 
-__all__ = ["SearchHit", "SearchResult", "composed_search", "sheet_tiles", "write_result_sheet"]
+__all__ = [
+    "SearchHit",
+    "SearchResult",
+    "composed_search",
+    "sheet_tiles",
+    "stored_image",
+    "write_result_sheet",
+]
 
 
 @dataclass(frozen=True)
@@ -45,40 +53,54 @@ class SearchHit:
 
 @dataclass
 class SearchResult:
-    """A query's ranked results, and the UUID of the reference when it was left out."""
+    """A query's ranked results, and the UUID of the reference when it was left out.
+
+    ``reference`` names the reference (its path, or a label such as an uploaded file's name);
+    ``reference_image`` holds its bytes, for contact sheets and pages.
+    """
 
     reference: str
     text: str
     excluded: str | None
     hits: list[SearchHit] = field(default_factory=list)
+    reference_image: bytes = b""
 
 
 def composed_search(
     collection: Collection,
-    reference: str | Path,
+    reference: str | Path | bytes,
     text: str,
     *,
     limit: int = 10,
     rerank: bool = False,
     with_images: bool = False,
+    exclude: str | None = None,
+    label: str | None = None,
+    text_properties: Sequence[str] = ("path", "title"),
     image_property: str = "image",
 ) -> SearchResult:
     """Rank ``collection`` for "``reference``, changed as ``text`` says".
 
-    ``rerank`` adds Weaviate's ``rerank`` on the image property with the same query string
-    (the order is then the rerank score's). ``with_images`` returns each hit's stored image
-    (base64) too, e.g. for a contact sheet.
+    ``reference`` is an image file's path or its bytes. ``rerank`` adds Weaviate's
+    ``rerank`` on the image property with the same query string (the order is then the
+    rerank score's). ``with_images`` returns each hit's stored image (base64) too, e.g. for a
+    contact sheet. ``exclude`` is the UUID of the stored object the reference is, when known
+    (picked from the collection); otherwise the UUID ``cir ingest`` derives from its content
+    is left out if the collection holds it. ``label`` names the reference in the result
+    (default: its path). ``text_properties`` are returned with each hit (``path`` and
+    ``title``, as ``cir ingest`` writes them).
     """
-    data = Path(reference).read_bytes()
+    data = reference if isinstance(reference, bytes) else Path(reference).read_bytes()
     query = compose_query(data, text)
-    uuid = content_uuid(data)
-    # The reference is no answer to "this, but changed" (CIRR's protocol leaves it out).
-    excluded = uuid if collection.data.exists(uuid) else None
-    properties = ["path", "title", *([image_property] if with_images else [])]
+    if exclude is None:
+        uuid = content_uuid(data)
+        # The reference is no answer to "this, but changed" (CIRR's protocol leaves it out).
+        exclude = uuid if collection.data.exists(uuid) else None
+    properties = [*text_properties, *([image_property] if with_images else [])]
     result = collection.query.near_text(
         query=query,
         limit=limit,
-        filters=Filter.by_id().not_equal(uuid) if excluded else None,
+        filters=Filter.by_id().not_equal(exclude) if exclude else None,
         rerank=Rerank(prop=image_property, query=query) if rerank else None,
         return_properties=properties,
         return_metadata=MetadataQuery(distance=True),
@@ -95,14 +117,24 @@ def composed_search(
         )
         for rank, obj in enumerate(result.objects, 1)
     ]
-    return SearchResult(reference=str(reference), text=text, excluded=excluded, hits=hits)
+    if label is None:
+        label = "uploaded image" if isinstance(reference, bytes) else str(reference)
+    return SearchResult(label, text, exclude, hits, reference_image=data)
+
+
+def stored_image(collection: Collection, uuid: str, image_property: str = "image") -> bytes | None:
+    """The image bytes of object ``uuid`` of ``collection``, or None when there is no such
+    object (or it holds no image)."""
+    obj = collection.query.fetch_object_by_id(uuid, return_properties=[image_property])
+    blob = obj.properties.get(image_property) if obj is not None else None
+    return base64.b64decode(blob_text(blob)) if blob else None
 
 
 def sheet_tiles(result: SearchResult) -> list[SheetTile]:
     """The reference then each hit (which must carry its image: ``with_images``), as contact
     sheet tiles labelled with rank, distance, rerank score, title and path."""
-    data = Path(result.reference).read_bytes()
-    reference = decode_base64_image(base64.b64encode(data).decode("ascii"), "reference")
+    encoded = base64.b64encode(result.reference_image).decode("ascii")
+    reference = decode_base64_image(encoded, "reference")
     tiles = [
         SheetTile(
             reference,

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import httpx
 
 from integration.processes import ManagedProcess, free_port
 
-__all__ = ["WEAVIATE_VERSION", "WeaviateServer", "cache_dir", "install_weaviate"]
+__all__ = ["WEAVIATE_VERSION", "WeaviateServer", "cache_dir", "go_install", "install_weaviate"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,55 @@ def install_weaviate(version: str = WEAVIATE_VERSION) -> Path:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent) as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
-        subprocess.run([go, "install", f"{WEAVIATE_MODULE}@v{version}"], env=env, check=True)
+        go_install(go, f"{WEAVIATE_MODULE}@v{version}", env)
         os.replace(Path(gobin) / "weaviate-server", target)  # atomic: no half-written binary
     log.info("built Weaviate v%s in %.0fs -> %s", version, time.perf_counter() - start, target)
     return target
+
+
+def go_install(
+    go: str, module: str, env: dict[str, str], every_s: float = 30.0, cwd: Path | None = None
+) -> None:
+    """``go install -v module`` (in ``cwd``), saying every ``every_s`` seconds how far it got.
+
+    The build takes minutes and go prints nothing until it fails; ``-v`` names each package
+    as it is compiled, and those lines are counted here (the count is the progress; the
+    total is not known before the build).
+    """
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [go, "install", "-v", module],
+        env=env,
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(every_s):
+            log.info(
+                "go install %s: %d packages compiled, %.0fs (last: %s)",
+                module,
+                len(lines),
+                time.perf_counter() - start,
+                lines[-1].strip() if lines else "downloading modules",
+            )
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        for line in process.stderr:
+            lines.append(line)
+    finally:
+        stop.set()
+        process.wait()
+    if process.returncode != 0:
+        errors = "".join(lines[-40:])
+        raise RuntimeError(f"go install {module} failed ({process.returncode}):\n{errors}")
 
 
 class WeaviateServer(ManagedProcess):

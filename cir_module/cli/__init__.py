@@ -20,6 +20,7 @@ from cir_module.cli import (
     search,
     serve,
     train,
+    ui,
     up,
     weaviate_install,
 )
@@ -34,6 +35,7 @@ VERB_GROUPS = (
     up,
     ingest,
     search,
+    ui,
     train,
     evaluate,
     data,

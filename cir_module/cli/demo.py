@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cir_module.cli.ui import add_page_address
+
 __all__ = ["add_parser"]
 
 
@@ -17,16 +19,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--queries", type=int, default=5)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--top-k", type=int, default=5)
+    demo.add_argument(
+        "--ui",
+        action="store_true",
+        help="instead of printing queries, keep the stack up and serve the search page on the "
+        "gallery (with the queries as examples) until Ctrl-C",
+    )
+    demo.add_argument(
+        "--gallery-dir", help="--ui: write the gallery's PNG files here (default: temporary)"
+    )
+    add_page_address(demo)
     demo.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from integration.demo import run_demo
+    from integration.demo import run_demo, run_demo_ui
 
-    run_demo(
-        checkpoint=args.checkpoint,
-        gallery_size=args.gallery_size,
-        num_queries=args.queries,
-        seed=args.seed,
-        top_k=args.top_k,
-    )
+    gallery = {
+        "checkpoint": args.checkpoint,
+        "gallery_size": args.gallery_size,
+        "num_queries": args.queries,
+        "seed": args.seed,
+    }
+    if args.ui:
+        run_demo_ui(**gallery, gallery_dir=args.gallery_dir, host=args.host, port=args.port)
+    else:
+        run_demo(**gallery, top_k=args.top_k)

@@ -65,7 +65,6 @@ def _ingest(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from cir_module.cli.enrich import captioner_from_args
-    from cir_module.images import ImageLimits
     from cir_module.settings import ServiceSettings
     from integration.folder_ingest import ensure_folder_collection, ingest_folder
 
@@ -75,10 +74,7 @@ def _ingest(args: argparse.Namespace) -> None:
     captioner = captioner_from_args(args) if args.enrich else None
     # The service's limits, read from the same CIR_* variables it reads: a file beyond them
     # would only come back as a failure, so it is skipped here with the reason.
-    settings = ServiceSettings()
-    limits = ImageLimits(
-        settings.max_image_bytes, settings.max_image_pixels, settings.max_aspect_ratio
-    )
+    limits = ServiceSettings().image_limits()
     with connect_weaviate(args, "ingest") as client:
         try:
             collection = ensure_folder_collection(client, args.collection, caption=args.enrich)

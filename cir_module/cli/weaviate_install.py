@@ -7,6 +7,7 @@ weaviate client for a script run from this folder.
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_parser"]
 
@@ -26,4 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _weaviate_install(args: argparse.Namespace) -> None:
     from integration.weaviate_server import WEAVIATE_VERSION, install_weaviate
 
-    print(install_weaviate(args.version or WEAVIATE_VERSION))
+    try:
+        print(install_weaviate(args.version or WEAVIATE_VERSION))
+    except RuntimeError as exc:  # no Go, or the build failed: its message says which
+        sys.exit(f"cir weaviate-install: {exc}")
