@@ -1,11 +1,13 @@
 # Two entry points, both doing all set-up on a fresh machine (Python 3.11 and Go >= 1.26):
 #   make demo   local Weaviate + the service + a generated sample gallery, composed queries
 #   make test   lint and the full test suite against a real Weaviate
+# And, as root on a Debian host (apt, podman; no registry needed), not part of `make test`:
+#   make compose-smoke   docker-compose.yml + docker-compose.cpu.yml on podman, one composed query
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup weaviate demo test lint clean
+.PHONY: setup weaviate demo test lint clean compose-smoke
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,9 @@ lint: setup
 
 test: lint weaviate
 	$(BIN)/python -m pytest
+
+compose-smoke: weaviate
+	scripts/compose_smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
