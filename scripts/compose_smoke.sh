@@ -44,12 +44,20 @@ export CONTAINERS_CONF=$WORK/containers.conf
 mkdir -p "$WORK"
 
 # step NAME COMMAND...: run COMMAND and print how long it took (the timings of docs/results.md).
+# Its status is COMMAND's, also where errexit is off (`if step ...`).
 step() {
-    local name=$1 start=$SECONDS
+    local name=$1 start=$SECONDS status=0
     shift
     echo "== $name"
-    "$@"
-    echo "== $name: $((SECONDS - start)) s"
+    "$@" || status=$?
+    echo "== $name: $((SECONDS - start)) s$([ $status -eq 0 ] || echo ", failed ($status)")"
+    return $status
+}
+
+# container SERVICE: the id of the stack's container for SERVICE (empty until it exists).
+container() {
+    podman ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$1" | head -1
 }
 
 install_tools() {
@@ -162,6 +170,20 @@ export_model() {
         "$models/current-onnx" --variants fp32,int8
 }
 
+# The CPU image serves the export with no torch installed at all (not merely unimported).
+check_no_torch() {
+    podman run --rm --no-healthcheck "$SERVICE_IMAGE" python -c \
+        'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is not None)'
+    echo "no torch in $SERVICE_IMAGE"
+}
+
+# What the service container serves, from its /meta (it publishes no port: asked inside).
+service_meta() {
+    podman exec "$(container cir)" curl -fsS http://127.0.0.1:8080/meta \
+        | "$PY" -c 'import json, sys; m = json.load(sys.stdin); print("service backend:",
+            m["backend"], {k: m["model"].get(k) for k in ("name", "provider", "variant")})'
+}
+
 image_sizes() {
     podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
         | grep -E "cir-python|weaviate-cir|cir-weaviate"
@@ -177,14 +199,12 @@ wait_healthy() {
     local deadline=$((SECONDS + 300))
     for service in cir weaviate; do
         local id
-        id=$("${COMPOSE[@]}" ps -q "$service" 2>/dev/null | head -1 || true)
-        until [ -n "$id" ] && healthy "$id"; do
+        until id=$(container "$service") && [ -n "$id" ] && healthy "$id"; do
             if [ $SECONDS -gt $deadline ]; then
                 echo "$service is not healthy after 300 s" >&2
                 return 1
             fi
             sleep 3
-            [ -n "$id" ] || id=$("${COMPOSE[@]}" ps -q "$service" 2>/dev/null | head -1 || true)
         done
         echo "$service healthy: $(podman inspect -f '{{.State.Health.Status}}' "$id")"
     done
@@ -202,6 +222,7 @@ main() {
     step "service image (Dockerfile.cpu)" build_service_image
     step "Weaviate image (go-built binary)" build_weaviate_image
     image_sizes
+    check_no_torch
     step "ONNX export of the shipped checkpoint" export_model
 
     WEAVIATE_API_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -213,6 +234,7 @@ main() {
         "${COMPOSE[@]}" logs --tail 40 || true
         return 1
     fi
+    service_meta
     step "composed query through Weaviate" "$PY" -m integration.compose_smoke \
         --url "http://127.0.0.1:$HTTP_PORT" --grpc-port "$GRPC_PORT" --api-key "$WEAVIATE_API_KEY"
     step "compose down" down
