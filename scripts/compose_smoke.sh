@@ -73,7 +73,7 @@ install_tools() {
     fi
     local pc=$WORK/podman-compose
     if ! "$pc/bin/podman-compose" --version 2>/dev/null | grep -q "$PODMAN_COMPOSE_VERSION"; then
-        python3 -m venv "$pc"
+        "$PY" -m venv "$pc"
         "$pc/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION"
     fi
 }
