@@ -20,6 +20,10 @@
 # a second run reuses the base image, and podman's layer cache the service image.
 # Needs root (rootful podman, apt, debootstrap) and the host venv of `make setup`.
 set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "compose_smoke.sh needs root (apt, debootstrap, rootful podman)" >&2
+    exit 1
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${CIR_CACHE_DIR:-$HOME/.cache/weaviate-cir}
