@@ -2,11 +2,13 @@
 #   make demo   local Weaviate + the service + a generated sample gallery, composed queries
 #   make test   lint and the full test suite against a real Weaviate (and Chromium, headless)
 #   make ui     the search page (cir demo --ui) on the sample gallery: http://127.0.0.1:7860/
+# And, as root on a Debian host (apt, podman; no registry needed), not part of `make test`:
+#   make compose-smoke   docker-compose.yml + docker-compose.cpu.yml on podman, one composed query
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup weaviate browser demo ui up test lint clean
+.PHONY: setup weaviate browser demo ui up test lint clean compose-smoke
 
 # pip prints each package as it is collected and a bar per download: the first install takes
 # minutes (torch alone is large), and a silent one looks stuck.
@@ -43,6 +45,9 @@ lint: setup
 
 test: lint weaviate browser
 	CIR_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+
+compose-smoke: weaviate
+	scripts/compose_smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from weaviate import WeaviateClient
 from weaviate.classes.query import Filter, MetadataQuery, Rerank
 
 from cir_module.checkpoints import shipped_checkpoint
@@ -25,7 +26,14 @@ from integration.stack import connect, local_stack
 from integration.ui_app import DEFAULT_UI_PORT, UIConfig, serve_ui
 from integration.ui_page import Example
 
-__all__ = ["SampleQuery", "run_demo", "run_demo_ui", "sample_gallery", "write_sample_folder"]
+__all__ = [
+    "SampleQuery",
+    "demo_queries",
+    "run_demo",
+    "run_demo_ui",
+    "sample_gallery",
+    "write_sample_folder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,60 +75,73 @@ def run_demo(
 ) -> list[list[str]]:
     """Run the demo; returns, per query, the scenes of the top results in rank order."""
     checkpoint = checkpoint or shipped_checkpoint()
-    scenes, queries = sample_gallery(gallery_size, num_queries, seed)
-    image_rng = random.Random(seed + 1)
-    images = {s: encode_image_base64(render(s, image_rng)) for s in scenes}
-    name = f"CIRDemo_{uuid.uuid4().hex[:8]}"
-    rankings: list[list[str]] = []
     with local_stack(checkpoint) as stack, connect(stack.weaviate) as client:
         print(
             f"Weaviate {client.get_meta()['version']} at {stack.weaviate.url}, "
             f"service at {stack.service.url} serving {checkpoint}"
         )
-        try:
-            collection = create_image_collection(client, name, text_properties=("scene",))
-            report = ingest_objects(
-                collection,
-                ((describe(s), {"image": images[s], "scene": describe(s)}) for s in scenes),
+        return demo_queries(client, gallery_size, num_queries, seed, top_k)
+
+
+def demo_queries(
+    client: WeaviateClient,
+    gallery_size: int = 100,
+    num_queries: int = 5,
+    seed: int = 0,
+    top_k: int = 5,
+) -> list[list[str]]:
+    """The demo's gallery and composed queries against the Weaviate ``client`` is connected to
+    (local, or a compose stack), in a collection of its own that is deleted at the end; returns,
+    per query, the scenes of the top results in rank order."""
+    scenes, queries = sample_gallery(gallery_size, num_queries, seed)
+    image_rng = random.Random(seed + 1)
+    images = {s: encode_image_base64(render(s, image_rng)) for s in scenes}
+    name = f"CIRDemo_{uuid.uuid4().hex[:8]}"
+    rankings: list[list[str]] = []
+    try:
+        collection = create_image_collection(client, name, text_properties=("scene",))
+        report = ingest_objects(
+            collection,
+            ((describe(s), {"image": images[s], "scene": describe(s)}) for s in scenes),
+        )
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
+        print(f"ingested {report.inserted} images into {name}\n")
+        for n, q in enumerate(queries, 1):
+            composed = compose_query(images[q.reference], q.text)
+            # The reference is no answer to "this, but changed" (CIRR's protocol excludes it).
+            result = collection.query.near_text(
+                query=composed,
+                limit=top_k,
+                filters=Filter.by_property("scene").not_equal(describe(q.reference)),
+                rerank=Rerank(prop="image", query=composed),
+                return_properties=["scene"],
+                return_metadata=MetadataQuery(distance=True),
             )
-            if report.failed:
-                raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
-            print(f"ingested {report.inserted} images into {name}\n")
-            for n, q in enumerate(queries, 1):
-                composed = compose_query(images[q.reference], q.text)
-                # The reference is no answer to "this, but changed" (CIRR's protocol excludes it).
-                result = collection.query.near_text(
-                    query=composed,
-                    limit=top_k,
-                    filters=Filter.by_property("scene").not_equal(describe(q.reference)),
-                    rerank=Rerank(prop="image", query=composed),
-                    return_properties=["scene"],
-                    return_metadata=MetadataQuery(distance=True),
+            print(f"query {n}: reference  {describe(q.reference)}")
+            print(f'         modification "{q.text}"')
+            print(f"         target     {describe(q.target)}")
+            print("    results (reference excluded):")
+            ranked = []
+            for rank, obj in enumerate(result.objects, 1):
+                scene = obj.properties["scene"]
+                mark = "  <- target" if scene == describe(q.target) else ""
+                print(
+                    f"    {rank}. distance {obj.metadata.distance:.4f}  rerank "
+                    f"{obj.metadata.rerank_score:.4f}  {scene}{mark}"
                 )
-                print(f"query {n}: reference  {describe(q.reference)}")
-                print(f'         modification "{q.text}"')
-                print(f"         target     {describe(q.target)}")
-                print("    results (reference excluded):")
-                ranked = []
-                for rank, obj in enumerate(result.objects, 1):
-                    scene = obj.properties["scene"]
-                    mark = "  <- target" if scene == describe(q.target) else ""
-                    print(
-                        f"    {rank}. distance {obj.metadata.distance:.4f}  rerank "
-                        f"{obj.metadata.rerank_score:.4f}  {scene}{mark}"
-                    )
-                    ranked.append(scene)
-                rankings.append(ranked)
-                print()
-            hits = sum(
-                r[:1] == [describe(q.target)] for r, q in zip(rankings, queries, strict=True)
-            )
-            print(
-                f"target ranked first for {hits} of {len(queries)} queries "
-                f"(gallery of {len(scenes)} images incl. 4 hard negatives per query)"
-            )
-        finally:
-            client.collections.delete(name)
+                ranked.append(scene)
+            rankings.append(ranked)
+            print()
+        hits = sum(
+            r[:1] == [describe(q.target)] for r, q in zip(rankings, queries, strict=True)
+        )
+        print(
+            f"target ranked first for {hits} of {len(queries)} queries "
+            f"(gallery of {len(scenes)} images incl. 4 hard negatives per query)"
+        )
+    finally:
+        client.collections.delete(name)
     return rankings
 
 

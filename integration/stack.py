@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import weaviate
-from weaviate.classes.init import AdditionalConfig, Timeout
+from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
 from integration.service_process import ServiceProcess
 from integration.weaviate_server import WEAVIATE_VERSION, WeaviateServer
@@ -44,10 +44,13 @@ def connect(
     )
 
 
-def connect_to_url(url: str, grpc_port: int = 50051) -> weaviate.WeaviateClient:
+def connect_to_url(
+    url: str, grpc_port: int = 50051, api_key: str | None = None
+) -> weaviate.WeaviateClient:
     """A v4 client for the Weaviate at ``url`` (``http://host:port``, https for TLS), whose
-    gRPC port is ``grpc_port`` on the same host. Init checks are skipped, as in
-    :func:`connect`: they include a version look-up on PyPI."""
+    gRPC port is ``grpc_port`` on the same host, sending ``api_key`` when given (the compose
+    stack requires one). Init checks are skipped, as in :func:`connect`: they include a
+    version look-up on PyPI."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a Weaviate URL (http://host:port): {url!r}")
@@ -59,6 +62,7 @@ def connect_to_url(url: str, grpc_port: int = 50051) -> weaviate.WeaviateClient:
         grpc_host=parts.hostname,
         grpc_port=grpc_port,
         grpc_secure=secure,
+        auth_credentials=Auth.api_key(api_key) if api_key else None,
         skip_init_checks=True,
     )
 
