@@ -133,9 +133,7 @@ def demo_queries(
                 ranked.append(scene)
             rankings.append(ranked)
             print()
-        hits = sum(
-            r[:1] == [describe(q.target)] for r, q in zip(rankings, queries, strict=True)
-        )
+        hits = sum(r[:1] == [describe(q.target)] for r, q in zip(rankings, queries, strict=True))
         print(
             f"target ranked first for {hits} of {len(queries)} queries "
             f"(gallery of {len(scenes)} images incl. 4 hard negatives per query)"
