@@ -22,8 +22,8 @@ import torch
 from cir_module.data.shapes import random_images
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST, OnnxReranker
-from cir_module.rerank.prompt import mrope_positions
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
+from cir_module.vlm.prompt import mrope_positions
 from onnx_export.export import DEFAULT_OPSET, _io_description, _sha256, _versions, export_module
 from onnx_export.reranker_graphs import DecoderGraph, VisionGraph
 from onnx_export.validate import ParityError

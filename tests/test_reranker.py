@@ -29,8 +29,8 @@ from cir_module.rerank import (
 )
 from cir_module.rerank.injection import capture_last_token
 from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST
-from cir_module.rerank.prompt import mrope_positions
 from cir_module.rerank.tiny import build_tiny_reranker
+from cir_module.vlm.prompt import mrope_positions
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.service_process import ServiceProcess

@@ -3,13 +3,6 @@ backends behind them, and reasoning-enhanced queries."""
 
 from __future__ import annotations
 
-from cir_module.enrich.backends import (
-    ChatBackend,
-    ChatError,
-    ChatRequest,
-    OpenAIChat,
-    TransformersChat,
-)
 from cir_module.enrich.captioners import (
     CAPTION_PROMPT,
     Captioner,
@@ -22,6 +15,13 @@ from cir_module.enrich.enhance import (
     KeywordDistiller,
     QueryEnhancer,
     classify_query,
+)
+from cir_module.vlm.chat import (
+    ChatBackend,
+    ChatError,
+    ChatRequest,
+    OpenAIChat,
+    TransformersChat,
 )
 
 __all__ = [

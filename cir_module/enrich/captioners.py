@@ -5,7 +5,7 @@ re-run skips what the same captioner already did) and ``caption(items)``, one ca
 item. An item is the decoded image plus the object's properties.
 
 - :class:`ChatCaptioner`: a vision-language model behind a chat backend
-  (:mod:`cir_module.enrich.backends`: a local transformers checkpoint or an OpenAI-compatible
+  (:mod:`cir_module.vlm.chat`: a local transformers checkpoint or an OpenAI-compatible
   endpoint), asked for the RAR caption recipe (:data:`CAPTION_PROMPT`).
 - :class:`cir_module.data.captions.SceneGraphCaptioner` (beside the synthetic benchmark it
   captions): the scene graph written out, with noise standing in for a VLM's mistakes.
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from cir_module.enrich.backends import ChatBackend, ChatRequest
+from cir_module.vlm.chat import ChatBackend, ChatRequest
 
 __all__ = ["CAPTION_PROMPT", "CaptionItem", "Captioner", "ChatCaptioner", "clip_words"]
 

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from cir_module.enrich.backends import ChatBackend, ChatRequest
+from cir_module.vlm.chat import ChatBackend, ChatRequest
 
 __all__ = [
     "QUERY_KINDS",

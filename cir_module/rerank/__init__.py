@@ -1,5 +1,8 @@
 """The second stage: an LVLM reranker steered by reasoning-augmented representations.
 
+What it shares with the other VLM roles (family adapters, the prompt codec, the tiny model
+builder) lives in ``cir_module.vlm``.
+
 The names that need torch are imported on first use, so that the service can import
 ``fusion`` (numpy only) where torch is not installed.
 """
@@ -13,7 +16,6 @@ from cir_module.rerank.fusion import fuse_scores
 from cir_module.rerank.prompt import RerankPrompt
 
 if TYPE_CHECKING:
-    from cir_module.rerank.family import FAMILIES, FamilyAdapter, adapter_for
     from cir_module.rerank.injection import LAYER_CHOICES, choose_layers, injected
     from cir_module.rerank.load import load_reranker
     from cir_module.rerank.onnx_reranker import OnnxReranker
@@ -22,13 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXTRACTORS",
-    "FAMILIES",
     "LAYER_CHOICES",
-    "FamilyAdapter",
     "LVLMReranker",
     "OnnxReranker",
     "RerankPrompt",
-    "adapter_for",
     "choose_layers",
     "extract_raug",
     "fuse_scores",
@@ -42,7 +41,6 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.rerank.family"),
         **dict.fromkeys(
             ("LAYER_CHOICES", "choose_layers", "injected"), "cir_module.rerank.injection"
         ),

@@ -25,7 +25,8 @@ from cir_module.models.onnx_model import (
     serving_session_options,
 )
 from cir_module.rerank.injection import choose_layers
-from cir_module.rerank.prompt import PromptCodec, RerankPrompt, mrope_positions
+from cir_module.rerank.prompt import RerankPrompt
+from cir_module.vlm.prompt import PromptCodec, mrope_positions
 
 __all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker"]
 

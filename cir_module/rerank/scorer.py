@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cir_module.rerank.family import FamilyAdapter, adapter_for
 from cir_module.rerank.injection import choose_layers, injected
-from cir_module.rerank.prompt import PromptCodec, RerankPrompt
+from cir_module.rerank.prompt import RerankPrompt
 from cir_module.rerank.raug import load_raug
+from cir_module.vlm.family import FamilyAdapter, adapter_for
+from cir_module.vlm.prompt import PromptCodec
 
 __all__ = ["RERANKER_SETTINGS", "LVLMReranker", "PrefixState"]
 

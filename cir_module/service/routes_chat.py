@@ -13,7 +13,6 @@ import uuid
 import anyio
 from fastapi import APIRouter, Request
 
-from cir_module.enrich.backends import ChatRequest
 from cir_module.errors import InputError
 from cir_module.images import decode_base64_image
 from cir_module.service.body import read_json_body
@@ -24,6 +23,7 @@ from cir_module.service.schemas import (
     ChatMessage,
     ErrorResponse,
 )
+from cir_module.vlm.chat import ChatRequest
 
 __all__ = ["router"]
 

@@ -2,8 +2,8 @@
 at most one image, one reply is a text.
 
 - :class:`TransformersChat`: a local image-text-to-text checkpoint (``from_pretrained``, hub
-  id or folder; the Qwen2-VL family through the reranker's adapter), greedy batched
-  generation, on the GPU when there is one.
+  id or folder; the Qwen2-VL family through its adapter in ``cir_module.vlm.family``),
+  greedy batched generation, on the GPU when there is one.
 - :class:`OpenAIChat`: any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, Ollama,
   TGI, or this service's own ``/v1``), with at most ``concurrency`` requests in flight and
   retries with backoff on 429, 5xx and connection errors.
@@ -63,8 +63,8 @@ class TransformersChat:
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
-        from cir_module.rerank.family import adapter_for
-        from cir_module.rerank.prompt import PromptCodec
+        from cir_module.vlm.family import adapter_for
+        from cir_module.vlm.prompt import PromptCodec
 
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,5 @@
-"""What the reranker needs to know about one family of vision-language models.
+"""What the VLM roles (reranker, captioner, query enhancer) need to know about one family of
+vision-language models.
 
 A family adapter names the model class, the special tokens that frame an image, how many
 placeholder tokens one image becomes, where the decoder layers are and how multimodal
@@ -20,7 +21,7 @@ __all__ = ["FAMILIES", "FamilyAdapter", "adapter_for"]
 
 @dataclass(frozen=True)
 class FamilyAdapter:
-    """The family-specific parts of the reranker, as data plus a few accessors."""
+    """The family-specific parts of a VLM, as data plus a few accessors."""
 
     name: str
     load_model: Callable[..., nn.Module]
@@ -81,5 +82,5 @@ def adapter_for(model_type: str) -> FamilyAdapter:
         return FAMILIES[model_type]
     except KeyError:
         raise ValueError(
-            f"no reranker adapter for model_type {model_type!r}; known: {sorted(FAMILIES)}"
+            f"no VLM adapter for model_type {model_type!r}; known: {sorted(FAMILIES)}"
         ) from None

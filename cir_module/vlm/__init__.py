@@ -1,0 +1,60 @@
+"""What every vision-language-model role shares: the reranker (``cir_module.rerank``), the
+captioners and the query enhancer (``cir_module.enrich``).
+
+| module | what it holds |
+| --- | --- |
+| ``family`` | one adapter per model family (Qwen2-VL, Qwen2.5-VL): model class, image tokens,
+  decoder layers, multimodal positions |
+| ``prompt`` | templates with ``{image}`` marks into token ids, images into patches, M-RoPE |
+| ``chat`` | chat backends: a local checkpoint (transformers) or an OpenAI-compatible endpoint |
+| ``tiny`` | small Qwen2-VL-type models built offline (tokenizer trained here, random weights) |
+
+The names that need torch or transformers are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cir_module.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cir_module.vlm.chat import (
+        ChatBackend,
+        ChatError,
+        ChatRequest,
+        OpenAIChat,
+        TransformersChat,
+    )
+    from cir_module.vlm.family import FAMILIES, FamilyAdapter, adapter_for
+    from cir_module.vlm.prompt import IMAGE, PromptCodec, mrope_positions
+    from cir_module.vlm.tiny import build_tiny_vlm, train_tokenizer
+
+__all__ = [
+    "FAMILIES",
+    "IMAGE",
+    "ChatBackend",
+    "ChatError",
+    "ChatRequest",
+    "FamilyAdapter",
+    "OpenAIChat",
+    "PromptCodec",
+    "TransformersChat",
+    "adapter_for",
+    "build_tiny_vlm",
+    "mrope_positions",
+    "train_tokenizer",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(
+            ("ChatBackend", "ChatError", "ChatRequest", "OpenAIChat", "TransformersChat"),
+            "cir_module.vlm.chat",
+        ),
+        **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
+        **dict.fromkeys(("IMAGE", "PromptCodec", "mrope_positions"), "cir_module.vlm.prompt"),
+        **dict.fromkeys(("build_tiny_vlm", "train_tokenizer"), "cir_module.vlm.tiny"),
+    },
+)

@@ -1,0 +1,90 @@
+"""How a prompt with images becomes model inputs, for every VLM role (reranker, captioner,
+query enhancer): templates whose ``{image}`` marks expand to an image's placeholder tokens,
+images resized to one side and cut into the processor's patches, and Qwen2-VL's multimodal
+(M-RoPE) positions for such a prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["IMAGE", "PromptCodec", "mrope_positions"]
+
+IMAGE = "{image}"
+
+
+@dataclass
+class PromptCodec:
+    """Turns templates into token ids and images into the processor's patches.
+
+    Every image is resized to ``side`` x ``side``, so every candidate's suffix has the same
+    length and candidates batch without padding."""
+
+    tokenizer: Any
+    image_processor: Any
+    image_start: str
+    image_pad: str
+    image_end: str
+    image_tokens: int  # placeholder tokens per image
+    side: int
+
+    def single_token(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the answer word {word!r} is {len(ids)} tokens, not one")
+        return ids[0]
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_pad)
+
+    def encode(self, template: str, **fields: str) -> list[int]:
+        """Token ids of a template, each ``{image}`` expanded to its placeholder tokens."""
+        tokens = self.tokenizer.convert_tokens_to_ids
+        image_ids = (
+            [tokens(self.image_start)]
+            + [tokens(self.image_pad)] * self.image_tokens
+            + [tokens(self.image_end)]
+        )
+        ids: list[int] = []
+        for i, text in enumerate(template.split(IMAGE)):
+            if i:
+                ids += image_ids
+            if text:
+                ids += self.tokenizer.encode(text.format(**fields), add_special_tokens=False)
+        return ids
+
+    def pixels(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """The processor's patch rows for all images (images x patches rows) and each
+        image's (t, h, w) patch grid."""
+        side = self.side
+        resized = [im.convert("RGB").resize((side, side), Image.BICUBIC) for im in images]
+        out = self.image_processor(images=resized, do_resize=False, return_tensors="np")
+        return out["pixel_values"], out["image_grid_thw"]
+
+
+def mrope_positions(ids: Sequence[int], image_token_id: int, merged_grid: tuple[int, int]):
+    """Qwen2-VL's multimodal (time, height, width) positions (3 x len(ids)) for a prompt
+    whose images all have the same merged grid: text tokens count on from the largest
+    position so far; an image's tokens sit at (start, start + row, start + col)."""
+    rows, cols = merged_grid
+    out = np.zeros((3, len(ids)), dtype=np.int64)
+    i, next_position = 0, 0
+    while i < len(ids):
+        if ids[i] != image_token_id:
+            out[:, i] = next_position
+            next_position += 1
+            i += 1
+            continue
+        grid_row, grid_col = np.divmod(np.arange(rows * cols), cols)
+        out[0, i : i + rows * cols] = next_position
+        out[1, i : i + rows * cols] = next_position + grid_row
+        out[2, i : i + rows * cols] = next_position + grid_col
+        next_position += max(rows, cols)
+        i += rows * cols
+    return out
