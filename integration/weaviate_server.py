@@ -150,6 +150,10 @@ class WeaviateServer(ManagedProcess):
             cluster |= {
                 # All members share 127.0.0.1: peers are told apart by port, not by address.
                 "CLUSTER_IN_LOCALHOST": "true",
+                # Else memberlist binds every interface and advertises the host's first
+                # private address: gossip and the traffic that follows it stay on loopback.
+                "CLUSTER_BIND_ADDR": "127.0.0.1",
+                "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
                 # Every peer, not one seed: a restarted node rejoins whichever ones are up.
                 "CLUSTER_JOIN": ",".join(f"127.0.0.1:{m.gossip_port}" for m in peers),
                 "RAFT_JOIN": ",".join(f"{m.hostname}:{m.raft_port}" for m in self.cluster),

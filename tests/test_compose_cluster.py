@@ -80,17 +80,21 @@ def test_nodes_join_one_cluster_of_three_voters():
         gossip = {f"weaviate-{j}:{ENVS[j - 1]['CLUSTER_GOSSIP_BIND_PORT']}" for j in (1, 2, 3)}
         itself = f"weaviate-{i}:{env['CLUSTER_GOSSIP_BIND_PORT']}"
         assert set(env["CLUSTER_JOIN"].split(",")) == gossip - {itself}
-        assert "CLUSTER_IN_LOCALHOST" not in env  # containers: one address each
         # The pairs the launcher keeps on one host hold here too (ports beside each other).
         assert int(env["CLUSTER_DATA_BIND_PORT"]) == int(env["CLUSTER_GOSSIP_BIND_PORT"]) + 1
         assert int(env["RAFT_INTERNAL_RPC_PORT"]) == int(env["RAFT_PORT"]) + 1
 
 
+# What only the launcher sets: its nodes share 127.0.0.1, containers have an address each.
+ONE_HOST = {"CLUSTER_IN_LOCALHOST", "CLUSTER_BIND_ADDR", "CLUSTER_ADVERTISE_ADDR"}
+
+
 def test_cluster_variables_are_those_the_local_launcher_sets(tmp_path: Path):
-    # The launcher adds CLUSTER_IN_LOCALHOST: its nodes share 127.0.0.1.
+    launcher = launcher_cluster_variables(tmp_path)
+    assert launcher >= ONE_HOST
     for env in ENVS:
-        cluster_vars = {k for k in env if k.startswith(("CLUSTER_", "RAFT_"))}
-        assert cluster_vars == launcher_cluster_variables(tmp_path) - {"CLUSTER_IN_LOCALHOST"}
+        assert {k for k in env if k.startswith(("CLUSTER_", "RAFT_"))} == launcher - ONE_HOST
+        assert not set(env) & ONE_HOST
 
 
 def test_published_ports_and_volumes_are_per_node():
