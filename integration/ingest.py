@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from weaviate.collections import Collection
 from weaviate.util import generate_uuid5
 
-__all__ = ["IngestReport", "ingest_objects", "ingest_until_stored", "object_uuid"]
+__all__ = ["IngestReport", "ingest_objects", "ingest_spread", "ingest_until_stored", "object_uuid"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,36 @@ def ingest_objects(
     return report
 
 
+def ingest_spread(
+    collections: Sequence[Collection],
+    objects: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    offset: int = 0,
+    **batch_options: Any,
+) -> IngestReport:
+    """Import through several nodes at once: ``collections`` holds one handle per node (a
+    client each), the object under ``key`` goes through node ``(crc32(key) + offset) % n``,
+    and the nodes' batches run side by side. One node failing (its inference service down)
+    fails only its share; the report holds every node's failures."""
+    shares: list[list[tuple[str, Mapping[str, Any]]]] = [[] for _ in collections]
+    for key, properties in objects:
+        # By key, not by position: the same object takes the same route in every call, and
+        # offset + 1 moves every object to the next node.
+        shares[(zlib.crc32(key.encode()) + offset) % len(collections)].append((key, properties))
+    with ThreadPoolExecutor(len(collections)) as pool:
+        reports = list(
+            pool.map(
+                lambda pair: ingest_objects(pair[0], pair[1], **batch_options),
+                zip(collections, shares, strict=True),
+            )
+        )
+    return IngestReport(
+        sent=sum(r.sent for r in reports), failed=[f for r in reports for f in r.failed]
+    )
+
+
 def ingest_until_stored(
-    collection: Collection,
+    collection: Collection | Sequence[Collection],
     objects: Iterable[tuple[str, Mapping[str, Any]]],
     *,
     rounds: int = 5,
@@ -77,11 +107,18 @@ def ingest_until_stored(
     """Import, then re-send the failed objects (same UUIDs, so nothing is duplicated) up to
     ``rounds`` times, waiting ``wait_s`` (doubling) between rounds: an inference service
     restarted mid-import loses nothing. Returns the final report (what still failed after
-    the last round) and every round's report."""
+    the last round) and every round's report.
+
+    Given one collection handle per node of a cluster, the import is spread over the nodes
+    (:func:`ingest_spread`) and each round shifts every object to the next node, so what
+    failed through a node whose service is down is re-sent through another one."""
     todo = {key: dict(props) for key, props in objects}
     reports: list[IngestReport] = []
     for attempt in range(rounds + 1):
-        report = ingest_objects(collection, todo.items(), **batch_options)
+        if isinstance(collection, Collection):
+            report = ingest_objects(collection, todo.items(), **batch_options)
+        else:
+            report = ingest_spread(collection, todo.items(), offset=attempt, **batch_options)
         reports.append(report)
         if not report.failed or attempt == rounds:
             break

@@ -6,10 +6,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
-__all__ = ["ManagedProcess", "ProcessFailed", "free_port", "tail", "wait_ready"]
+__all__ = ["ManagedProcess", "ProcessFailed", "free_port", "free_port_pair", "tail", "wait_ready"]
 
 
 class ProcessFailed(RuntimeError):
@@ -21,6 +22,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_pair(attempts: int = 100) -> int:
+    """A TCP port ``p`` on 127.0.0.1 such that ``p`` and ``p + 1`` are both free right now.
+
+    Weaviate nodes that share one host find a peer's data port one above its gossip port, and
+    its internal Raft RPC port one above its Raft port, so these come in pairs.
+    """
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no two adjacent free ports on 127.0.0.1 after {attempts} tries")
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -55,7 +77,9 @@ def wait_ready(
 class ManagedProcess:
     """A child process with a log file, started by :meth:`start` and stopped by :meth:`stop`.
 
-    Subclasses implement :meth:`start` with :meth:`_spawn` and :meth:`_wait_ready`.
+    Subclasses implement :meth:`spawn` with :meth:`_spawn` and :meth:`wait_until_ready` with
+    :meth:`_wait_ready`; :meth:`start` does one then the other. Several processes can be
+    spawned first and then awaited, so that they start side by side (a local cluster).
     """
 
     log_path: Path
@@ -65,11 +89,22 @@ class ManagedProcess:
         self._log_file = None
         self.keep_log = False  # set when start-up fails: the error message points at the log
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
+        """Spawn the process and wait until it is ready."""
+        self.spawn()
+        return self.wait_until_ready()
+
+    def spawn(self) -> Self:
+        """Start the process without waiting for it."""
+        raise NotImplementedError
+
+    def wait_until_ready(self) -> Self:
+        """Wait until the spawned process is ready; on failure it is stopped, its log kept."""
         raise NotImplementedError
 
     def _spawn(self, command: list[str], env: dict[str, str]) -> None:
-        self._log_file = self.log_path.open("w")
+        # Appending: a process restarted after kill() keeps the log of its first life.
+        self._log_file = self.log_path.open("a")
         self._process = subprocess.Popen(
             command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
         )
@@ -93,6 +128,20 @@ class ManagedProcess:
         """The process id while started (for memory readings and fault injection)."""
         return self._process.pid if self._process is not None else None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (fault injection): no clean shutdown, and what the process
+        keeps on disk stays for a later :meth:`start`, which appends to the same log."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self._process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; closes the log."""
         if self._process is not None and self._process.poll() is None:
@@ -102,10 +151,7 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        self._process = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        self._close()
         if not self.keep_log:
             self.log_path.unlink(missing_ok=True)
 

@@ -34,6 +34,9 @@ def create_image_collection(
     tokenization: Tokenization = Tokenization.FIELD,
     caption_property: str | None = None,
     caption_weight: float = 0.5,
+    replication_factor: int | None = None,
+    shards: int | None = None,
+    catch_up_ms: int = 5000,
 ) -> Collection:
     """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
     (cosine distance) and the transformers reranker.
@@ -69,6 +72,20 @@ def create_image_collection(
         ]
         image_fields = [Multi2VecField(name=image_property, weight=1 - caption_weight)]
         text_fields = [Multi2VecField(name=caption_property, weight=caption_weight)]
+    replication = None
+    if replication_factor is not None and replication_factor > 1:
+        replication = Configure.replication(
+            factor=replication_factor,
+            async_enabled=True,
+            async_config=Configure.Replication.async_config(
+                frequency=catch_up_ms,
+                frequency_while_propagating=1000,
+                # Weaviate holds back objects younger than this (30 s by default) so as not to
+                # race writes in flight; a second is enough for batch writes to have landed.
+                propagation_delay=1000,
+            ),
+        )
+    sharding = Configure.sharding(desired_count=shards) if shards is not None else None
     return client.collections.create(
         name=name,
         properties=properties,
@@ -80,4 +97,6 @@ def create_image_collection(
             vector_index_config=index_factory(distance_metric=VectorDistances.COSINE),
         ),
         reranker_config=Configure.Reranker.transformers(),
+        replication_config=replication,
+        sharding_config=sharding,
     )

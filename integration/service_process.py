@@ -34,8 +34,8 @@ class ServiceProcess(ManagedProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ServiceProcess:
-        """Start ``cir serve`` and wait until ``/.well-known/ready`` answers 2xx."""
+    def spawn(self) -> ServiceProcess:
+        """Start ``cir serve`` (:meth:`start` also waits until its model is loaded)."""
         env = {
             **os.environ,
             "CIR_CHECKPOINT": self.checkpoint,
@@ -44,5 +44,9 @@ class ServiceProcess(ManagedProcess):
             **self.extra_env,
         }
         self._spawn([sys.executable, "-m", "cir_module.cli", "serve"], env)
+        return self
+
+    def wait_until_ready(self) -> ServiceProcess:
+        """Wait until ``/.well-known/ready`` answers 2xx."""
         self._wait_ready(f"{self.url}/.well-known/ready", "cir service", self.startup_timeout)
         return self

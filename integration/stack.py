@@ -1,26 +1,76 @@
-"""The embedded default: our service and a real Weaviate on 127.0.0.1, started in order."""
+"""The embedded default: our service and a real Weaviate on 127.0.0.1, started in order; and
+a local cluster of such pairs, each Weaviate node with its own service beside it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import weaviate
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
 from integration.service_process import ServiceProcess
-from integration.weaviate_server import WEAVIATE_VERSION, WeaviateServer
+from integration.weaviate_server import WEAVIATE_VERSION, ClusterNode, WeaviateServer
 
-__all__ = ["LocalStack", "connect", "connect_to_url", "local_stack"]
+__all__ = [
+    "LocalCluster",
+    "LocalStack",
+    "connect",
+    "connect_to_url",
+    "local_cluster",
+    "local_stack",
+]
 
 
 @dataclass
 class LocalStack:
+    """One Weaviate and the inference service it calls."""
+
     service: ServiceProcess
     weaviate: WeaviateServer
+
+
+@dataclass
+class LocalCluster:
+    """Weaviate nodes joined in one cluster on 127.0.0.1, each with its own service."""
+
+    nodes: list[LocalStack]
+
+    def healthy_nodes(self, via: int = 0) -> dict[str, str]:
+        """Each member's status as node ``via`` sees it (``/v1/nodes``), by node name."""
+        answer = httpx.get(f"{self.nodes[via].weaviate.url}/v1/nodes", timeout=10)
+        answer.raise_for_status()
+        return {n["name"]: n["status"] for n in answer.json()["nodes"]}
+
+    def wait_until_joined(self, timeout: float = 120.0) -> None:
+        """Wait until every running node reports every member ``HEALTHY``: a node that was
+        just (re)started is ready before the others have seen it come back."""
+        expected = {stack.weaviate.node.hostname: "HEALTHY" for stack in self.nodes}
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                views = [self.healthy_nodes(i) for i in range(len(self.nodes))]
+            except httpx.HTTPError as error:
+                seen = {"error": str(error)}
+            else:
+                if all(view == expected for view in views):
+                    return
+                seen = next(view for view in views if view != expected)
+            time.sleep(0.5)
+        raise TimeoutError(f"cluster not joined after {timeout:.0f}s: {seen}")
+
+    def restart_node(self, index: int) -> WeaviateServer:
+        """Start node ``index`` again (after :meth:`ManagedProcess.kill`): same name, ports and
+        data; returns once every node sees it healthy."""
+        server = self.nodes[index].weaviate.start()
+        self.wait_until_joined()
+        return server
 
 
 def connect(
@@ -92,3 +142,35 @@ def local_stack(
         ) as server,
     ):
         yield LocalStack(service=service, weaviate=server)
+
+
+@contextmanager
+def local_cluster(
+    checkpoint: str | Path,
+    nodes: int = 3,
+    *,
+    weaviate_version: str = WEAVIATE_VERSION,
+    env: dict[str, str] | None = None,
+) -> Iterator[LocalCluster]:
+    """``nodes`` Weaviate nodes on 127.0.0.1, joined in one cluster (all Raft voters), each
+    with its own service (``CLIP_INFERENCE_API`` and ``RERANKER_INFERENCE_API`` point at it),
+    as one inference container beside each node. Services start first (Weaviate polls its
+    service at start-up); the nodes are spawned together, since none is ready until a Raft
+    leader is elected, and the cluster is yielded once every node sees every member healthy.
+    ``env`` adds ``CIR_*`` settings for the services. Data folders are temporary."""
+    members = [ClusterNode.free(f"cir-node-{i + 1}") for i in range(nodes)]
+    services = [ServiceProcess(checkpoint, env=env) for _ in members]
+    servers = [
+        WeaviateServer(service.url, version=weaviate_version, node=node, cluster=members)
+        for service, node in zip(services, members, strict=True)
+    ]
+    with ExitStack() as stack:
+        for group in (services, servers):  # side by side: 2 x 3 start-ups, not 6 in a row
+            for process in group:
+                stack.callback(process.stop)
+                process.spawn()
+            for process in group:
+                process.wait_until_ready()
+        cluster = LocalCluster([LocalStack(s, w) for s, w in zip(services, servers, strict=True)])
+        cluster.wait_until_joined()
+        yield cluster

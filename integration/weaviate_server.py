@@ -4,6 +4,9 @@ The binary is built once per version into ``$CIR_CACHE_DIR`` (default ``~/.cache
 and reused. The server runs with a temporary data folder, both inference modules enabled and
 their URLs pointing at our service, which must be ready first: Weaviate polls it at start-up
 and exits if it is not there within 120 s.
+
+A server is one node: by default a cluster of one; given the :class:`ClusterNode` of every
+member (``cluster``), it joins them on 127.0.0.1 (``integration.stack.local_cluster``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,22 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from integration.processes import ManagedProcess, free_port
+from integration.processes import ManagedProcess, free_port, free_port_pair
 
-__all__ = ["WEAVIATE_VERSION", "WeaviateServer", "cache_dir", "go_install", "install_weaviate"]
+__all__ = [
+    "WEAVIATE_VERSION",
+    "ClusterNode",
+    "WeaviateServer",
+    "cache_dir",
+    "go_install",
+    "install_weaviate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +110,34 @@ def go_install(
         raise RuntimeError(f"go install {module} failed ({process.returncode}):\n{errors}")
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """A Weaviate node's place in a cluster: its name and its two port pairs on 127.0.0.1.
+
+    Gossip (memberlist) listens on ``gossip_port`` and the inter-node data API on the port
+    above it; Raft on ``raft_port`` and its internal RPC on the port above it. Nodes that share
+    a host (``CLUSTER_IN_LOCALHOST``) find a peer's RPC port as its Raft port + 1, and the
+    data port + 1 is memberlist's fallback, so both come in adjacent pairs.
+    """
+
+    hostname: str
+    gossip_port: int
+    raft_port: int
+
+    @classmethod
+    def free(cls, hostname: str) -> ClusterNode:
+        """A node called ``hostname`` on ports that are free now."""
+        return cls(hostname, free_port_pair(), free_port_pair())
+
+    @property
+    def data_port(self) -> int:
+        return self.gossip_port + 1
+
+    @property
+    def raft_rpc_port(self) -> int:
+        return self.raft_port + 1
+
+
 class WeaviateServer(ManagedProcess):
     """One Weaviate process on 127.0.0.1 with free ports; a context manager.
 
@@ -105,6 +145,11 @@ class WeaviateServer(ManagedProcess):
     ``http://127.0.0.1:8081``. Extra environment variables go in ``env``. ``http_port`` and
     ``grpc_port`` default to free ports; a standing stack (``cir up``) fixes them so that
     clients find it where ``connect_to_local`` looks.
+
+    ``node`` names this server in its cluster (default: ``cir-node-1`` on free ports);
+    ``cluster`` lists every member, this one included, for a server that joins the others
+    (Raft voters all of them, bootstrapped once all are up). A server stopped with
+    :meth:`kill` and started again comes back as the same node with the same data.
     """
 
     def __init__(
@@ -118,8 +163,14 @@ class WeaviateServer(ManagedProcess):
         startup_timeout: float = 180.0,
         http_port: int | None = None,
         grpc_port: int | None = None,
+        node: ClusterNode | None = None,
+        cluster: Sequence[ClusterNode] = (),
     ) -> None:
         super().__init__()
+        self.node = node or ClusterNode.free("cir-node-1")
+        self.cluster = tuple(cluster) or (self.node,)
+        if self.node not in self.cluster:
+            raise ValueError(f"{self.node.hostname} is not among the cluster's nodes")
         self.version = version
         self.clip_url = clip_url
         self.reranker_url = reranker_url or clip_url
@@ -139,6 +190,27 @@ class WeaviateServer(ManagedProcess):
 
     def environment(self) -> dict[str, str]:
         """The environment the server runs with."""
+        node, peers = self.node, [m for m in self.cluster if m != self.node]
+        cluster = {
+            "CLUSTER_HOSTNAME": node.hostname,
+            "CLUSTER_GOSSIP_BIND_PORT": str(node.gossip_port),
+            "CLUSTER_DATA_BIND_PORT": str(node.data_port),
+            "RAFT_PORT": str(node.raft_port),
+            "RAFT_INTERNAL_RPC_PORT": str(node.raft_rpc_port),
+            "RAFT_BOOTSTRAP_EXPECT": str(len(self.cluster)),
+        }
+        if peers:
+            cluster |= {
+                # All members share 127.0.0.1: peers are told apart by port, not by address.
+                "CLUSTER_IN_LOCALHOST": "true",
+                # Else memberlist binds every interface and advertises the host's first
+                # private address: gossip and the traffic that follows it stay on loopback.
+                "CLUSTER_BIND_ADDR": "127.0.0.1",
+                "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+                # Every peer, not one seed: a restarted node rejoins whichever ones are up.
+                "CLUSTER_JOIN": ",".join(f"127.0.0.1:{m.gossip_port}" for m in peers),
+                "RAFT_JOIN": ",".join(f"{m.hostname}:{m.raft_port}" for m in self.cluster),
+            }
         return {
             **os.environ,
             "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "true",
@@ -147,23 +219,27 @@ class WeaviateServer(ManagedProcess):
             "DEFAULT_VECTORIZER_MODULE": "none",
             "CLIP_INFERENCE_API": self.clip_url,
             "RERANKER_INFERENCE_API": self.reranker_url,
-            "CLUSTER_HOSTNAME": "cir-node-1",
-            "CLUSTER_GOSSIP_BIND_PORT": str(free_port()),
-            "CLUSTER_DATA_BIND_PORT": str(free_port()),
-            "RAFT_PORT": str(free_port()),
-            "RAFT_INTERNAL_RPC_PORT": str(free_port()),
-            "RAFT_BOOTSTRAP_EXPECT": "1",
+            **cluster,
             "GRPC_PORT": str(self.grpc_port),
             "DISABLE_TELEMETRY": "true",
+            # The debug listener binds :6060 on every interface: nodes on one host would
+            # race for it, and nothing here reads it.
+            "GO_PROFILING_DISABLE": "true",
             "LOG_LEVEL": "info",
             **self.extra_env,
         }
 
-    def start(self) -> WeaviateServer:
-        """Install if needed, start, and wait until ``/v1/.well-known/ready`` answers."""
+    def spawn(self) -> WeaviateServer:
+        """Install if needed and start, without waiting (:meth:`start` waits too): a cluster's
+        nodes are ready only once enough of them run to elect a Raft leader, so they are
+        spawned first, then awaited."""
         binary = self.binary = install_weaviate(self.version)
         command = [str(binary), "--host", "127.0.0.1", "--port", str(self.http_port)]
         self._spawn([*command, "--scheme", "http"], self.environment())
+        return self
+
+    def wait_until_ready(self) -> WeaviateServer:
+        """Wait until ``/v1/.well-known/ready`` answers (the process must be spawned)."""
         self._wait_ready(
             f"{self.url}/v1/.well-known/ready", f"Weaviate v{self.version}", self.startup_timeout
         )

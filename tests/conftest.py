@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import threading
+import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,8 +19,11 @@ from PIL import Image
 # authlib (a weaviate-client dependency) warns about its own httpx integration on import.
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 
+from weaviate.collections import Collection
+
 from cir_module.data.shapes import random_images
 from cir_module.models import CIRModel, create_model, load_model
+from integration.ingest import IngestReport, ingest_until_stored
 from integration.service_process import ServiceProcess
 from integration.stack import connect
 from integration.weaviate_server import WeaviateServer
@@ -36,6 +42,37 @@ def png_b64(image: Image.Image, format: str = "PNG", **save_args: object) -> str
 def scene_images(n: int, seed: int = 0) -> list[Image.Image]:
     """``n`` distinct rendered shape scenes."""
     return random_images(n, seed)
+
+
+def ingest_with_fault(
+    target: Collection | Sequence[Collection],
+    objects: list[tuple[str, dict]],
+    *,
+    watched: Collection,
+    at: int,
+    fault: Callable[[], object],
+    **options: Any,
+) -> tuple[IngestReport, list[IngestReport]]:
+    """``ingest_until_stored(target, objects, **options)`` while another thread waits until
+    ``watched`` holds ``at`` objects, then runs ``fault`` once. Returns the final report and
+    every round's; fails the test if the import ended before the fault came."""
+    fault_at: list[int] = []
+
+    def inject() -> None:
+        deadline = time.monotonic() + 300  # a bound on the wait, not a measurement
+        while time.monotonic() < deadline and len(watched) < at:
+            time.sleep(0.02)
+        fault_at.append(len(watched))
+        fault()
+
+    chaos = threading.Thread(target=inject)
+    chaos.start()
+    try:
+        final, rounds = ingest_until_stored(target, objects, **options)
+    finally:
+        chaos.join(timeout=300)
+    assert fault_at and fault_at[0] < len(objects), f"the import ended before the fault {fault_at}"
+    return final, rounds
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,17 @@ restarted during a batch import loses nothing."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 import uuid
 
 import pytest
 
-from integration.ingest import ingest_until_stored
 from integration.processes import free_port
 from integration.schema import create_image_collection
 from integration.service_process import ServiceProcess
 from integration.stack import connect
 from integration.weaviate_server import WeaviateServer
-from tests.conftest import png_b64, scene_images
+from tests.conftest import ingest_with_fault, png_b64, scene_images
 
 pytestmark = pytest.mark.integration
 
@@ -29,29 +25,21 @@ def test_service_killed_during_import_then_failed_objects_are_resent(tiny_checkp
     services = [ServiceProcess(tiny_checkpoint, port=port).start()]
     objects = [(f"obj-{i}", {"image": png_b64(im), "key": f"obj-{i}"})
                for i, im in enumerate(scene_images(N, seed=31))]  # fmt: skip
-    killed_at: list[int] = []
     try:
         with WeaviateServer(services[0].url) as server, connect(server) as client:
             name = f"CIRFault_{uuid.uuid4().hex[:8]}"
             collection = create_image_collection(client, name, text_properties=("key",))
 
             def kill_then_restart() -> None:
-                deadline = time.time() + 120
-                while time.time() < deadline and len(collection) < 24:
-                    time.sleep(0.01)
-                killed_at.append(len(collection))
-                os.kill(services[0].pid, signal.SIGKILL)
+                services[0].kill()
                 time.sleep(1.0)
                 services.append(ServiceProcess(tiny_checkpoint, port=port).start())
 
-            chaos = threading.Thread(target=kill_then_restart)
             try:
-                chaos.start()
-                final, rounds = ingest_until_stored(
-                    collection, objects, rounds=6, wait_s=2.0, batch_size=8, concurrent_requests=1
-                )
-                chaos.join(timeout=300)
-                assert killed_at and killed_at[0] < N, "the import ended before the kill"
+                final, rounds = ingest_with_fault(
+                    collection, objects, watched=collection, at=24, fault=kill_then_restart,
+                    rounds=6, wait_s=2.0, batch_size=8, concurrent_requests=1,
+                )  # fmt: skip
                 assert final.failed == [], final.failed[:3]
                 assert len(collection) == N  # none lost, none duplicated
                 if len(rounds) > 1:  # what failed while the service was down was re-sent
