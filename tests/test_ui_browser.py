@@ -35,6 +35,8 @@ pytestmark = pytest.mark.integration
 MAX_IMAGE_BYTES = 1_000_000
 PHOTOS = {"astronaut.png": "astronaut", "coffee.jpg": "coffee", "cat.jpg": "chelsea",
           "rocket.png": "rocket", "camera.png": "camera", "coins.png": "coins"}  # fmt: skip
+# Where the test's screenshots are kept for a person to look at after `make test` (ignored by git).
+SCREENSHOTS = Path(__file__).resolve().parents[1] / ".cache" / "artifacts" / "ui"
 # A reference that is not in the collection.
 OUTSIDER = "hubble_deep_field"
 
@@ -126,7 +128,7 @@ def _submit(driver, text: str, *, upload: Path | None = None, rerank: bool = Fal
     WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
 
 
-def test_upload_type_submit_then_click_a_result(page, browser, photo_folder, tmp_path):
+def test_upload_type_submit_then_click_a_result(page, browser, photo_folder):
     from selenium.webdriver.common.by import By
 
     ui, collection = page
@@ -143,7 +145,7 @@ def test_upload_type_submit_then_click_a_result(page, browser, photo_folder, tmp
     assert shown == [hit.uuid for hit in expected.hits] and len(shown) == 4
     assert expected.excluded not in shown
     assert browser.find_element(By.ID, "reference").get_attribute("data-ref").startswith("upload:")
-    first = save_screenshot(browser, tmp_path / "upload.png")
+    first = save_screenshot(browser, SCREENSHOTS / "upload.png")
     assert Image.open(first).size[0] >= 1000
 
     # Click the second result: it becomes the reference; a new modification ranks without it.
@@ -162,7 +164,7 @@ def test_upload_type_submit_then_click_a_result(page, browser, photo_folder, tmp
     # Scores as Weaviate gave them, in the order it gave them.
     for hit, caption in zip(again.hits, captions, strict=True):
         assert f"rerank {hit.rerank_score:.4f}" in caption
-    save_screenshot(browser, tmp_path / "reranked.png")
+    save_screenshot(browser, SCREENSHOTS / "reranked.png")
 
 
 def test_pick_from_the_collection_and_an_outside_reference(page, browser, photo_folder):
