@@ -26,6 +26,7 @@ from onnx_export.optimize import (
     calibration_feeds,
     calibration_pairs,
     fuse_for_cpu,
+    quantize_dynamic_int8,
     quantize_static_qdq,
 )
 from onnx_export.validate import ParityError, check_graph_parity, variant_parity
@@ -131,24 +132,6 @@ def _eager_attention(model: CIRModel) -> None:
             config._attn_implementation = "eager"
 
 
-def _make_int8(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # Dynamic quantisation: int8 weights, activations quantised per batch at run time; the
-    # matrix products run on VNNI where the CPU has it. No calibration data needed.
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.WARNING)  # the quantiser logs every node on root
-    try:
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-        )
-    finally:
-        logging.getLogger().setLevel(quiet)
-
-
 def export_checkpoint(
     checkpoint: str | Path,
     out: str | Path,
@@ -224,7 +207,7 @@ def export_checkpoint(
                     fp32, target, feeds[spec.name]
                 )
             else:
-                _make_int8(fp32, target)
+                quantize_dynamic_int8(fp32, target)
             files["int8"][spec.name] = target.name
 
     preprocess = model.preprocess

@@ -4,6 +4,8 @@
   LayerNorm, Gelu / QuickGelu / BiasGelu fusions) at its offline level only; the runtime's own
   level-2 optimisations still run when the session loads, so nothing hardware-specific is
   baked into the file.
+* :func:`quantize_dynamic_int8` writes int8 weights with activation ranges found per batch
+  at run time (no calibration).
 * :func:`quantize_static_qdq` writes a QDQ graph with per-channel int8 weights and uint8
   activations whose ranges were calibrated on real inputs (:func:`calibration_feeds`), for
   every Conv (the convolutional stem) and every MatMul that has a weight.
@@ -15,6 +17,7 @@ misses the tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -33,6 +36,7 @@ __all__ = [
     "calibration_feeds",
     "calibration_pairs",
     "fuse_for_cpu",
+    "quantize_dynamic_int8",
     "quantize_static_qdq",
 ]
 
@@ -40,6 +44,19 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_SIZE = 256
 _CALIBRATION_BATCH = 16
+
+
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    """The root logger at ``level`` for a while: onnxruntime's quantiser logs every node on
+    it, and its optimizer every pattern it did not match."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def attention_shapes(model: CIRModel) -> dict[str, tuple[str, int, int]]:
@@ -103,9 +120,7 @@ def fuse_for_cpu(
 
     model = onnx.load(str(source))
     _reduce_l2_as_sum(model)
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # the optimizer warns on every unmatched path
-    try:
+    with _root_log_level(logging.ERROR):
         optimized = optimize_model(
             model,
             model_type=model_type,
@@ -115,8 +130,6 @@ def fuse_for_cpu(
             opt_level=0,  # python fusions only; the session applies its own at load
             use_gpu=False,
         )
-    finally:
-        logging.getLogger().setLevel(quiet)
     optimized.save_model_to_file(str(target))
     onnx.checker.check_model(str(target), full_check=False)  # com.microsoft ops: no full check
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
@@ -198,6 +211,17 @@ def _weight_free_matmuls(model: Any) -> list[str]:
     ]
 
 
+def quantize_dynamic_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 of ``source`` to ``target``: int8 weights, activations quantised per batch
+    at run time; the matrix products run on VNNI where the CPU has it. No calibration."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _root_log_level(logging.WARNING):
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+        )
+
+
 def quantize_static_qdq(
     source: Path, target: Path, feeds: Sequence[dict[str, np.ndarray]]
 ) -> dict[str, Any]:
@@ -214,9 +238,7 @@ def quantize_static_qdq(
     model = onnx.load(str(source), load_external_data=False)
     excluded = _weight_free_matmuls(model)
     wanted = {i.name for i in model.graph.input}
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.WARNING)  # the quantiser logs every node on root
-    try:
+    with _root_log_level(logging.WARNING):
         quantize_static(
             str(source),
             str(target),
@@ -231,8 +253,6 @@ def quantize_static_qdq(
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
-    finally:
-        logging.getLogger().setLevel(quiet)
     quantized = onnx.load(str(target), load_external_data=False)
     ops = [n.op_type for n in model.graph.node]
     return {

@@ -40,10 +40,8 @@ def _node_flops(node: Any, shapes: dict[str, tuple[int, ...]], attrs: dict[str, 
         weight = shapes[node.input[1]]  # [out_channels, in_channels / group, *kernel]
         return 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
     a = shapes[node.input[0]]
-    if node.op_type == "Gemm":
-        k = a[0] if attrs.get("transA", 0) else a[1]
-    else:  # MatMul: [..., m, k] x [..., k, n]; a 1-D left operand is [k]
-        k = a[-1]
+    # Gemm's A is [m, k] or, transposed, [k, m]; MatMul's is [..., m, k] (or a 1-D [k]).
+    k = a[int(not attrs.get("transA", 0))] if node.op_type == "Gemm" else a[-1]
     return 2 * int(np.prod(out)) * int(k)
 
 
