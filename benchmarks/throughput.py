@@ -216,7 +216,12 @@ def roofline(export: Path, manifest: dict, images: list[str], batches: list[int]
     this machine's GEMM peak measured in the same run; interleaved windows, totals."""
     from cir_module.images import decode_base64_image
     from cir_module.models.onnx_model import onnxruntime_module, serving_session_options
-    from onnx_export.optimize import calibration_pairs, quantize_dynamic_int8, quantize_static_qdq
+    from onnx_export.optimize import (
+        calibration_pairs,
+        fuse_for_cpu,
+        quantize_dynamic_int8,
+        quantize_static_qdq,
+    )
     from onnx_export.roofline import gemm_peak, graph_flops
 
     ort = onnxruntime_module()
@@ -227,6 +232,7 @@ def roofline(export: Path, manifest: dict, images: list[str], batches: list[int]
     work = export / "roofline"
     work.mkdir(exist_ok=True)
     quantize_dynamic_int8(plain, work / "image.dynamic.onnx")
+    fuse_for_cpu(plain, work / "image.opt.onnx", *manifest["optimization"]["attention"]["image"])
     calibration, _, source = calibration_pairs(args.calibration, args.calibration_size)
     cal = model.pixels(calibration)
     quantize_static_qdq(
@@ -238,12 +244,14 @@ def roofline(export: Path, manifest: dict, images: list[str], batches: list[int]
     int8_method = manifest.get("optimization", {}).get("int8", {}).get("method")
     files = {
         "plain fp32": plain,
-        "fused fp32": export / "image.opt.onnx",
+        "fused fp32": work / "image.opt.onnx",
         "int8 dynamic": work / "image.dynamic.onnx",
         "int8 static": work / "image.static.onnx",
     }
     if served["int8"].endswith(".int8.onnx"):  # what ours-int8 serves, by its method
         files[f"int8 {int8_method}"] = export / served["int8"]
+    if served["fp32"].endswith(".opt.onnx"):
+        files["fused fp32"] = export / served["fp32"]
     files = {n: p for n, p in files.items() if p.is_file()}
     # The rows the service runs are starred.
     ours = {n for n, p in files.items() if p.name in served.values()}
@@ -325,6 +333,7 @@ def main() -> None:
     parser.add_argument("--int8", choices=["dynamic", "static"], default="dynamic")
     parser.add_argument("--calibration", help="static int8: benchmark folder (train split)")
     parser.add_argument("--calibration-size", type=int, default=256)
+    parser.add_argument("--optimize", action="store_true", help="serve the fused fp32 graphs")
     parser.add_argument("--composed-seconds", type=float, default=16.0, help="0: skip")
     parser.add_argument("--roofline-seconds", type=float, default=96.0, help="0: skip")
     parser.add_argument("--skip-weaviate", action="store_true")
@@ -343,6 +352,7 @@ def main() -> None:
         checkpoint,
         work / "onnx",
         variants=("fp32", "int8"),
+        optimize=args.optimize,
         int8=args.int8,
         calibration=args.calibration,
         calibration_size=args.calibration_size,

@@ -24,10 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--variants", default="fp32,int8", help="comma list of fp32, fp16, int8")
     ex.add_argument("--opset", type=int, default=18)
     ex.add_argument(
-        "--no-optimize",
-        dest="optimize",
-        action="store_false",
-        help="serve the plain traced fp32 graphs, without onnxruntime's transformer fusions",
+        "--optimize",
+        action="store_true",
+        help="serve fp32 graphs with onnxruntime's transformer fusions (Attention, "
+        "SkipLayerNorm, Gelu) applied offline; the plain graphs where one misses parity",
     )
     ex.add_argument(
         "--int8",
