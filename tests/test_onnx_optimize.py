@@ -3,7 +3,6 @@ included), the fallback to a safer graph when parity fails, and the roofline's c
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cir_module.models import create_model, get_model_config
 from cir_module.models.onnx_model import OnnxCIRModel
+from tests.conftest import cross_fusion_conv_stem
 
 pytest.importorskip("onnx", reason="the export extra is not installed")
 
@@ -28,16 +27,9 @@ from onnx_export.roofline import gemm_peak, graph_flops
 @pytest.fixture(scope="module")
 def conv_checkpoint(tmp_path_factory) -> Path:
     """tiny-clip with the convolutional stem and the cross fusion head."""
-    config = get_model_config("tiny-clip")
-    config = dataclasses.replace(
-        config,
-        name="tiny-clip-cross-conv",
-        fusion=dataclasses.replace(config.fusion, kind="cross", hidden_dim=32, layers=1, heads=4),
-        pyramid=dataclasses.replace(config.pyramid, stem="conv"),
-    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("conv") / "ckpt"
-    create_model(config).save_pretrained(path)
+    cross_fusion_conv_stem().save_pretrained(path)
     return path
 
 
