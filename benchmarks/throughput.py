@@ -1,9 +1,11 @@
 """Image vectorisation throughput: the reference container design against ours, same weights.
 
     python benchmarks/throughput.py [--seconds 20] [--clients 4] [--objects 256]
+        [--checkpoint cir_module/checkpoints/shapes-minilm-conv] [--int8 static --calibration DATA]
 
-One ViT-B/32-sized model with random weights (``clip-vit-b32-scratch``: 3-scale pyramid, 70
-visual tokens) is saved once and served four ways, one at a time, on this machine:
+One model (by default ViT-B/32-sized with random weights, ``clip-vit-b32-scratch``: 3-scale
+pyramid, 70 visual tokens; or ``--checkpoint``) is exported once and served these ways, all
+up at once, on this machine:
 
 (a) ``reference``: torch eager, each request alone on one model thread (a lock, in effect):
     the design of Weaviate's reference multi2vec-clip container, behind the same HTTP contract.
@@ -16,7 +18,15 @@ real Weaviate batch import of ``--objects`` images with that service as its vect
 bare onnxruntime session, at the mean batch size the service formed, bounds what serving can
 reach; the gap is the serving overhead. The machine is shared and its speed drifts, so every
 side is up at once and measured in ``--rounds`` interleaved windows (imports likewise); every
-ratio is measured in this one run.
+ratio is measured in this one run. Composed queries (reference image + modification text:
+the image, text and fusion graphs) are driven the same way for ``--composed-seconds``.
+
+The roofline: the image graph's FLOPs per image are counted from the plain ONNX graph (every
+Conv / MatMul / Gemm, shapes from one run); a GEMM microbenchmark (one large onnxruntime
+MatMul, fp32 and u8 x s8 int8, same thread count) gives this machine's achievable GFLOP/s in
+the same run; each form of the image graph (plain and fused fp32, dynamic and static int8) is
+timed as a bare session at 1 and the default number of threads and several batch sizes, and
+printed as a fraction of that peak.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from cir_module.data.shapes import random_images
 from cir_module.images import encode_image_base64
 from cir_module.models import create_model
 from cir_module.models.onnx_model import OnnxCIRModel
+from cir_module.query import compose_query
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
 from integration.service_process import ServiceProcess
@@ -53,8 +64,11 @@ from onnx_export import export_checkpoint
 log = logging.getLogger("benchmark")
 
 
-async def drive_http(url: str, images: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` loops posting one image each to ``url`` for ``seconds``."""
+async def drive_http(
+    url: str, images: list[str], clients: int, seconds: float, texts: list[str] | None = None
+) -> dict:
+    """``clients`` loops posting one item each to ``url`` for ``seconds``: an image, or
+    (``texts`` given) a composed query of an image and a modification text."""
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -64,7 +78,12 @@ async def drive_http(url: str, images: list[str], clients: int, seconds: float) 
         i = k
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
-            r = await http.post(f"{url}/vectorize", json={"images": [images[i % len(images)]]})
+            image = images[i % len(images)]
+            if texts is None:
+                body = {"images": [image]}
+            else:
+                body = {"texts": [compose_query(image, texts[i % len(texts)])]}
+            r = await http.post(f"{url}/vectorize", json=body)
             if r.status_code != 200:
                 errors += 1
             else:
@@ -75,7 +94,7 @@ async def drive_http(url: str, images: list[str], clients: int, seconds: float) 
     async with httpx.AsyncClient(timeout=120) as http:
         await asyncio.gather(*(client(k, http) for k in range(clients)))
     return {
-        "images": len(latencies),
+        "images": len(latencies),  # items: images, or composed queries
         "seconds": time.perf_counter() - began,
         "latencies": latencies,
         "errors": errors,
@@ -102,9 +121,15 @@ def weaviate_import(server: WeaviateServer, images: list[str]) -> dict:
 
 def bare_session(model: OnnxCIRModel, pixels: np.ndarray, seconds: float) -> dict:
     """Images and seconds of the bare image session on already preprocessed ``pixels``."""
+    return bare_session_run(model.sessions["image"], pixels, seconds)
+
+
+def bare_session_run(session, pixels: np.ndarray, seconds: float) -> dict:
+    """Images and seconds of an onnxruntime image ``session`` run on ``pixels`` for
+    ``seconds``."""
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        model.encode_image(pixels)
+        session.run(None, {"pixel_values": pixels})
         done += len(pixels)
     return {"images": done, "seconds": time.perf_counter() - start}
 
@@ -148,6 +173,20 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
                     totals[side]["bare"]["seconds"] += run["seconds"]
         for side, url in urls.items():
             totals[side]["mean_batch"] = mean_batch(url)
+        if args.composed_seconds > 0:  # the text and fusion graphs too: composed queries
+            texts = modification_texts(len(images))
+            for side in sides:
+                totals[side]["composed"] = {"queries": 0, "seconds": 0.0, "errors": 0}
+            for _ in range(args.rounds):
+                for side, url in urls.items():
+                    run = asyncio.run(
+                        drive_http(
+                            url, images, args.clients, args.composed_seconds / args.rounds, texts
+                        )
+                    )
+                    totals[side]["composed"]["queries"] += run["images"]
+                    totals[side]["composed"]["seconds"] += run["seconds"]
+                    totals[side]["composed"]["errors"] += run["errors"]
         if not args.skip_weaviate:
             servers = {side: stack.enter_context(WeaviateServer(url)) for side, url in urls.items()}
             per_round = images[: args.objects // args.import_rounds]
@@ -161,6 +200,110 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
     return {side: summarise(t) for side, t in totals.items()}
 
 
+def modification_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` modification texts as the synthetic benchmark phrases them."""
+    import random
+
+    from cir_module.data.shapes import modify, random_scene
+
+    rng = random.Random(seed)
+    return [modify(random_scene(rng), rng)[1] for _ in range(n)]
+
+
+def roofline(export: Path, manifest: dict, images: list[str], batches: list[int], args) -> dict:
+    """Bare image sessions of every form of the image graph (plain and fused fp32, dynamic
+    and static int8), at ``batches`` and at 1 and the default number of threads, against
+    this machine's GEMM peak measured in the same run; interleaved windows, totals."""
+    from cir_module.images import decode_base64_image
+    from cir_module.models.onnx_model import onnxruntime_module, serving_session_options
+    from onnx_export.optimize import (
+        calibration_pairs,
+        fuse_for_cpu,
+        quantize_dynamic_int8,
+        quantize_static_qdq,
+    )
+    from onnx_export.roofline import gemm_peak, graph_flops
+
+    ort = onnxruntime_module()
+    model = OnnxCIRModel(export, "fp32", providers=["CPUExecutionProvider"])
+    pixels = model.pixels([decode_base64_image(b) for b in images[: max(batches)]])
+    plain = export / "image.onnx"
+    flops = graph_flops(plain, {"pixel_values": pixels[:1]})
+    work = export / "roofline"
+    work.mkdir(exist_ok=True)
+    quantize_dynamic_int8(plain, work / "image.dynamic.onnx")
+    fuse_for_cpu(plain, work / "image.opt.onnx", *manifest["optimization"]["attention"]["image"])
+    calibration, _, source = calibration_pairs(args.calibration, args.calibration_size)
+    cal = model.pixels(calibration)
+    quantize_static_qdq(
+        plain,
+        work / "image.static.onnx",
+        [{"pixel_values": cal[i : i + 16]} for i in range(0, len(cal), 16)],
+    )
+    served = {v: manifest["variants"][v]["files"]["image"] for v in ("fp32", "int8")}
+    int8_method = manifest.get("optimization", {}).get("int8", {}).get("method")
+    files = {
+        "plain fp32": plain,
+        "fused fp32": work / "image.opt.onnx",
+        "int8 dynamic": work / "image.dynamic.onnx",
+        "int8 static": work / "image.static.onnx",
+    }
+    if served["int8"].endswith(".int8.onnx"):  # what ours-int8 serves, by its method
+        files[f"int8 {int8_method}"] = export / served["int8"]
+    if served["fp32"].endswith(".opt.onnx"):
+        files["fused fp32"] = export / served["fp32"]
+    files = {n: p for n, p in files.items() if p.is_file()}
+    # The rows the service runs are starred.
+    ours = {n for n, p in files.items() if p.name in served.values()}
+    default_threads = os.cpu_count() or 1
+    sessions = {
+        (name, threads): ort.InferenceSession(
+            str(path), serving_session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        for name, path in files.items()
+        for threads in sorted({1, default_threads})
+    }
+    reference = sessions[("plain fp32", default_threads)].run(None, {"pixel_values": pixels})[0]
+    cosine = {
+        name: float((s.run(None, {"pixel_values": pixels})[0] * reference).sum(1).min())
+        for (name, threads), s in sessions.items()
+        if threads == default_threads
+    }
+    peaks = {
+        threads: {"fp32": gemm_peak(threads), "int8": gemm_peak(threads, int8=True)}
+        for threads in sorted({1, default_threads})
+    }
+    window = args.roofline_seconds / args.rounds / (len(sessions) * len(batches))
+    totals = {(key, b): [0, 0.0] for key in sessions for b in batches}
+    for _ in range(args.rounds):
+        for b in batches:
+            for key, session in sessions.items():
+                run = bare_session_run(session, pixels[:b], window)
+                totals[(key, b)][0] += run["images"]
+                totals[(key, b)][1] += run["seconds"]
+    for threads, peak in peaks.items():  # the best of both ends of the run
+        peak["fp32"] = max(peak["fp32"], gemm_peak(threads))
+        peak["int8"] = max(peak["int8"], gemm_peak(threads, int8=True))
+    rows = []
+    for ((name, threads), b), (done, seconds) in totals.items():
+        rate = done / seconds
+        gflops = rate * flops["total"] / 1e9
+        rows.append(
+            {
+                "form": f"{name} *" if name in ours else name,
+                "file": files[name].name,
+                "threads": threads,
+                "batch": b,
+                "images_per_s": rate,
+                "gflop_per_s": gflops,
+                "of_fp32_peak": gflops / peaks[threads]["fp32"],
+                "of_int8_peak": gflops / peaks[threads]["int8"],
+                "min_cosine_vs_plain": cosine[name],
+            }
+        )
+    return {"flops_per_image": flops, "peaks": peaks, "calibration": source, "rows": rows}
+
+
 def summarise(t: dict) -> dict:
     lat = t.pop("latencies")
     out = {
@@ -171,6 +314,8 @@ def summarise(t: dict) -> dict:
     }
     if "bare" in t:
         out["bare"]["images_per_s"] = t["bare"]["images"] / t["bare"]["seconds"]
+    if "composed" in t:
+        out["composed"]["queries_per_s"] = t["composed"]["queries"] / t["composed"]["seconds"]
     if "weaviate" in t:
         out["weaviate"]["objects_per_s"] = t["weaviate"]["objects"] / t["weaviate"]["seconds"]
     return out
@@ -183,7 +328,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--objects", type=int, default=256, help="Weaviate import size")
     parser.add_argument("--import-rounds", type=int, default=2)
-    parser.add_argument("--model", default="clip-vit-b32-scratch")
+    parser.add_argument("--model", default="clip-vit-b32-scratch", help="config, random weights")
+    parser.add_argument("--checkpoint", help="serve this checkpoint instead of --model")
+    parser.add_argument("--int8", choices=["dynamic", "static"], default="dynamic")
+    parser.add_argument("--calibration", help="static int8: benchmark folder (train split)")
+    parser.add_argument("--calibration-size", type=int, default=256)
+    parser.add_argument("--optimize", action="store_true", help="serve the fused fp32 graphs")
+    parser.add_argument("--composed-seconds", type=float, default=16.0, help="0: skip")
+    parser.add_argument("--roofline-seconds", type=float, default=96.0, help="0: skip")
     parser.add_argument("--skip-weaviate", action="store_true")
     parser.add_argument("--json-out")
     args = parser.parse_args()
@@ -191,13 +343,25 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="cir-bench-"))
-    create_model(args.model).save_pretrained(work / "ckpt")
-    manifest = export_checkpoint(work / "ckpt", work / "onnx", variants=("fp32", "int8"))
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    else:
+        checkpoint = work / "ckpt"
+        create_model(args.model).save_pretrained(checkpoint)
+    manifest = export_checkpoint(
+        checkpoint,
+        work / "onnx",
+        variants=("fp32", "int8"),
+        optimize=args.optimize,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
+    )
     images = [encode_image_base64(im) for im in random_images(max(args.objects, 4 * args.clients))]
 
     int8_image = manifest["variants"]["int8"]["files"]["image"].endswith(".int8.onnx")
     sides = {
-        "reference": (str(work / "ckpt"), {"CIR_CROSS_REQUEST_BATCHING": "false"}),
+        "reference": (str(checkpoint), {"CIR_CROSS_REQUEST_BATCHING": "false"}),
         "ours-fp32": (str(work / "onnx"), {"CIR_ONNX_EXPORT": str(work / "onnx")}),
     }
     if int8_image:
@@ -206,32 +370,81 @@ def main() -> None:
             {"CIR_ONNX_EXPORT": str(work / "onnx"), "CIR_ONNX_VARIANT": "int8"},
         )
     results = measure(sides, work / "onnx", images, args)
+    if args.roofline_seconds > 0:
+        served = round(results["ours-fp32"]["mean_batch"])
+        batches = sorted({1, max(1, served), 32})
+        results["roofline"] = roofline(work / "onnx", manifest, images, batches, args)
     report(results, args, manifest)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
 
 
 def report(results: dict, args, manifest: dict) -> None:
-    ref = results["reference"]
-    print(f"\n{args.model}, {args.clients} concurrent clients, {os.cpu_count()} CPU cores")
+    sides = {k: v for k, v in results.items() if k != "roofline"}
+    ref = sides["reference"]
+    print(
+        f"\n{args.checkpoint or args.model}, {args.clients} concurrent clients, "
+        f"{os.cpu_count()} CPU cores, int8 {args.int8}"
+    )
     print(
         f"{'side':12s} {'img/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'batch':>6s} "
-        f"{'x ref':>6s} {'wv obj/s':>9s} {'x ref':>6s} {'bare img/s':>10s} {'overhead':>8s}"
+        f"{'x ref':>6s} {'x fp32':>6s} {'wv obj/s':>9s} {'x ref':>6s} {'bare img/s':>10s} "
+        f"{'overhead':>8s} {'cq/s':>7s} {'x ref':>6s}"
     )
-    for side, r in results.items():
-        wv = r.get("weaviate", {}).get("objects_per_s", float("nan"))
-        ref_wv = ref.get("weaviate", {}).get("objects_per_s", float("nan"))
-        bare = r.get("bare", {}).get("images_per_s", float("nan"))
+    nan = float("nan")
+    for side, r in sides.items():
+        wv = r.get("weaviate", {}).get("objects_per_s", nan)
+        ref_wv = ref.get("weaviate", {}).get("objects_per_s", nan)
+        bare = r.get("bare", {}).get("images_per_s", nan)
+        composed = r.get("composed", {}).get("queries_per_s", nan)
+        ref_composed = ref.get("composed", {}).get("queries_per_s", nan)
+        fp32 = sides["ours-fp32"]["images_per_s"]
         print(
             f"{side:12s} {r['images_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
             f"{r['mean_batch']:6.1f} {r['images_per_s'] / ref['images_per_s']:6.2f} "
-            f"{wv:9.1f} {wv / ref_wv:6.2f} {bare:10.1f} {1 - r['images_per_s'] / bare:8.1%}"
+            f"{r['images_per_s'] / fp32:6.2f} {wv:9.1f} {wv / ref_wv:6.2f} {bare:10.1f} "
+            f"{1 - r['images_per_s'] / bare:8.1%} {composed:7.1f} {composed / ref_composed:6.2f}"
         )
-    kept = manifest.get("parity", {}).get("int8", {}).get("kept_fp32", {})
-    if kept:
-        print(f"int8 graphs kept in fp32 by the export's parity check: {kept}")
-    errors = {side: r["errors"] for side, r in results.items() if r["errors"]}
+    print("(cq/s: composed queries per second through HTTP: the image, text and fusion graphs)")
+    for variant in ("fp32", "int8"):
+        parity = manifest.get("parity", {}).get(variant, {})
+        kept = {**parity.get("kept_fp32", {}), **parity.get("kept_plain", {})}
+        if kept:
+            print(f"{variant} graphs kept in a safer form by the export's parity check: {kept}")
+    print(f"fusions: {manifest.get('optimization', {}).get('fusions', {})}")
+    errors = {side: r["errors"] for side, r in sides.items() if r["errors"]}
+    errors.update(
+        {
+            f"{s} composed": r["composed"]["errors"]
+            for s, r in sides.items()
+            if r.get("composed", {}).get("errors")
+        }
+    )
     print(f"HTTP errors: {errors or 'none'}")
+    if "roofline" in results:
+        report_roofline(results["roofline"])
+
+
+def report_roofline(roof: dict) -> None:
+    flops = roof["flops_per_image"]
+    parts = ", ".join(f"{k} {v / 1e9:.3f}" for k, v in flops.items() if k != "total")
+    print(f"\nroofline: image graph {flops['total'] / 1e9:.3f} GFLOP per image ({parts})")
+    for threads, peak in roof["peaks"].items():
+        print(
+            f"  GEMM peak, {threads} thread(s): fp32 {peak['fp32']:.1f} GFLOP/s, "
+            f"int8 {peak['int8']:.1f} GOP/s"
+        )
+    print(f"  static int8 calibrated on {roof['calibration']}; * = the graph the service runs")
+    print(
+        f"{'form':13s} {'file':20s} {'thr':>3s} {'batch':>5s} {'img/s':>8s} {'GFLOP/s':>8s} "
+        f"{'%fp32pk':>7s} {'%int8pk':>7s} {'min cos':>8s}"
+    )
+    for r in sorted(roof["rows"], key=lambda r: (r["threads"], r["batch"])):
+        print(
+            f"{r['form']:13s} {r['file']:20s} {r['threads']:3d} {r['batch']:5d} "
+            f"{r['images_per_s']:8.1f} {r['gflop_per_s']:8.1f} {r['of_fp32_peak']:7.1%} "
+            f"{r['of_int8_peak']:7.1%} {r['min_cosine_vs_plain']:8.5f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,13 +20,24 @@ import torch
 from cir_module.models import CIRModel, load_model
 from cir_module.models.onnx_model import MANIFEST_NAME
 from onnx_export.graphs import GRAPHS
+from onnx_export.optimize import (
+    CALIBRATION_SIZE,
+    attention_shapes,
+    calibration_feeds,
+    calibration_pairs,
+    fuse_for_cpu,
+    quantize_dynamic_int8,
+    quantize_static_qdq,
+)
 from onnx_export.validate import ParityError, check_graph_parity, variant_parity
 
-__all__ = ["VARIANTS", "export_checkpoint", "export_module"]
+__all__ = ["INT8_METHODS", "VARIANTS", "export_checkpoint", "export_module"]
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("fp32", "fp16", "int8")
+# dynamic: int8 weights, activation ranges per batch at run time; static: QDQ, calibrated.
+INT8_METHODS = ("dynamic", "static")
 DEFAULT_OPSET = 18  # Resize with antialias (the pyramid's downscaling) needs opset 18
 
 
@@ -111,22 +122,14 @@ def _make_fp16(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
-def _make_int8(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # Dynamic quantisation: int8 weights, activations quantised per batch at run time; the
-    # matrix products run on VNNI where the CPU has it. No calibration data needed.
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.WARNING)  # the quantiser logs every node on root
-    try:
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-        )
-    finally:
-        logging.getLogger().setLevel(quiet)
+def _eager_attention(model: CIRModel) -> None:
+    """Trace transformers' attention modules in their eager form (matmul, scale, softmax,
+    matmul): the pattern onnxruntime's Attention fusion recognises. The SDPA form traces to
+    a scaled-twice variant that it does not match. Same function either way."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            config._attn_implementation = "eager"
 
 
 def export_checkpoint(
@@ -135,23 +138,52 @@ def export_checkpoint(
     variants: Sequence[str] = ("fp32", "int8"),
     opset: int = DEFAULT_OPSET,
     validate: bool = True,
+    optimize: bool = False,
+    int8: str = "dynamic",
+    calibration: str | Path | None = None,
+    calibration_size: int = CALIBRATION_SIZE,
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out``; return the manifest (also written as JSON).
 
-    Every graph passes ``onnx.checker``; with ``validate`` the fp32 graphs must match torch
-    within 1e-4 (max abs) and each other variant within cosine 0.999 per vector, on random and
-    on real inputs, or a :class:`ParityError` is raised and no manifest is written.
+    Every graph passes ``onnx.checker``; with ``validate`` the plain fp32 graphs must match
+    torch within 1e-4 (max abs) and each served variant within cosine 0.999 per vector (the
+    fp32 variant also within 1e-4), on random and on real inputs, or a :class:`ParityError`
+    is raised and no manifest is written.
+
+    ``optimize``: the fp32 variant serves the graphs with onnxruntime's transformer fusions
+    (``<graph>.opt.onnx``; the plain ``<graph>.onnx`` where a fused one misses parity). Off
+    by default: measured on this project's CPU host (``benchmarks/throughput.py``'s roofline,
+    docs/results.md) the fused graphs ran no faster than the plain ones, which onnxruntime
+    fuses at load time already.
+    ``int8``: ``dynamic`` quantisation, or ``static`` QDQ calibrated on ``calibration_size``
+    pairs from the train split of the benchmark folder ``calibration`` (rendered synthetic
+    scenes when None).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown or "fp32" not in variants:
         raise ValueError(f"variants must include fp32 and be among {VARIANTS}; got {variants}")
+    if int8 not in INT8_METHODS:
+        raise ValueError(f"int8 must be one of {INT8_METHODS}; got {int8!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("*.onnx"), out / MANIFEST_NAME]:  # a previous export's files
         stale.unlink(missing_ok=True)
     model = load_model(checkpoint).float().eval()
+    _eager_attention(model)
     model.tokenizer.save_pretrained(out)
     examples = _example_inputs(model)
+    shapes = attention_shapes(model)
+    # The attention shapes are recorded so that a fused graph can be made later (benchmark).
+    optimization: dict[str, Any] = {"attention": {g: list(v) for g, v in shapes.items()}}
+    if optimize:
+        optimization["fusions"] = {}
+    feeds: dict[str, list[dict[str, Any]]] = {}
+    if "int8" in variants and int8 == "static":
+        images, texts, source = calibration_pairs(calibration, calibration_size)
+        feeds = calibration_feeds(model, images, texts)
+        optimization["int8"] = {"method": "static", "calibration": source, "quantized": {}}
+    elif "int8" in variants:
+        optimization["int8"] = {"method": "dynamic"}
 
     files: dict[str, dict[str, str]] = {v: {} for v in variants}
     for spec in GRAPHS:
@@ -167,12 +199,22 @@ def export_checkpoint(
             opset,
         )
         files["fp32"][spec.name] = fp32.name
+        if optimize:
+            fused = out / f"{spec.name}.opt.onnx"
+            optimization["fusions"][spec.name] = fuse_for_cpu(fp32, fused, *shapes[spec.name])
+            files["fp32"][spec.name] = fused.name
         if "fp16" in variants:
             _make_fp16(fp32, out / f"{spec.name}.fp16.onnx")
             files["fp16"][spec.name] = f"{spec.name}.fp16.onnx"
         if "int8" in variants:
-            _make_int8(fp32, out / f"{spec.name}.int8.onnx")
-            files["int8"][spec.name] = f"{spec.name}.int8.onnx"
+            target = out / f"{spec.name}.int8.onnx"
+            if int8 == "static":
+                optimization["int8"]["quantized"][spec.name] = quantize_static_qdq(
+                    fp32, target, feeds[spec.name]
+                )
+            else:
+                quantize_dynamic_int8(fp32, target)
+            files["int8"][spec.name] = target.name
 
     preprocess = model.preprocess
     manifest: dict[str, Any] = {
@@ -189,6 +231,7 @@ def export_checkpoint(
             "center_crop": preprocess.center_crop,
         },
         "text": {"padding": model.family.text_padding, "max_length": model.text_max_length},
+        "optimization": optimization,
         "graphs": {spec.name: _io_description(out / f"{spec.name}.onnx") for spec in GRAPHS},
         "variants": {
             variant: {
@@ -205,7 +248,8 @@ def export_checkpoint(
     if validate:
         try:
             manifest["parity"] = {"graphs": check_graph_parity(model, out, examples)}
-            for variant in variants:
+            # fp32 first: a failed int8 graph falls back to the fp32 graph that passed.
+            for variant in sorted(variants, key=lambda v: v != "fp32"):
                 manifest["parity"][variant] = _validate_variant(model, out, manifest, variant)
         except ParityError:
             manifest_path.unlink()
@@ -217,23 +261,36 @@ def export_checkpoint(
 def _validate_variant(
     model: CIRModel, out: Path, manifest: dict[str, Any], variant: str
 ) -> dict[str, Any]:
-    """Check ``variant``; an int8 graph that misses the tolerance is replaced by its fp32
-    graph (recorded under ``kept_fp32``), any other miss raises :class:`ParityError`."""
-    report, failures = variant_parity(model, out, variant)
+    """Check ``variant``; a graph that misses the tolerance and has a safer form is replaced
+    by it: an int8 graph by the fp32 variant's (recorded under ``kept_fp32``), a fused fp32
+    graph by the plain export (``kept_plain``). Any other miss raises :class:`ParityError`."""
+    entry = manifest["variants"][variant]
+    if variant == "int8":
+        safer, key = dict(manifest["variants"]["fp32"]["files"]), "kept_fp32"
+    elif variant == "fp32":
+        safer, key = {spec.name: f"{spec.name}.onnx" for spec in GRAPHS}, "kept_plain"
+    else:
+        safer, key = {}, ""
     kept: dict[str, str] = {}
-    if failures and variant == "int8":
-        entry = manifest["variants"][variant]
-        for graph, why in failures.items():
-            log.warning("int8 %s graph kept in fp32: %s", graph, why)
-            entry["files"][graph] = manifest["variants"]["fp32"]["files"][graph]
-            entry["sha256"][graph] = manifest["variants"]["fp32"]["sha256"][graph]
-            (out / f"{graph}.int8.onnx").unlink()
+    while True:  # again after each replacement: a composed query is blamed on its towers first
+        report, failures = variant_parity(model, out, variant)
+        replaceable = {
+            g: why
+            for g, why in failures.items()
+            if safer.get(g, entry["files"][g]) != entry["files"][g]
+        }
+        if not replaceable:
+            break
+        for graph, why in replaceable.items():
+            log.warning("%s %s graph replaced by %s: %s", variant, graph, safer[graph], why)
+            (out / entry["files"][graph]).unlink()
+            entry["files"][graph] = safer[graph]
+            entry["sha256"][graph] = _sha256(out / safer[graph])
             kept[graph] = why
         (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        report, failures = variant_parity(model, out, variant)
     if failures:
         raise ParityError("; ".join(failures.values()))
-    return {**report, "kept_fp32": kept} if kept else report
+    return {**report, key: kept} if kept else report
 
 
 def _versions() -> dict[str, str]:

@@ -75,6 +75,23 @@ def ingest_with_fault(
     return final, rounds
 
 
+def cross_fusion_conv_stem() -> CIRModel:
+    """tiny-clip with the token-level (cross) fusion head and the conv stem: every graph
+    input is used, and the stem's convolutions are exported too."""
+    import dataclasses
+
+    from cir_module.models import get_model_config
+
+    config = get_model_config("tiny-clip")
+    config = dataclasses.replace(
+        config,
+        name="tiny-clip-cross",
+        fusion=dataclasses.replace(config.fusion, kind="cross", hidden_dim=32, layers=1, heads=4),
+        pyramid=dataclasses.replace(config.pyramid, stem="conv"),
+    )
+    return create_model(config)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-clip model (3 scales, random weights) written as a checkpoint folder."""

@@ -195,8 +195,8 @@ def test_dockerfiles_default_to_the_official_base_images():
     arg, default = base_image_arg("containers/Dockerfile.weaviate")
     assert default.startswith("debian:")
     # The smoke run passes its stand-in through exactly these ARGs.
-    assert "--build-arg \"PYTHON_IMAGE=$BASE_IMAGE\"" in SMOKE
-    assert f"--build-arg \"{arg}=$BASE_IMAGE\"" in SMOKE
+    assert '--build-arg "PYTHON_IMAGE=$BASE_IMAGE"' in SMOKE
+    assert f'--build-arg "{arg}=$BASE_IMAGE"' in SMOKE
 
 
 def test_weaviate_stand_in_runs_the_compose_command_and_has_a_health_check():

@@ -3,7 +3,6 @@ service running the export on onnxruntime over HTTP."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -17,33 +16,20 @@ import pytest
 import torch
 
 from cir_module import compose_query
-from cir_module.models import CIRModel, create_model, get_model_config, load_model
+from cir_module.models import CIRModel, create_model, load_model
 from cir_module.models.onnx_model import OnnxCIRModel, choose_providers
 from integration.service_process import ServiceProcess
 from onnx_export import ParityError, export_checkpoint
 from onnx_export.validate import FP32_ATOL, VARIANT_MIN_COSINE, parity_inputs
-from tests.conftest import png_b64, scene_images
+from tests.conftest import cross_fusion_conv_stem, png_b64, scene_images
 
 pytest.importorskip("onnx", reason="the export extra is not installed")
-
-
-def _cross_fusion_conv_stem() -> CIRModel:
-    """tiny-clip with the token-level (cross) fusion head and the conv stem: every graph
-    input is used, and the stem's convolutions are exported too."""
-    config = get_model_config("tiny-clip")
-    config = dataclasses.replace(
-        config,
-        name="tiny-clip-cross",
-        fusion=dataclasses.replace(config.fusion, kind="cross", hidden_dim=32, layers=1, heads=4),
-        pyramid=dataclasses.replace(config.pyramid, stem="conv"),
-    )
-    return create_model(config)
 
 
 MODELS = {
     "tiny-clip": lambda: create_model("tiny-clip"),
     "tiny-siglip": lambda: create_model("tiny-siglip"),
-    "tiny-clip-cross-conv": _cross_fusion_conv_stem,
+    "tiny-clip-cross-conv": cross_fusion_conv_stem,
 }
 
 

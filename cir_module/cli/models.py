@@ -23,6 +23,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("out", help="export folder to write")
     ex.add_argument("--variants", default="fp32,int8", help="comma list of fp32, fp16, int8")
     ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument(
+        "--optimize",
+        action="store_true",
+        help="serve fp32 graphs with onnxruntime's transformer fusions (Attention, "
+        "SkipLayerNorm, Gelu) applied offline; the plain graphs where one misses parity",
+    )
+    ex.add_argument(
+        "--int8",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="int8 method: dynamic (activation ranges at run time) or static QDQ (calibrated)",
+    )
+    ex.add_argument(
+        "--calibration",
+        metavar="DATA",
+        help="static int8: benchmark folder whose train split calibrates (default: rendered "
+        "synthetic scenes)",
+    )
+    ex.add_argument("--calibration-size", type=int, default=256, help="pairs to calibrate on")
     ex.set_defaults(func=_export)
 
 
@@ -43,11 +62,20 @@ def _export(args: argparse.Namespace) -> None:
     from onnx_export import export_checkpoint
 
     manifest = export_checkpoint(
-        args.checkpoint, args.out, variants=args.variants.split(","), opset=args.opset
+        args.checkpoint,
+        args.out,
+        variants=args.variants.split(","),
+        opset=args.opset,
+        optimize=args.optimize,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
     )
     for variant, entry in manifest["variants"].items():
-        kept = manifest.get("parity", {}).get(variant, {}).get("kept_fp32", {})
-        note = f" (kept in fp32: {', '.join(kept)})" if kept else ""
+        parity = manifest.get("parity", {}).get(variant, {})
+        kept = {**parity.get("kept_fp32", {}), **parity.get("kept_plain", {})}
+        note = f" (kept in a safer form: {', '.join(kept)})" if kept else ""
         print(f"{variant}: {', '.join(entry['files'].values())}{note}")
+    print(json.dumps(manifest.get("optimization", {}), indent=1))
     print(json.dumps(manifest.get("parity", {}), indent=1))
     print(f"manifest: {args.out}/manifest.json")
