@@ -16,16 +16,13 @@ from cir_module.enrich import (
     BackendEnhancer,
     CaptionItem,
     ChatCaptioner,
-    ChatError,
-    ChatRequest,
     KeywordDistiller,
-    OpenAIChat,
     QueryEnhancer,
-    TransformersChat,
     classify_query,
 )
 from cir_module.enrich.captioners import clip_words
 from cir_module.rerank.tiny import build_tiny_reranker
+from cir_module.vlm.chat import ChatError, ChatRequest, OpenAIChat, TransformersChat
 from integration.service_process import ServiceProcess
 from tests.conftest import png_b64, scene_images
 

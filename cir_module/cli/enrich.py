@@ -77,7 +77,8 @@ def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
 def captioner_from_args(args: argparse.Namespace) -> Captioner:
     """The captioner the flags of :func:`~cir_module.cli.options.add_captioner` name (and
     ``--batch-size`` for a local model); exits with a message when one is missing."""
-    from cir_module.enrich import ChatCaptioner, OpenAIChat, TransformersChat
+    from cir_module.enrich import ChatCaptioner
+    from cir_module.vlm.chat import OpenAIChat, TransformersChat
 
     if args.captioner == "scene-graph":
         if not args.data:

@@ -1,5 +1,5 @@
-"""RAR enrichment: captioners that describe stored images densely and factually, the chat
-backends behind them, and reasoning-enhanced queries."""
+"""RAR enrichment: captioners that describe stored images densely and factually, and
+reasoning-enhanced queries. The chat backends behind both are in ``cir_module.vlm``."""
 
 from __future__ import annotations
 
@@ -16,13 +16,6 @@ from cir_module.enrich.enhance import (
     QueryEnhancer,
     classify_query,
 )
-from cir_module.vlm.chat import (
-    ChatBackend,
-    ChatError,
-    ChatRequest,
-    OpenAIChat,
-    TransformersChat,
-)
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -30,13 +23,8 @@ __all__ = [
     "BackendEnhancer",
     "CaptionItem",
     "Captioner",
-    "ChatBackend",
     "ChatCaptioner",
-    "ChatError",
-    "ChatRequest",
     "KeywordDistiller",
-    "OpenAIChat",
     "QueryEnhancer",
-    "TransformersChat",
     "classify_query",
 ]

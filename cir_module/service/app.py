@@ -111,13 +111,8 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
 
 def _load_chat(settings: ServiceSettings):
     """The local chat model (if any) and the query enhancer (if enabled)."""
-    from cir_module.enrich import (
-        BackendEnhancer,
-        KeywordDistiller,
-        OpenAIChat,
-        QueryEnhancer,
-        TransformersChat,
-    )
+    from cir_module.enrich import BackendEnhancer, KeywordDistiller, QueryEnhancer
+    from cir_module.vlm.chat import OpenAIChat, TransformersChat
 
     chat = TransformersChat(settings.chat_model) if settings.chat_model else None
     if settings.query_enhancement == "off":

@@ -41,9 +41,10 @@ from cir_module.service.batcher import MicroBatcher
 from cir_module.service.singleflight import SingleFlight
 
 if TYPE_CHECKING:
-    from cir_module.enrich import ChatBackend, QueryEnhancer
+    from cir_module.enrich import QueryEnhancer
     from cir_module.rerank import LVLMReranker, OnnxReranker
     from cir_module.rerank.text import CrossEncoderScorer
+    from cir_module.vlm.chat import ChatBackend
 
 __all__ = [
     "EMPTY_DOCUMENT_SCORE",
