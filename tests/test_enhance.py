@@ -4,6 +4,7 @@ used through :class:`OpenAIChat`, and enhanced composed queries served over HTTP
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,9 @@ def test_query_enhancer_rewrites_by_kind_and_caches_modifications_by_text():
     assert enhancer.describe()["cache"] == 2  # LRU bound
 
 
+PNG_URL = "data:image/png;base64," + png_b64(IMAGES[0])
+
+
 @pytest.fixture(scope="module")
 def tiny_chat_model(tmp_path_factory) -> Path:
     corpus = ["Describe this image factually", "red circle square keywords", "what is this"]
@@ -88,15 +92,18 @@ def chat(tiny_chat_model) -> TransformersChat:
 
 
 def test_local_chat_batches_equal_one_by_one_and_captions_are_bounded(chat):
-    requests = [ChatRequest("Describe this image", im) for im in IMAGES[:4]]
+    requests = [ChatRequest("Describe this image", (im,)) for im in IMAGES[:4]]
     requests += [ChatRequest("red circle keywords"), ChatRequest("what is this")]
-    batched = chat.complete(requests)  # ragged: 4 with images in batches of 3, 2 without
+    # Two images (a result and the reference, as Weaviate's generate sends them).
+    pairs = [tuple(IMAGES[i : i + 2]) for i in (0, 2)]
+    requests += [ChatRequest("does the first show the second changed?", p) for p in pairs]
+    batched = chat.complete(requests)  # ragged: 4 with one image in batches of 3, 2 with two
     alone = [chat.complete([r])[0] for r in requests]
     assert batched == alone and all(isinstance(r, str) for r in batched)
     assert any(batched)  # a random model still says something
     captioner = ChatCaptioner(chat)
     captions = captioner.caption([CaptionItem(str(i), im, {}) for i, im in enumerate(IMAGES[:2])])
-    expected = chat.complete([ChatRequest(CAPTION_PROMPT, im) for im in IMAGES[:2]])
+    expected = chat.complete([ChatRequest(CAPTION_PROMPT, (im,)) for im in IMAGES[:2]])
     assert captions == [clip_words(e) for e in expected] and all(
         len(c.split()) <= 100 for c in captions
     )
@@ -119,15 +126,16 @@ def test_backend_enhancer_withholds_the_image_from_modifications(chat):
     )
     assert len(out) == 2 and all(out)
     modification, question = seen
-    assert modification.image is None and "make the circle red" in modification.text
-    assert question.image is IMAGES[1]
+    assert modification.images == () and "make the circle red" in modification.text
+    assert question.images == (IMAGES[1],)
 
 
 @pytest.mark.integration
 def test_openai_client_against_the_services_chat_endpoint(tiny_checkpoint, tiny_chat_model, chat):
     env = {"CIR_CHAT_MODEL": str(tiny_chat_model)}
-    requests = [ChatRequest("Describe this image", im) for im in IMAGES[:4]]
+    requests = [ChatRequest("Describe this image", (im,)) for im in IMAGES[:4]]
     requests.append(ChatRequest("red circle keywords"))
+    requests.append(ChatRequest("is the first the second, changed?", tuple(IMAGES[:2])))
     with ServiceProcess(tiny_checkpoint, env=env) as service:
         meta = httpx.get(f"{service.url}/meta").json()
         assert meta["chat_model"].startswith("transformers:")
@@ -159,6 +167,15 @@ def test_openai_client_against_the_services_chat_endpoint(tiny_checkpoint, tiny_
                 ]
             },
             {"messages": [{"role": "system", "content": "hi"}]},
+            {  # three images: one more than a result and its reference
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "x"}]
+                        + [{"type": "image_url", "image_url": {"url": PNG_URL}}] * 3,
+                    }
+                ]
+            },
         ]
         for body in bad:
             response = httpx.post(f"{service.url}/v1/chat/completions", json=body)
@@ -204,3 +221,58 @@ def test_settings_refuse_chat_enhancement_without_a_backend():
 
     with pytest.raises(ValidationError, match="needs chat_model"):
         ServiceSettings(query_enhancement="chat")
+
+
+@pytest.mark.integration
+def test_weaviate_generate_asks_the_services_chat_model_about_each_result(
+    tiny_checkpoint, tiny_chat_model
+):
+    # Weaviate's generative-openai pointed at this service: each result's stored image and the
+    # query's reference image reach /v1/chat/completions (docs/weaviate-contracts.md), and the
+    # chat model's answer comes back through `generate` from the unchanged v4 client.
+    from weaviate.classes.generate import GenerativeConfig, GenerativeParameters
+
+    from integration.schema import create_image_collection
+    from integration.stack import connect
+    from integration.weaviate_server import WeaviateServer
+
+    modules = "multi2vec-clip,reranker-transformers,generative-openai"
+    env = {"ENABLE_MODULES": modules, "OPENAI_APIKEY": "local"}  # any key: the service has none
+    prompt = "Is the first image the second one changed as asked: make the circle red?"
+    with (
+        ServiceProcess(tiny_checkpoint, env={"CIR_CHAT_MODEL": str(tiny_chat_model)}) as service,
+        WeaviateServer(service.url, env=env) as server,
+        connect(server) as client,
+    ):
+        name = f"CIRGenerate_{uuidlib.uuid4().hex[:8]}"
+        try:
+            collection = create_image_collection(client, name)
+            stored = {f"img{i}": png_b64(im) for i, im in enumerate(IMAGES[1:5])}
+            for title, image in stored.items():
+                collection.data.insert({"image": image, "title": title})
+            reference = png_b64(IMAGES[0])
+            result = collection.generate.near_text(
+                query=compose_query(reference, "make the circle red"),
+                limit=3,
+                single_prompt=GenerativeParameters.single_prompt(
+                    prompt=prompt, images=[reference], image_properties=["image"]
+                ),
+                # A model name Weaviate does not know: for a known one it first downloads
+                # tiktoken's vocabulary to count tokens, which fails offline.
+                generative_provider=GenerativeConfig.openai(
+                    base_url=service.url, model="cir-rationale", max_tokens=12
+                ),
+                # Weaviate hands the module only the properties it returns, and a blob is
+                # returned only when asked for: without "image" here no stored image is sent.
+                return_properties=["title", "image"],
+            )
+        finally:
+            client.collections.delete(name)
+    assert len(result.objects) == 3
+    local = TransformersChat(tiny_chat_model, max_new_tokens=12)
+    by_title = dict(zip(stored, IMAGES[1:5], strict=True))
+    for obj in result.objects:
+        assert obj.generative is not None and obj.generative.text, obj
+        # The candidate first, then the reference: the order Weaviate sends them in.
+        images = (by_title[obj.properties["title"]], IMAGES[0])
+        assert obj.generative.text == local.complete([ChatRequest(prompt, images)])[0]

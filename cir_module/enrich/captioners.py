@@ -63,5 +63,5 @@ class ChatCaptioner:
         self.id = f"{backend.id}/caption-{self.version}"
 
     def caption(self, items: Sequence[CaptionItem]) -> list[str]:
-        replies = self.backend.complete([ChatRequest(self.prompt, item.image) for item in items])
+        replies = self.backend.complete([ChatRequest(self.prompt, (item.image,)) for item in items])
         return [clip_words(reply) for reply in replies]

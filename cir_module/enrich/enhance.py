@@ -130,7 +130,7 @@ class BackendEnhancer:
 
     def questions(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         requests = [
-            ChatRequest(QUESTION_PROMPT.format(text=t), image=im)
+            ChatRequest(QUESTION_PROMPT.format(text=t), (im,))
             for t, im in zip(texts, images, strict=True)
         ]
         return [

@@ -1,8 +1,10 @@
 """``POST /v1/chat/completions``: the local chat model (``chat_model``), OpenAI-compatible.
 
 So that a captioning or enhancement job elsewhere can use the vision-language model this
-service holds, with the same client as for vLLM, Ollama or TGI. One image per request, as a
-``data:`` URL (the service fetches nothing from the network).
+service holds, with the same client as for vLLM, Ollama or TGI; and so that Weaviate's
+``generative-openai`` module, pointed at this service, can ask it about a result. At most
+:data:`MAX_IMAGES` images per request, each a ``data:`` URL (the service fetches nothing from
+the network).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["chat"])
 
+# Two: Weaviate's generative-openai sends a result's stored image and the query's reference
+# (docs/weaviate-contracts.md), which is what a rationale of a composed query needs.
+MAX_IMAGES = 2
+
 
 def _parse(message: ChatMessage, limits) -> ChatRequest:
     if isinstance(message.content, str):
@@ -53,9 +59,9 @@ def _parse(message: ChatMessage, limits) -> ChatRequest:
             )
         else:
             raise InputError(f"content[{i}]: expected a text or image_url part")
-    if len(images) > 1:
-        raise InputError("at most one image per request")
-    return ChatRequest(" ".join(texts), images[0] if images else None)
+    if len(images) > MAX_IMAGES:
+        raise InputError(f"at most {MAX_IMAGES} images per request, not {len(images)}")
+    return ChatRequest(" ".join(texts), tuple(images))
 
 
 @router.post(
@@ -81,7 +87,8 @@ async def chat_completions(request: Request) -> dict:
         chat_request = await anyio.to_thread.run_sync(_parse, users[-1], encoder.limits)
         if not chat_request.text.strip():
             raise InputError("the user message has no text")
-        reply = await anyio.to_thread.run_sync(_complete, backend, chat_request, body.max_tokens)
+        limit = body.max_tokens or body.max_completion_tokens
+        reply = await anyio.to_thread.run_sync(_complete, backend, chat_request, limit)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

@@ -79,12 +79,14 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat-completions request, as far as this service honours it: the last user
-    message (one text, at most one image), greedy decoding, ``max_tokens``."""
+    message (its texts joined, at most two images), greedy decoding, ``max_tokens``."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = ""
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=2048)
+    # OpenAI's newer name for the same bound; Weaviate's generative-openai sends this one.
+    max_completion_tokens: int | None = Field(None, ge=1, le=2048)
 
 
 class ChatChoice(BaseModel):

@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """One user turn: a text and its images, in the order the prompt shows them."""
+
     text: str
-    image: Image.Image | None = None
+    images: tuple[Image.Image, ...] = ()
 
 
 class ChatError(RuntimeError):
@@ -50,7 +52,7 @@ _TEMPLATE = "<|im_start|>user\n{image_part}{{text}}<|im_end|>\n<|im_start|>assis
 
 class TransformersChat:
     """A local vision-language model answering greedily, ``batch_size`` requests at a time
-    (requests with and without an image are batched apart, so no batch mixes shapes)."""
+    (requests are batched by their number of images, so no batch mixes prompt shapes)."""
 
     def __init__(
         self,
@@ -90,8 +92,8 @@ class TransformersChat:
         self, requests: Sequence[ChatRequest], max_new_tokens: int | None = None
     ) -> list[str]:
         replies: list[str] = [""] * len(requests)
-        for with_image in (True, False):
-            rows = [i for i, r in enumerate(requests) if (r.image is not None) == with_image]
+        for count in sorted({len(r.images) for r in requests}):
+            rows = [i for i, r in enumerate(requests) if len(r.images) == count]
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 answers = self._generate([requests[i] for i in chunk], max_new_tokens)
@@ -102,7 +104,8 @@ class TransformersChat:
     def _generate(self, requests: Sequence[ChatRequest], max_new_tokens: int | None) -> list[str]:
         import torch
 
-        template = _TEMPLATE.format(image_part="{image}\n" if requests[0].image else "")
+        # All requests of a batch hold as many images (see complete); each is one {image}.
+        template = _TEMPLATE.format(image_part="{image}\n" * len(requests[0].images))
         ids = [self.codec.encode(template, text=r.text) for r in requests]
         width = max(map(len, ids))
         pad = self.tokenizer.pad_token_id
@@ -111,8 +114,8 @@ class TransformersChat:
             "input_ids": torch.tensor([[pad] * (width - len(i)) + i for i in ids]),
             "attention_mask": torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids]),
         }
-        if requests[0].image is not None:
-            pixels, grid = self.codec.pixels([r.image for r in requests])
+        if requests[0].images:
+            pixels, grid = self.codec.pixels([im for r in requests for im in r.images])
             inputs["pixel_values"] = torch.from_numpy(pixels).to(self.model.dtype)
             inputs["image_grid_thw"] = torch.from_numpy(grid)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -176,8 +179,8 @@ class OpenAIChat:
 
     def _body(self, request: ChatRequest) -> dict:
         content: list[dict] = [{"type": "text", "text": request.text}]
-        if request.image is not None:
-            content.append({"type": "image_url", "image_url": {"url": _data_url(request.image)}})
+        for image in request.images:
+            content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
