@@ -197,7 +197,7 @@ def test_openapi_describes_the_bodies_the_routes_take_and_give(service):
         "/vectorize": ({"texts", "images"}, {"textVectors", "imageVectors"}),
         "/rerank": ({"query", "documents", "property"}, {"query", "scores", "property", "score"}),
         "/v1/chat/completions": (
-            {"model", "messages", "max_tokens"},
+            {"model", "messages", "max_tokens", "max_completion_tokens"},
             {"id", "object", "created", "model", "choices"},
         ),
     }
