@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from weaviate import WeaviateClient
 from weaviate.classes.query import Filter, MetadataQuery, Rerank
 
@@ -94,8 +95,7 @@ def demo_queries(
     (local, or a compose stack), in a collection of its own that is deleted at the end; returns,
     per query, the scenes of the top results in rank order."""
     scenes, queries = sample_gallery(gallery_size, num_queries, seed)
-    image_rng = random.Random(seed + 1)
-    images = {s: encode_image_base64(render(s, image_rng)) for s in scenes}
+    images = {s: encode_image_base64(im) for s, im in render_gallery(scenes, seed).items()}
     name = f"CIRDemo_{uuid.uuid4().hex[:8]}"
     rankings: list[list[str]] = []
     try:
@@ -143,15 +143,21 @@ def demo_queries(
     return rankings
 
 
+def render_gallery(scenes: list[Scene], seed: int) -> dict[Scene, Image.Image]:
+    """The gallery's pictures, rendered in order with one generator seeded from ``seed``: the
+    printed demo and the page (``cir demo --ui``) show the same images for the same seed."""
+    image_rng = random.Random(seed + 1)
+    return {scene: render(scene, image_rng) for scene in scenes}
+
+
 def write_sample_folder(folder: Path, scenes: list[Scene], seed: int) -> dict[Scene, Path]:
     """The gallery as PNG files in ``folder``, each named for its scene (so that ``cir
     ingest`` titles it with its description); the paths by scene."""
     folder.mkdir(parents=True, exist_ok=True)
-    image_rng = random.Random(seed + 1)
     paths = {}
-    for scene in scenes:
+    for scene, image in render_gallery(scenes, seed).items():
         path = folder / f"{describe(scene).replace(';', ',')}.png"
-        render(scene, image_rng).save(path, format="PNG")
+        image.save(path, format="PNG")
         paths[scene] = path
     return paths
 

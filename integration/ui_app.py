@@ -154,9 +154,6 @@ def create_ui_app(connect: Callable[[], WeaviateClient], config: UIConfig) -> Fa
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": f"invalid request: {describe_errors(exc.errors())}"}, 422)
 
-    def collection_of(request: Request) -> Collection:
-        return request.app.state.collection
-
     @app.get("/", response_class=HTMLResponse)
     def page(
         request: Request,
@@ -170,7 +167,7 @@ def create_ui_app(connect: Callable[[], WeaviateClient], config: UIConfig) -> Fa
         query runs at once."""
         state = _state(config, text=text, rerank=rerank, limit=limit, browse=browse)
         return _respond(
-            request, config, state, lambda: _resolve(collection_of(request), uploads, ref)
+            request, config, state, lambda: _resolve(_collection_of(request), uploads, ref)
         )
 
     @app.post("/search", response_class=HTMLResponse)
@@ -188,16 +185,21 @@ def create_ui_app(connect: Callable[[], WeaviateClient], config: UIConfig) -> Fa
         def reference() -> _Reference | None:
             if upload is not None and upload.filename:
                 return _accept_upload(upload, config.limits, uploads)
-            return _resolve(collection_of(request), uploads, ref)
+            return _resolve(_collection_of(request), uploads, ref)
 
         return _respond(request, config, state, reference, require_text=True)
 
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, str]:
         """The page is up and its collection is there."""
-        return {"status": "ok", "collection": collection_of(request).name}
+        return {"status": "ok", "collection": _collection_of(request).name}
 
     return app
+
+
+def _collection_of(request: Request) -> Collection:
+    """The collection the page searches (opened in ``lifespan``)."""
+    return request.app.state.collection
 
 
 def _state(
@@ -225,7 +227,7 @@ def _respond(
 ) -> HTMLResponse:
     """Resolve the reference, run the query when there is one and a text, render the page;
     a :class:`_PageError` becomes the page with its message and status."""
-    collection = request.app.state.collection
+    collection = _collection_of(request)
     status = 200
     try:
         ref = reference()
@@ -329,7 +331,7 @@ def _tiles(result: SearchResult, state: PageState, config: UIConfig) -> list[Res
 
 def _with_strip(request: Request, config: UIConfig, state: PageState) -> PageState:
     """The state with one page of the collection's images for picking a reference."""
-    collection = request.app.state.collection
+    collection = _collection_of(request)
     page = collection.query.fetch_objects(
         limit=config.browse_page + 1,  # one more tells whether there is a next page
         offset=state.browse_offset,

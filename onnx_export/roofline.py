@@ -22,14 +22,14 @@ GEMM_OPS = ("MatMul", "Gemm", "Conv")
 
 
 def _session(model_bytes: bytes, threads: int | None) -> Any:
-    import onnxruntime
+    """A CPU session with the serving process's options, so that the peak and the FLOP count
+    are measured as the service runs its graphs."""
+    from cir_module.models.onnx_model import onnxruntime_module, serving_session_options
 
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(
-        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    return onnxruntime_module().InferenceSession(
+        model_bytes,
+        sess_options=serving_session_options(threads),
+        providers=["CPUExecutionProvider"],
     )
 
 
