@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weaviate.collections import Collection
+from weaviate.exceptions import WeaviateBaseError
 from weaviate.util import generate_uuid5
 
 __all__ = ["IngestReport", "ingest_objects", "ingest_spread", "ingest_until_stored", "object_uuid"]
@@ -47,17 +48,31 @@ def ingest_objects(
 
     Deterministic UUIDs make a re-run idempotent: objects already stored are overwritten
     with the same content, so a failed import is resumed by sending everything again.
+    A batch that fails as a whole (Weaviate raises instead of listing failed objects) is
+    reported with every object failed, so that a caller's retry covers it too.
     """
     report = IngestReport()
     keys: dict[str, str] = {}
-    with collection.batch.fixed_size(
-        batch_size=batch_size, concurrent_requests=concurrent_requests
-    ) as batch:
-        for key, properties in objects:
-            uuid = object_uuid(key)
-            keys[uuid] = key
-            batch.add_object(properties=dict(properties), uuid=uuid)
-            report.sent += 1
+    pending = iter(objects)
+    try:
+        with collection.batch.fixed_size(
+            batch_size=batch_size, concurrent_requests=concurrent_requests
+        ) as batch:
+            for key, properties in pending:
+                uuid = object_uuid(key)
+                keys[uuid] = key
+                batch.add_object(properties=dict(properties), uuid=uuid)
+                report.sent += 1
+    except WeaviateBaseError as error:
+        # The batch as a whole failed, not an object: e.g. the collection's config could not
+        # be read while a cluster elects a new leader. Nothing is confirmed, so every object
+        # counts as failed (re-sending is safe: the UUIDs are deterministic).
+        message = f"batch failed: {error}"
+        unsent = [key for key, _ in pending]
+        report.sent += len(unsent)
+        report.failed = [(key, message) for key in [*keys.values(), *unsent]]
+        log.warning("the batch failed before %d objects were confirmed: %s", report.sent, error)
+        return report
     for failed in collection.batch.failed_objects:
         key = keys.get(str(failed.object_.uuid), str(failed.object_.uuid))
         report.failed.append((key, failed.message))

@@ -65,6 +65,22 @@ class LocalCluster:
             time.sleep(0.5)
         raise TimeoutError(f"cluster not joined after {timeout:.0f}s: {seen}")
 
+    def raft_leader(self, via: int = 0) -> int:
+        """The index of the node that leads the schema's Raft group, as node ``via`` sees it
+        (``/v1/cluster/statistics``). Killing the leader is the harder fault: schema reads
+        fail until the others have elected a new one."""
+        answer = httpx.get(f"{self.nodes[via].weaviate.url}/v1/cluster/statistics", timeout=10)
+        answer.raise_for_status()
+        leaders = [
+            s["name"]
+            for s in answer.json()["statistics"]
+            if (s.get("raft") or {}).get("state") == "Leader"
+        ]
+        names = [stack.weaviate.node.hostname for stack in self.nodes]
+        if len(leaders) != 1 or leaders[0] not in names:
+            raise RuntimeError(f"no single Raft leader among {names}: {leaders}")
+        return names.index(leaders[0])
+
     def restart_node(self, index: int) -> WeaviateServer:
         """Start node ``index`` again (after :meth:`ManagedProcess.kill`): same name, ports and
         data; returns once every node sees it healthy."""

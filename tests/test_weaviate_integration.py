@@ -12,6 +12,8 @@ from weaviate.exceptions import WeaviateBaseError
 
 from cir_module import compose_query
 from integration.ingest import ingest_objects
+from integration.stack import connect
+from integration.weaviate_server import WeaviateServer
 from integration.schema import create_image_collection
 from tests.conftest import png_b64, scene_images
 
@@ -183,3 +185,22 @@ def test_index_choice_reaches_weaviate_and_flat_search_is_exact(
 def test_unknown_index_is_refused(client):
     with pytest.raises(ValueError, match="hnsw, flat"):
         create_image_collection(client, "CIRTest_never_created", index="ivf")
+
+
+
+
+def test_a_batch_failing_as_a_whole_reports_every_object_failed(service):
+    """Weaviate stopped before an import: the batch cannot even read the collection's config
+    and raises; the report lists every object as failed, so that a caller's retry
+    (``ingest_until_stored``) covers them, instead of raising."""
+    with WeaviateServer(service.url) as server:
+        client = connect(server)
+        collection = create_image_collection(client, "CIRGone", text_properties=("key",))
+    try:
+        objects = [(f"img-{i}", {"image": b64}) for i, b64 in enumerate(GALLERY[:5])]
+        report = ingest_objects(collection, iter(objects), batch_size=2)
+    finally:
+        client.close()
+    assert report.sent == len(objects)
+    assert [key for key, _ in report.failed] == [key for key, _ in objects]
+    assert all(message.startswith("batch failed:") for _, message in report.failed)
