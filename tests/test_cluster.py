@@ -1,7 +1,7 @@
 """A real 3-node Weaviate cluster on 127.0.0.1 (``integration.stack.local_cluster``), each node
 with its own inference service: replicated composed queries, the Raft leader killed under
-query load, and a node's service killed during an import. A collection has 3 shards, each replicated on
-all 3 nodes (replication factor 3).
+query load, and a node's service killed during an import. A collection has 3 shards, each
+replicated on all 3 nodes (replication factor 3).
 
 Consistency: with one of three replicas down, Weaviate promises reads and writes at ``ONE``
 and ``QUORUM`` (2 of 3), not at ``ALL``. The query load runs at ``QUORUM`` and no query may

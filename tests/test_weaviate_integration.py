@@ -12,9 +12,9 @@ from weaviate.exceptions import WeaviateBaseError
 
 from cir_module import compose_query
 from integration.ingest import ingest_objects
+from integration.schema import create_image_collection
 from integration.stack import connect
 from integration.weaviate_server import WeaviateServer
-from integration.schema import create_image_collection
 from tests.conftest import png_b64, scene_images
 
 pytestmark = pytest.mark.integration
@@ -185,8 +185,6 @@ def test_index_choice_reaches_weaviate_and_flat_search_is_exact(
 def test_unknown_index_is_refused(client):
     with pytest.raises(ValueError, match="hnsw, flat"):
         create_image_collection(client, "CIRTest_never_created", index="ivf")
-
-
 
 
 def test_a_batch_failing_as_a_whole_reports_every_object_failed(service):
