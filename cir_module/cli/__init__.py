@@ -22,6 +22,7 @@ from cir_module.cli import (
     train,
     ui,
     up,
+    vlm,
     weaviate_install,
 )
 
@@ -40,6 +41,7 @@ VERB_GROUPS = (
     evaluate,
     data,
     rerank,
+    vlm,
     enrich,
     weaviate_install,
 )

@@ -174,6 +174,11 @@ class Tier:
     version: str
     make_triplet: Callable[..., Any]
     render: Callable[..., Image.Image]
+    # A random scene (rng, min_objects, max_objects) and a scene's words, for models that
+    # learn to see (the VLM's vision and caption stages) from scenes drawn on the fly.
+    random_scene: Callable[..., Any]
+    describe: Callable[[Any], str]
+    max_objects: int
     scene_key: Callable[[Any], str]
     scene_to_dict: Callable[[Any], list[dict[str, Any]]]
     scene_from_dict: Callable[[Any], Any]
@@ -193,6 +198,9 @@ TIERS: dict[str, Tier] = {
         version=VERSION,
         make_triplet=make_triplet,
         render=shapes.render,
+        random_scene=shapes.random_scene,
+        describe=shapes.describe,
+        max_objects=shapes.MAX_OBJECTS,
         scene_key=shapes.scene_key,
         scene_to_dict=shapes.scene_to_dict,
         scene_from_dict=shapes.scene_from_dict,
@@ -210,6 +218,9 @@ TIERS: dict[str, Tier] = {
         version="shapes-hard-1",
         make_triplet=hard.make_hard_triplet,
         render=hard.render,
+        random_scene=hard.random_scene,
+        describe=hard.describe,
+        max_objects=hard.MAX_OBJECTS,
         scene_key=hard.scene_key,
         scene_to_dict=hard.scene_to_dict,
         scene_from_dict=hard.scene_from_dict,

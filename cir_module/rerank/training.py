@@ -25,14 +25,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cir_module.data.benchmark import load_scene_graphs
-from cir_module.data.shapes import describe
+from cir_module.data.benchmark import load_scene_graphs, tier_of
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.training.schedule import warmup_cosine
 
-__all__ = ["RerankTrainConfig", "reasoning_pairs", "train_reranker"]
+__all__ = [
+    "RerankTrainConfig",
+    "describe_pair",
+    "reasoning_pairs",
+    "reasoning_path",
+    "train_reranker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +64,22 @@ class RerankTrainConfig:
     max_minutes: float | None = None
 
 
-def _description(scenes: dict, reference: str, candidate: str) -> str:
+def describe_pair(describe, scenes: dict, reference: str, candidate: str) -> str:
+    """What both images of an example show, in words: the dense supervision written after
+    the answer (``describe`` is the tier's :attr:`~cir_module.data.benchmark.Tier.describe`)."""
     return (
         f" The reference shows {describe(scenes[reference])}."
         f" The candidate shows {describe(scenes[candidate])}."
+    )
+
+
+def reasoning_path(describe, scenes: dict, triplet) -> str:
+    """The reasoning path of a triplet: what the reference shows, what the text asks, what
+    the target must show (from the scene graphs)."""
+    return (
+        f"The reference shows {describe(scenes[triplet.reference])}. The text asks to "
+        f"{triplet.caption}. The target must show {describe(scenes[triplet.target])}, nothing "
+        "else changed. So the answer depends on whether the candidate shows exactly that."
     )
 
 
@@ -71,17 +88,13 @@ def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, se
     shows, what the text changes, what the target must show."""
     root = Path(root)
     scenes = load_scene_graphs(root, split)
+    describe = tier_of(root).describe
     triplets = EvalSplit.load(root, split).triplets
     rng = random.Random(seed)
     pairs = []
     for t in rng.sample(triplets, min(limit, len(triplets))):
         question = f"Modification: {t.caption}. Is the candidate the reference changed as asked?"
-        reasoning = (
-            f"The reference shows {describe(scenes[t.reference])}. The text asks to "
-            f"{t.caption}. The target must show {describe(scenes[t.target])}, nothing else "
-            "changed. So the answer depends on whether the candidate shows exactly that."
-        )
-        pairs.append((question, reasoning))
+        pairs.append((question, reasoning_path(describe, scenes, t)))
     return pairs
 
 
@@ -134,7 +147,10 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
     split = EvalSplit.load(cfg.data, "train")
     scenes = load_scene_graphs(cfg.data, "train")
     corpus = [t.caption for t in split.triplets[:4000]]
-    corpus += [_description(scenes, t.reference, t.target) for t in split.triplets[:2000]]
+    describe = tier_of(cfg.data).describe
+    corpus += [
+        describe_pair(describe, scenes, t.reference, t.target) for t in split.triplets[:2000]
+    ]
     corpus += [q + " " + r for q, r in reasoning_pairs(cfg.data, limit=500, seed=cfg.seed + 1)]
     folder = build_tiny_reranker(
         out / "model",
@@ -169,7 +185,7 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
         prompts = [reranker._encode(template, text=caption) for _, caption, _, _ in batch]
         labels = torch.tensor([0 if positive else 1 for *_, positive in batch])
         rows = [
-            [*p, int(answers[label]), *tok.encode(_description(scenes, ref, cand)), end]
+            [*p, int(answers[label]), *tok.encode(describe_pair(describe, scenes, ref, cand)), end]
             for p, label, (ref, _, cand, _) in zip(prompts, labels.tolist(), batch, strict=True)
         ]
         width = max(map(len, rows))

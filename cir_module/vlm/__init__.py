@@ -27,10 +27,11 @@ if TYPE_CHECKING:
         TransformersChat,
     )
     from cir_module.vlm.family import FAMILIES, FamilyAdapter, adapter_for
-    from cir_module.vlm.prompt import IMAGE, PromptCodec, mrope_positions
+    from cir_module.vlm.prompt import DESCRIBE_PROMPT, IMAGE, PromptCodec, mrope_positions
     from cir_module.vlm.tiny import build_tiny_vlm, train_tokenizer
 
 __all__ = [
+    "DESCRIBE_PROMPT",
     "FAMILIES",
     "IMAGE",
     "ChatBackend",
@@ -54,7 +55,9 @@ __getattr__, __dir__ = lazy_exports(
             "cir_module.vlm.chat",
         ),
         **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
-        **dict.fromkeys(("IMAGE", "PromptCodec", "mrope_positions"), "cir_module.vlm.prompt"),
+        **dict.fromkeys(
+            ("DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"), "cir_module.vlm.prompt"
+        ),
         **dict.fromkeys(("build_tiny_vlm", "train_tokenizer"), "cir_module.vlm.tiny"),
     },
 )

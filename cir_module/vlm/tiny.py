@@ -59,6 +59,7 @@ def build_tiny_vlm(
     heads: int = 2,
     vision_depth: int = 1,
     vision_width: int = 32,
+    vision_heads: int = 2,
     vocab_size: int = 512,
     seed: int = 0,
 ) -> Path:
@@ -94,7 +95,7 @@ def build_tiny_vlm(
             depth=vision_depth,
             embed_dim=vision_width,
             hidden_size=hidden,
-            num_heads=2,
+            num_heads=vision_heads,
             patch_size=14,
             spatial_merge_size=2,
             temporal_patch_size=2,

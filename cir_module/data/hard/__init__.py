@@ -36,6 +36,7 @@ from cir_module.data.hard.phrasing import PHRASINGS, HardCaption, phrase_hard_ed
 from cir_module.data.hard.scenes import (
     EDIT_KINDS,
     GRID_SIDE,
+    MAX_OBJECTS,
     SIZES,
     TEXTURES,
     HardEdit,
@@ -61,6 +62,7 @@ from cir_module.data.hard.triplets import (
 __all__ = [
     "EDIT_KINDS",
     "GRID_SIDE",
+    "MAX_OBJECTS",
     "NEGATIVE_KINDS",
     "PHRASINGS",
     "SIZES",

@@ -1,0 +1,91 @@
+"""``cir vlm train`` and ``cir vlm probe``: the VLM trained here in stages (vision, caption,
+judge), each stage one resumable command, and what a stage's model can do."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cir_module.vlm_training.config import StageConfig
+
+__all__ = ["add_parser", "stage_config"]
+
+# Flags with choices or help beyond their name; every other StageConfig field gets a flag
+# named after it, typed by its default.
+_HELP = {
+    "stage": "vision: the tower learns to see every object; caption: image -> description; "
+    "judge: reference + text + candidate -> YES / NO",
+    "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
+    "out": "the stage's folder; the same command resumes it",
+    "init": "the previous stage's folder (caption and judge)",
+    "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
+}
+
+
+def _config_fields() -> list[dataclasses.Field]:
+    from cir_module.vlm_training.config import StageConfig
+
+    return list(dataclasses.fields(StageConfig))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``vlm`` with its verbs ``train`` and ``probe``."""
+    from cir_module.vlm_training.config import STAGES
+
+    vlm = sub.add_parser("vlm", help="the VLM trained here in stages (vision, caption, judge)")
+    vlm_sub = vlm.add_subparsers(dest="vlm_command", required=True)
+    train = vlm_sub.add_parser("train", help="run or resume one stage")
+    for field in _config_fields():
+        flag = "--" + field.name.replace("_", "-")
+        extra = {"help": _HELP.get(field.name)}
+        if field.name == "stage":
+            train.add_argument(flag, required=True, choices=STAGES, **extra)
+        elif field.default is dataclasses.MISSING:
+            train.add_argument(flag, required=True, **extra)
+        elif field.default is None:
+            kind = float if field.name == "max_minutes" else str
+            train.add_argument(flag, type=kind, **extra)
+        else:
+            train.add_argument(flag, type=type(field.default), default=field.default, **extra)
+    train.set_defaults(func=_train)
+    probe = vlm_sub.add_parser("probe", help="cells read, captions written, judgements made")
+    probe.add_argument("folder", help="a stage's folder (cir vlm train --out)")
+    probe.add_argument("--images", type=int, default=256, help="fresh scenes whose cells are read")
+    probe.add_argument("--captions", type=int, default=32, help="fresh scenes to describe")
+    probe.add_argument("--judge-split", default="val")
+    probe.add_argument("--judge-queries", type=int, default=200)
+    probe.add_argument("--seed", type=int, default=12345)
+    probe.set_defaults(func=_probe)
+
+
+def stage_config(args: argparse.Namespace) -> StageConfig:
+    """The :class:`StageConfig` of a ``cir vlm train`` command line."""
+    from cir_module.vlm_training.config import StageConfig
+
+    return StageConfig(**{f.name: getattr(args, f.name) for f in _config_fields()})
+
+
+def _train(args: argparse.Namespace) -> None:
+    from cir_module.vlm_training.train import train_stage
+
+    result = train_stage(stage_config(args))
+    state = "complete" if result.complete else "stopped (run the same command to resume)"
+    print(f"{args.stage} stage {state} at step {result.step}: {result.folder}")
+
+
+def _probe(args: argparse.Namespace) -> None:
+    import json
+
+    from cir_module.vlm_training.probe import probe_stage
+
+    report = probe_stage(
+        args.folder,
+        images=args.images,
+        captions=args.captions,
+        judge_split=args.judge_split,
+        judge_queries=args.judge_queries,
+        seed=args.seed,
+    )
+    print(json.dumps(report, indent=2))

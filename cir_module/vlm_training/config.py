@@ -1,0 +1,62 @@
+"""What one stage of the VLM's training is told: ``cir vlm train`` builds a :class:`StageConfig`
+from its flags (every field has one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["STAGES", "StageConfig"]
+
+# In the order they run; each later stage starts from the folder of the one before.
+STAGES = ("vision", "caption", "judge")
+
+
+@dataclass
+class StageConfig:
+    """One stage's run. ``data`` is a synthetic benchmark folder: its tier says what the
+    scenes hold, its training triplets give the judge its examples and the tokenizer its
+    texts. ``init`` is the previous stage's ``out`` (caption and judge)."""
+
+    stage: str
+    data: str
+    out: str
+    init: str | None = None
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_minutes: float | None = None
+    # The model, built by the vision stage; the later stages keep the one they start from.
+    hidden: int = 192
+    layers: int = 6
+    heads: int = 4
+    vision_depth: int = 4
+    vision_width: int = 128
+    vocab_size: int = 1024
+    # After the vision stage: its cell read-out stays on as an auxiliary loss with this
+    # weight, and the vision tower learns at this fraction of the learning rate.
+    reader_weight: float = 0.3
+    vision_lr_scale: float = 0.3
+    # The judge stage: candidates per query (the target first), the share of negatives
+    # drawn from other queries' targets, the share of queries whose prompt carries the
+    # reasoning path, and the weight of describing both images after the answer.
+    group: int = 6
+    easy_negatives: float = 0.3
+    reasoning_share: float = 0.3
+    describe_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Paths are kept as strings: the configuration is written to the stage's stage.json.
+        self.data, self.out = str(self.data), str(self.out)
+        self.init = str(self.init) if self.init else None
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; the stages are {STAGES}")
+        if self.stage != "vision" and not self.init:
+            previous = STAGES[STAGES.index(self.stage) - 1]
+            raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch size and checkpoint interval must be positive")
+        if self.stage == "judge" and (self.group < 2 or self.batch_size < self.group):
+            raise ValueError("the judge needs a group of 2 or more, and a batch of one group")

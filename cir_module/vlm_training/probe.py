@@ -1,0 +1,114 @@
+"""What a stage's model can do, on scenes it never saw (``cir vlm probe``).
+
+* cells read: the read-out's per-attribute accuracy over every cell of fresh rendered scenes,
+  and the share of images read entirely right;
+* captions written (caption and judge stages): greedy descriptions of fresh scenes, compared
+  with the scene graph object by object;
+* judgements (judge stage): on a benchmark split, how often P(YES) ranks the target first
+  among the target, its hard negatives and the unchanged reference.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
+from cir_module.eval.inprocess import EvalSplit
+from cir_module.vlm.prompt import DESCRIBE_PROMPT
+from cir_module.vlm_training.stages import SceneStream
+from cir_module.vlm_training.train import load_stage, read_stage
+
+__all__ = ["probe_stage"]
+
+
+@torch.inference_mode()
+def _cells(vlm, reader, tier, stream: SceneStream, n: int) -> dict[str, float]:
+    vocabulary = SceneVocabulary.of(tier)
+    scenes, images = stream.draw(n)
+    pixels, grid = vlm._pixels(images)
+    tokens = vlm.model.model.visual(pixels, grid_thw=grid)
+    logits = reader.logits(tokens.view(n, -1, tokens.shape[-1]))
+    labels = torch.stack([SceneLabels.encode(s, vocabulary) for s in scenes])
+    out, whole = {}, torch.ones(n, dtype=torch.bool)
+    for i, ((name, _), part) in enumerate(
+        zip(vocabulary.attributes, logits.split(vocabulary.class_sizes, -1), strict=True)
+    ):
+        keep = labels[..., i] != -100
+        right = part.argmax(-1) == labels[..., i]
+        out[f"cells_{name}"] = right[keep].float().mean().item()
+        whole &= (right | ~keep).all(-1)
+    out["images_read_right"] = whole.float().mean().item()
+    return out
+
+
+@torch.inference_mode()
+def _captions(vlm, tier, stream: SceneStream, n: int, max_new_tokens: int = 200) -> dict:
+    scenes, images = stream.draw(n)
+    prompt = vlm.codec.encode(DESCRIBE_PROMPT)
+    pixels, grid = vlm._pixels(images)
+    end = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    generated = vlm.model.generate(
+        input_ids=torch.tensor([prompt] * n),
+        attention_mask=torch.ones(n, len(prompt), dtype=torch.long),
+        pixel_values=pixels,
+        image_grid_thw=grid,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=end,
+        pad_token_id=vlm.tokenizer.pad_token_id,
+    )[:, len(prompt) :]
+    texts = vlm.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    exact, objects, found = 0, 0, 0
+    for scene, text in zip(scenes, texts, strict=True):
+        truth = tier.describe(scene)
+        exact += text.strip() == truth
+        said = {part.strip() for part in text.split(";")}
+        parts = [part.strip() for part in truth.split(";")]
+        objects += len(parts)
+        found += sum(part in said for part in parts)
+    return {
+        "captions_exact": exact / n,
+        "caption_objects_right": found / max(objects, 1),
+        "caption_example": texts[0],
+        "caption_truth": tier.describe(scenes[0]),
+    }
+
+
+@torch.inference_mode()
+def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
+    evaluation = EvalSplit.load(data, split, limit=limit)
+    top1, n = 0, 0
+    for t in evaluation.triplets:
+        candidates = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
+        candidates.append(t.reference)
+        scores = vlm.score(
+            evaluation.open(t.reference), t.caption, [evaluation.open(c) for c in candidates]
+        )
+        top1 += int(scores.argmax() == 0)
+        n += 1
+    return {f"judge_top1_{split}": top1 / max(n, 1), "judge_queries": n}
+
+
+def probe_stage(
+    folder: str | Path,
+    *,
+    images: int = 256,
+    captions: int = 32,
+    judge_split: str = "val",
+    judge_queries: int = 200,
+    seed: int = 12345,
+) -> dict:
+    """The probes that apply to a stage folder's model, on scenes drawn with ``seed``."""
+    vlm, reader, tier = load_stage(folder)
+    stage = read_stage(folder)
+    stream = SceneStream(tier, random.Random(seed))
+    out: dict = {"stage": stage["stage"], "step": stage.get("step", 0)}
+    out |= _cells(vlm, reader, tier, stream, images)
+    if stage["stage"] != "vision" and captions:
+        out |= _captions(vlm, tier, stream, captions)
+    if stage["stage"] == "judge" and judge_queries:
+        out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
+    return out

@@ -1,0 +1,242 @@
+"""The three stages of the VLM's training, each a loss over a freshly drawn batch.
+
+* **vision**: the vision tower learns to see every object. Random scenes of the benchmark's
+  tier are drawn and rendered on the fly; the image is resized so that the tower's merged
+  tokens fall one per grid cell, and a linear read-out (the scene loss's
+  :class:`~cir_module.data.scene_loss.CellTokenHead`) classifies each token's cell: empty or
+  shape, colour, size (and texture in the hard tier). Only the tower and the read-out learn.
+* **caption**: image -> a dense factual description (the scene graph in words, RAR's caption
+  recipe), the usual alignment stage of a VLM; next-token loss on the description.
+* **judge**: reference image + modification (+ for a share of the queries, the reasoning
+  path: what the reference shows, what the text asks, what the target must show) + candidate
+  -> YES / NO, the reranker's exact prompt and answer position. Each query brings its target
+  and ``group - 1`` negatives (hard ones: members of its image set one requested change away
+  from the target, or the unchanged reference; easy ones: other queries' targets); the loss
+  is cross-entropy on YES / NO plus a listwise one over the group.
+
+After the vision stage the read-out stays on as an auxiliary loss (``reader_weight``), so
+what the tower learned to see is not forgotten while the language model learns to speak.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cir_module.data.benchmark import Tier, load_scene_graphs
+from cir_module.data.scene_loss import CellTokenHead, SceneLabels, SceneVocabulary, cell_loss
+from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.training import describe_pair, reasoning_path
+from cir_module.vlm.prompt import DESCRIBE_PROMPT
+from cir_module.vlm_training.config import StageConfig
+
+__all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision", "with_reasoning"]
+
+IGNORE = -100
+
+
+def with_reasoning(caption: str, reasoning: str) -> str:
+    """The judge's text field when the reasoning path is written in the prompt."""
+    return f"{caption}\nReasoning: {reasoning}"
+
+
+def forward_with_vision(
+    vlm: LVLMReranker, input_ids: torch.Tensor, mask: torch.Tensor, images: list
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The language model's last hidden states for a right-padded batch whose image slots
+    take ``images`` in order, and the vision tower's tokens per image ``[images, tokens,
+    hidden]`` (what the read-out classifies). The tower runs once for both."""
+    model = vlm.model
+    pixels, grid = vlm._pixels(images)
+    visual = model.model.visual(pixels, grid_thw=grid)
+    embeds = model.model.get_input_embeddings()(input_ids)
+    slots = (input_ids == vlm.codec.image_token_id).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(slots, visual.to(embeds.dtype))
+    positions = vlm.adapter.rope_index(model, input_ids, grid)
+    hidden = model.model.language_model(
+        inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+    ).last_hidden_state
+    return hidden, visual.view(len(images), -1, visual.shape[-1])
+
+
+def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    keep = labels != IGNORE
+    return (logits.argmax(-1)[keep] == labels[keep]).float().mean().item() if keep.any() else 0.0
+
+
+@dataclass
+class SceneStream:
+    """Random scenes of a tier, rendered on the fly (a fresh batch every step: the vision
+    and caption stages never see an image twice). Its random state is checkpointed."""
+
+    tier: Tier
+    rng: random.Random
+
+    def draw(self, n: int) -> tuple[list[Any], list[Any]]:
+        scenes = [self.tier.random_scene(self.rng, 1, self.tier.max_objects) for _ in range(n)]
+        return scenes, [self.tier.render(scene, self.rng) for scene in scenes]
+
+
+@dataclass
+class StageLoss:
+    """One stage: which parameters learn (and at which rate), and the loss of a new batch."""
+
+    cfg: StageConfig
+    vlm: LVLMReranker
+    reader: CellTokenHead
+    tier: Tier
+    rng: random.Random
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vocabulary = SceneVocabulary.of(self.tier)
+        self.stream = SceneStream(self.tier, self.rng)
+        self.tokenizer = self.vlm.tokenizer
+        self.end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def parameter_groups(self) -> list[dict]:
+        """The tower at ``vision_lr_scale`` of the rate, the rest (language model, read-out)
+        at the full rate."""
+        visual = list(self.vlm.model.model.visual.parameters())
+        ids = {id(p) for p in visual}
+        rest = [p for p in self.vlm.model.parameters() if id(p) not in ids]
+        return [
+            {"params": visual, "lr_scale": self.cfg.vision_lr_scale},
+            {"params": rest + list(self.reader.parameters()), "lr_scale": 1.0},
+        ]
+
+    def read(self, tokens: torch.Tensor, scenes: list[Any]) -> torch.Tensor:
+        """The read-out's loss on the tower's tokens of images whose scenes are ``scenes``."""
+        labels = torch.stack([SceneLabels.encode(s, self.vocabulary) for s in scenes])
+        logits = self.reader.logits(tokens)
+        sizes = self.vocabulary.class_sizes
+        for (name, _), part, i in zip(
+            self.vocabulary.attributes, logits.split(sizes, -1), range(len(sizes)), strict=True
+        ):
+            self.metrics[f"read_{name}"] = _accuracy(part, labels[..., i])
+        return cell_loss(logits, labels, sizes)
+
+    def loss(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class VisionStage(StageLoss):
+    def parameter_groups(self) -> list[dict]:
+        visual = list(self.vlm.model.model.visual.parameters())
+        return [{"params": visual + list(self.reader.parameters()), "lr_scale": 1.0}]
+
+    def loss(self) -> torch.Tensor:
+        scenes, images = self.stream.draw(self.cfg.batch_size)
+        pixels, grid = self.vlm._pixels(images)
+        visual = self.vlm.model.model.visual(pixels, grid_thw=grid)
+        loss = self.read(visual.view(len(images), -1, visual.shape[-1]), scenes)
+        self.metrics["read_loss"] = loss.item()
+        return loss
+
+
+class CaptionStage(StageLoss):
+    def loss(self) -> torch.Tensor:
+        scenes, images = self.stream.draw(self.cfg.batch_size)
+        prompt = self.vlm.codec.encode(DESCRIBE_PROMPT)
+        answers = [[*self.tokenizer.encode(self.tier.describe(s)), self.end] for s in scenes]
+        input_ids, mask = _right_pad([prompt + a for a in answers], self.tokenizer.pad_token_id)
+        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
+        targets = input_ids[:, 1:].clone()
+        targets[:, : len(prompt) - 1] = IGNORE  # the answer only
+        targets[mask[:, 1:] == 0] = IGNORE
+        logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
+        caption = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        read = self.read(tokens, scenes)
+        self.metrics |= {"caption_loss": caption.item(), "token_acc": _accuracy(logits, targets)}
+        return caption + self.cfg.reader_weight * read
+
+
+class JudgeStage(StageLoss):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.split = EvalSplit.load(self.cfg.data, "train")
+        self.scenes = load_scene_graphs(self.cfg.data, "train")
+        prompt = self.vlm.prompt
+        self.template = prompt.prefix + prompt.suffix
+        self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
+
+    def _group(self) -> tuple[Any, str, list[str]]:
+        """A query, its text (with the reasoning path for a share of queries) and its
+        candidates, the target first."""
+        t = self.rng.choice(self.split.triplets)
+        hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
+        self.rng.shuffle(hard)
+        candidates = [t.target]
+        while len(candidates) < self.cfg.group:
+            if self.rng.random() < self.cfg.easy_negatives or not hard:
+                negative = self.rng.choice(self.split.triplets).target
+                if negative != t.target:
+                    candidates.append(negative)
+            else:
+                candidates.append(hard.pop())
+        text = t.caption
+        if self.rng.random() < self.cfg.reasoning_share:
+            text = with_reasoning(t.caption, reasoning_path(self.tier.describe, self.scenes, t))
+        return t, text, candidates
+
+    def loss(self) -> torch.Tensor:
+        cfg, tok = self.cfg, self.tokenizer
+        rows, prompt_ends, labels, images, scenes = [], [], [], [], []
+        for _ in range(cfg.batch_size // cfg.group):
+            t, text, candidates = self._group()
+            prompt = self.vlm.codec.encode(self.template, text=text)
+            for candidate in candidates:
+                label = 0 if candidate == t.target else 1  # index into (YES, NO)
+                row = [*prompt, int(self.answers[label])]
+                if cfg.describe_weight:
+                    words = describe_pair(self.tier.describe, self.scenes, t.reference, candidate)
+                    row += [*tok.encode(words), self.end]
+                rows.append(row)
+                prompt_ends.append(len(prompt) - 1)
+                labels.append(label)
+                images += [self.split.open(t.reference), self.split.open(candidate)]
+                scenes += [self.scenes[t.reference], self.scenes[candidate]]
+        input_ids, mask = _right_pad(rows, tok.pad_token_id)
+        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
+        head = self.vlm.adapter.lm_head(self.vlm.model)
+        at = torch.tensor(prompt_ends)
+        logits = head(hidden[torch.arange(len(rows)), at])[:, self.answers]
+        labels_t = torch.tensor(labels)
+        answer = F.cross_entropy(logits, labels_t)
+        margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
+        first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
+        loss = answer + F.cross_entropy(margin, first)
+        if cfg.describe_weight:
+            targets = input_ids[:, 1:].clone()
+            position = torch.arange(input_ids.shape[1] - 1)[None]
+            targets[(position <= at[:, None]) | (mask[:, 1:] == 0)] = IGNORE
+            words = F.cross_entropy(
+                head(hidden[:, :-1]).flatten(0, 1), targets.flatten(), ignore_index=IGNORE
+            )
+            loss = loss + cfg.describe_weight * words
+        loss = loss + cfg.reader_weight * self.read(tokens, scenes)
+        self.metrics |= {
+            "answer_loss": answer.item(),
+            "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
+            "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
+        }
+        return loss
+
+
+STAGE_LOSSES: dict[str, type[StageLoss]] = {
+    "vision": VisionStage,
+    "caption": CaptionStage,
+    "judge": JudgeStage,
+}

@@ -1,0 +1,180 @@
+"""The VLM trained in stages (``cir vlm train``): each stage on a tiny model and a tiny hard
+benchmark, the chain vision -> caption -> judge, resuming, and the result served as the
+reranker through the same ``from_pretrained`` path a real checkpoint takes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cir_module.cli import build_parser
+from cir_module.cli.vlm import stage_config
+from cir_module.data.benchmark import TIERS, generate_benchmark, tier_of
+from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.scorer import LVLMReranker
+from cir_module.vlm_training import StageConfig, load_stage, probe_stage, train_stage
+from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
+
+TINY = dict(
+    hidden=32,
+    layers=2,
+    heads=2,
+    vision_depth=1,
+    vision_width=32,
+    vocab_size=400,
+    batch_size=12,
+    group=4,
+    checkpoint_every=2,
+)
+
+
+@pytest.fixture(scope="module")
+def hard_data(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("hard")
+    generate_benchmark(out, seed=0, tier="hard", n_train=40, n_val=8, n_test=8)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
+    """The three stages run one after the other, each from the previous one's folder."""
+    root = tmp_path_factory.mktemp("stages")
+    folders, previous = {}, None
+    for stage in ("vision", "caption", "judge"):
+        cfg = StageConfig(
+            stage=stage, data=hard_data, out=str(root / stage), init=previous, steps=3, **TINY
+        )
+        result = train_stage(cfg)
+        assert result.complete and result.step == 3
+        folders[stage] = previous = root / stage
+    return folders
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    vlm, reader, _ = load_stage(folder)
+    return {**vlm.model.state_dict(), **{f"reader.{k}": v for k, v in reader.state_dict().items()}}
+
+
+def test_each_stage_trains_and_logs_its_own_losses(chain):
+    expected = {
+        "vision": {"read_loss", "read_shape", "read_texture"},
+        "caption": {"caption_loss", "token_acc", "read_shape"},
+        "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
+    }
+    for stage, folder in chain.items():
+        lines = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in lines] == [1, 2, 3]
+        assert expected[stage] <= set(lines[-1]), lines[-1]
+        assert all(np.isfinite(line["loss"]) for line in lines)
+        record = read_stage(folder)
+        assert record["stage"] == stage and record["complete"] and record["step"] == 3
+
+
+def test_later_stages_start_from_the_previous_stage_and_change_it(chain):
+    vision, caption, judge = (weights(chain[s]) for s in ("vision", "caption", "judge"))
+    assert vision.keys() == caption.keys() == judge.keys()
+    # The caption stage trains the language model and (slower) the tower it was given.
+    assert any(not torch.equal(vision[k], caption[k]) for k in vision if ".visual." in k)
+    assert any(not torch.equal(vision[k], caption[k]) for k in vision if "language_model" in k)
+    assert any(not torch.equal(caption[k], judge[k]) for k in caption if "language_model" in k)
+
+
+def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chain):
+    built = weights(chain["vision"])
+    # The language model keeps its initial weights: rebuild the same seed without training.
+    fresh = StageConfig(stage="vision", data=hard_data, out=str(chain["vision"].parent / "v0"))
+    fresh = dataclasses.replace(fresh, steps=1, **TINY)
+    Path(fresh.out).mkdir()
+    prepare_folder(fresh, tier_of(hard_data), Path(fresh.out))
+    initial = LVLMReranker.from_pretrained(Path(fresh.out) / "model").model.state_dict()
+    for key, value in initial.items():
+        if "language_model" in key or key.startswith("lm_head"):
+            assert torch.equal(value, built[key]), key
+    assert any(not torch.equal(initial[k], built[k]) for k in initial if ".visual." in k)
+
+
+def test_the_judge_stage_is_a_reranker_checkpoint_scored_with_the_kv_cache(hard_data, chain):
+    folder = chain["judge"] / "model"
+    reranker = LVLMReranker.from_pretrained(folder)
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    reference = split.open(t.reference)
+    assert reranker.image_side == 112 and reranker.codec.image_tokens == 16  # one per cell
+    candidates = [split.open(n) for n in (t.target, *t.subset[:3])]
+    cached = reranker.score(reference, t.caption, candidates)
+    naive = reranker.score_naive(reference, t.caption, candidates)
+    np.testing.assert_allclose(cached, naive, atol=1e-5)
+    assert ((cached > 0) & (cached < 1)).all()
+
+
+def test_a_stopped_stage_resumes_to_the_same_weights_as_an_uninterrupted_run(hard_data, tmp_path):
+    whole = StageConfig(
+        stage="vision", data=hard_data, out=str(tmp_path / "whole"), steps=4, **TINY
+    )
+    assert train_stage(whole).complete
+    # A budget that ends the run after its first step, then the same command again.
+    parts = dataclasses.replace(whole, out=str(tmp_path / "parts"), max_minutes=1e-9)
+    first = train_stage(parts)
+    assert (first.step, first.complete) == (1, False)
+    assert read_stage(parts.out)["complete"] is False
+    resumed = train_stage(dataclasses.replace(parts, max_minutes=None))
+    assert (resumed.step, resumed.complete) == (4, True)
+    a, b = weights(Path(whole.out)), weights(Path(parts.out))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    steps = [json.loads(x)["step"] for x in (Path(parts.out) / "train_log.jsonl").open()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
+    hard_data, chain, tmp_path
+):
+    with pytest.raises(ValueError, match="not a complete caption stage"):
+        train_stage(
+            StageConfig(
+                stage="judge", data=hard_data, out=str(tmp_path / "j"), init=str(chain["vision"])
+            )
+        )
+    with pytest.raises(ValueError, match="starts from the vision stage"):
+        StageConfig(stage="caption", data=hard_data, out=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="holds the vision stage"):
+        train_stage(
+            StageConfig(
+                stage="caption", data=hard_data, out=str(chain["vision"]), init=str(chain["vision"])
+            )
+        )
+
+
+def test_probe_reports_cells_captions_and_judgements(chain):
+    report = probe_stage(chain["judge"], images=8, captions=2, judge_queries=3)
+    assert report["stage"] == "judge" and report["judge_queries"] == 3
+    for key in ("cells_shape", "cells_texture", "images_read_right", "caption_objects_right"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert 0.0 <= report["judge_top1_val"] <= 1.0
+    vision = probe_stage(chain["vision"], images=8)
+    assert "captions_exact" not in vision and "judge_queries" not in vision
+
+
+def test_every_stage_config_field_comes_from_its_flag(hard_data):
+    argv = ["vlm", "train", "--stage", "judge", "--data", hard_data, "--out", "o", "--init", "i"]
+    argv += ["--steps", "7", "--reasoning-share", "0.5", "--max-minutes", "2.5", "--hidden", "64"]
+    config = stage_config(build_parser().parse_args(argv))
+    assert config == StageConfig(
+        stage="judge",
+        data=hard_data,
+        out="o",
+        init="i",
+        steps=7,
+        reasoning_share=0.5,
+        max_minutes=2.5,
+        hidden=64,
+    )
+
+
+def test_image_side_puts_one_merged_token_on_each_cell():
+    assert image_side_for(TIERS["hard"]) == 112 and image_side_for(TIERS["base"]) == 84
