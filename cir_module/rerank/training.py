@@ -212,10 +212,10 @@ def train_reranker(cfg: RerankTrainConfig) -> Path:
             position = torch.arange(width - 1)[None]
             targets[(position <= at_answer[:, None]) | (mask[:, 1:] == 0)] = -100
             lm_logits = model.lm_head(hidden[:, :-1])
-            describe = torch.nn.functional.cross_entropy(
+            words_loss = torch.nn.functional.cross_entropy(
                 lm_logits.flatten(0, 1), targets.flatten(), ignore_index=-100
             )
-            loss = loss + cfg.describe_weight * describe
+            loss = loss + cfg.describe_weight * words_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
