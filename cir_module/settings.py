@@ -85,6 +85,13 @@ class ServiceSettings(BaseSettings):
         "the model folder's cir_reranker.json, else 224.",
     )
     reranker_batch_size: int = Field(16, ge=1, description="Candidates per reranker forward.")
+    reranker_rationale: bool = Field(
+        False,
+        description="The reranker first writes its own reasoning path for each query (what "
+        "the reference shows, what the text asks, what the target must show; CIR-CoT) and "
+        "scores every candidate with it in the prompt. Needs a checkpoint folder, not an ONNX "
+        "export, and a model trained to write one (`cir vlm train --stage judge`).",
+    )
     text_reranker_model: str | None = Field(
         None,
         description="sentence-transformers CrossEncoder (hub id or folder) that scores text "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from cir_module.cli.vlm import stage_config
 from cir_module.data.benchmark import TIERS, generate_benchmark, tier_of
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.training import reasoning_path
 from cir_module.vlm_training import StageConfig, load_stage, probe_stage, train_stage
+from cir_module.vlm_training.stages import STAGE_LOSSES
 from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
 
 TINY = dict(
@@ -178,3 +181,47 @@ def test_every_stage_config_field_comes_from_its_flag(hard_data):
 
 def test_image_side_puts_one_merged_token_on_each_cell():
     assert image_side_for(TIERS["hard"]) == 112 and image_side_for(TIERS["base"]) == 84
+
+
+def test_the_judge_learns_to_write_the_reasoning_path_it_is_given(hard_data, chain, tmp_path):
+    cfg = StageConfig(
+        stage="judge",
+        data=hard_data,
+        out=tmp_path / "judge",
+        init=chain["caption"],
+        steps=1,
+        reasoning_share=1.0,
+        **TINY,
+    )
+    train_stage(cfg)
+    record = json.loads((tmp_path / "judge" / "train_log.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= record["rationale_acc"] <= 1.0
+    # The rationale's tokens are exactly the reasoning path, after the prompt's head.
+    vlm, reader, tier = load_stage(tmp_path / "judge")
+    stage = STAGE_LOSSES["judge"](cfg, vlm, reader, tier, random.Random(0))
+    t = stage.split.triplets[0]
+    reasoning = reasoning_path(tier.describe, stage.scenes, t)
+    ids, (start, end) = stage._prompt(t.caption, reasoning)
+    assert end > start > 0
+    assert vlm.tokenizer.decode(ids[start:end]) == " " + reasoning
+    assert stage._prompt(t.caption, None)[1] == (0, 0)
+
+
+def test_a_reranker_that_writes_its_rationale_scores_with_it_in_the_prompt(hard_data, chain):
+    plain = LVLMReranker.from_pretrained(chain["judge"] / "model")
+    cot = LVLMReranker.from_pretrained(
+        chain["judge"] / "model", rationale=True, rationale_tokens=12
+    )
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    reference = split.open(t.reference)
+    candidates = [split.open(n) for n in (t.target, *t.subset[:2])]
+    written = cot.write_rationale(reference, t.caption)
+    assert isinstance(written, str) and "\n" not in written
+    assert cot.query_text(reference, t.caption) == cot.prompt.with_reasoning(t.caption, written)
+    with_it = plain.score(reference, cot.prompt.with_reasoning(t.caption, written), candidates)
+    np.testing.assert_allclose(cot.score(reference, t.caption, candidates), with_it, atol=1e-5)
+    np.testing.assert_allclose(
+        cot.score_naive(reference, t.caption, candidates), with_it, atol=1e-5
+    )
+    assert cot.describe()["rationale"] is True and plain.describe()["rationale"] is False

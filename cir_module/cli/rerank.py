@@ -66,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="first stage from Weaviate's nearText, plus one setting run through its rerank",
     )
     reval.add_argument("--serve", help="reranker folder the service loads (e.g. its ONNX export)")
+    reval.add_argument(
+        "--rationale",
+        action="store_true",
+        help="the reranker writes its own reasoning path per query first (CIR-CoT)",
+    )
     reval.add_argument("--serve-alpha", type=float, default=0.6)
     reval.add_argument("--serve-lambda", type=float, default=0.06)
     reval.add_argument("--json-out")
@@ -154,12 +159,13 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
             "CIR_RERANKER_ALPHA": str(args.serve_alpha),
             "CIR_RERANKER_LAMBDA": str(args.serve_lambda),
+            "CIR_RERANKER_RATIONALE": "1" if args.rationale else "0",
             **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
         }
         stage, served = weaviate_rerank_run(args.first_stage, split, args.k, env)
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
-    reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug)
+    reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug, rationale=args.rationale)
     settings = injection_settings(args.alphas, args.layer_alpha)
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
     if served is not None:

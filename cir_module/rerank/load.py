@@ -20,9 +20,16 @@ def load_reranker(
     layers: str | Sequence[int] = "all",
     image_side: int | None = None,
     batch_size: int = 16,
+    rationale: bool = False,
 ) -> LVLMReranker | OnnxReranker:
-    """The reranker at ``path`` with its injection settings."""
+    """The reranker at ``path`` with its injection settings; ``rationale``: each query's
+    prompt carries the model's own reasoning path (CIR-CoT), generated once per query."""
     if is_onnx_reranker(path):
+        if rationale:
+            raise ValueError(
+                f"{path} is an ONNX export, which scores but does not generate: a reranker "
+                "that writes its own rationale needs the checkpoint folder (torch)"
+            )
         reranker = OnnxReranker(path, raug=raug, alpha=alpha, layers=layers, batch_size=batch_size)
         if image_side and image_side != reranker.image_side:
             raise ValueError(
@@ -32,5 +39,11 @@ def load_reranker(
         return reranker
     extra = {"image_side": image_side} if image_side else {}
     return LVLMReranker.from_pretrained(
-        path, raug=raug, alpha=alpha, layers=layers, batch_size=batch_size, **extra
+        path,
+        raug=raug,
+        alpha=alpha,
+        layers=layers,
+        batch_size=batch_size,
+        rationale=rationale,
+        **extra,
     )

@@ -66,6 +66,8 @@ class LVLMReranker:
         image_side: int = 224,
         prompt: RerankPrompt | None = None,
         batch_size: int = 16,
+        rationale: bool = False,
+        rationale_tokens: int = 256,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -78,6 +80,9 @@ class LVLMReranker:
         self.image_side = image_side
         self.prompt = prompt or RerankPrompt()
         self.batch_size = batch_size
+        self.rationale = rationale  # each query's prompt carries the model's own reasoning
+        self.rationale_tokens = rationale_tokens
+        self._line_ends: list[int] | None = None
         self.device = next(model.parameters()).device
         self.codec = PromptCodec(
             tokenizer,
@@ -131,6 +136,7 @@ class LVLMReranker:
             "alpha": self.alpha,
             "injection_layers": self.injection_layers,
             "image_side": self.image_side,
+            "rationale": self.rationale,
         }
 
     # -- prompt ------------------------------------------------------------------------------
@@ -156,6 +162,42 @@ class LVLMReranker:
             return contextlib.nullcontext()
         return injected(self.layers, self.raug, self.alpha, self.injection_layers)
 
+    # -- rationale (CIR-CoT) -----------------------------------------------------------------
+    def query_text(self, reference: Image.Image, text: str) -> str:
+        """The prompt's text field for a query: the modification, followed by the model's own
+        reasoning path when the reranker writes one (``rationale``)."""
+        if not self.rationale:
+            return text
+        return self.prompt.with_reasoning(text, self.write_rationale(reference, text))
+
+    def _newline_ids(self) -> list[int]:
+        """Token ids whose text holds a line break: a rationale ends at the first one."""
+        if self._line_ends is None:
+            decode = self.tokenizer.decode
+            self._line_ends = [i for i in range(len(self.tokenizer)) if "\n" in decode([i])]
+        return self._line_ends
+
+    @torch.inference_mode()
+    def write_rationale(self, reference: Image.Image, text: str) -> str:
+        """The model's reasoning path for a query (what the reference shows, what the text
+        asks, what the target must show), generated greedily from the prompt's head up to
+        the end of its line; the injection is not applied while it is written."""
+        ids = self._encode(self.prompt.head, text=text + self.prompt.reasoning_mark)
+        pixels, grid = self._pixels([reference])
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        out = self.model.generate(
+            input_ids=torch.tensor([ids], device=self.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+            pixel_values=pixels,
+            image_grid_thw=grid,
+            max_new_tokens=self.rationale_tokens,
+            do_sample=False,
+            eos_token_id=[end, *self._newline_ids()],
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        written = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        return written.split("\n")[0].strip()
+
     # -- scoring -----------------------------------------------------------------------------
     def score(
         self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
@@ -170,7 +212,7 @@ class LVLMReranker:
     def prefix(self, reference: Image.Image, text: str) -> PrefixState:
         """The query's half of the prompt run once (injection applied: the first token is in
         it); every candidate of the query, in any request, continues from it."""
-        prefix = self._encode(self.prompt.prefix, text=text)
+        prefix = self._encode(self.prompt.prefix, text=self.query_text(reference, text))
         suffix = self._encode(self.prompt.suffix)
         ref_pixels, ref_grid = self._pixels([reference])
         # Multimodal (3-D) positions depend on the whole prompt: compute them for one full
@@ -219,7 +261,8 @@ class LVLMReranker:
         self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
     ) -> np.ndarray:
         """P(YES) per candidate, one full forward each (the paper's way)."""
-        ids = self._encode(self.prompt.prefix + self.prompt.suffix, text=text)
+        query = self.query_text(reference, text)
+        ids = self._encode(self.prompt.prefix + self.prompt.suffix, text=query)
         full = torch.tensor([ids], device=self.device)
         scores = []
         for candidate in candidates:

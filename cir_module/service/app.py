@@ -158,6 +158,7 @@ def _load_reranker(settings: ServiceSettings):
         layers=settings.reranker_layer_choice(),
         image_side=settings.reranker_image_side,
         batch_size=settings.reranker_batch_size,
+        rationale=settings.reranker_rationale,
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",

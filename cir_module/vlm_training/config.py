@@ -41,10 +41,12 @@ class StageConfig:
     vision_lr_scale: float = 0.3
     # The judge stage: candidates per query (the target first), the share of negatives
     # drawn from other queries' targets, the share of queries whose prompt carries the
-    # reasoning path, and the weight of describing both images after the answer.
+    # reasoning path, the weight of learning to write that path (the rationale), and the
+    # weight of describing both images after the answer.
     group: int = 6
     easy_negatives: float = 0.3
     reasoning_share: float = 0.3
+    rationale_weight: float = 0.5
     describe_weight: float = 0.0
 
     def __post_init__(self) -> None:

@@ -9,7 +9,9 @@
   recipe), the usual alignment stage of a VLM; next-token loss on the description.
 * **judge**: reference image + modification (+ for a share of the queries, the reasoning
   path: what the reference shows, what the text asks, what the target must show) + candidate
-  -> YES / NO, the reranker's exact prompt and answer position. Each query brings its target
+  -> YES / NO, the reranker's exact prompt and answer position. Where the prompt carries the
+  reasoning path, the model also learns to write it (``rationale_weight``): the rationale
+  ``LVLMReranker.rationale`` generates once per query (CIR-CoT). Each query brings its target
   and ``group - 1`` negatives (hard ones: members of its image set one requested change away
   from the target, or the unchanged reference; easy ones: other queries' targets); the loss
   is cross-entropy on YES / NO plus a listwise one over the group.
@@ -35,14 +37,9 @@ from cir_module.rerank.training import describe_pair, reasoning_path
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
 from cir_module.vlm_training.config import StageConfig
 
-__all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision", "with_reasoning"]
+__all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision"]
 
 IGNORE = -100
-
-
-def with_reasoning(caption: str, reasoning: str) -> str:
-    """The judge's text field when the reasoning path is written in the prompt."""
-    return f"{caption}\nReasoning: {reasoning}"
 
 
 def forward_with_vision(
@@ -172,8 +169,8 @@ class JudgeStage(StageLoss):
         self.template = prompt.prefix + prompt.suffix
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
 
-    def _group(self) -> tuple[Any, str, list[str]]:
-        """A query, its text (with the reasoning path for a share of queries) and its
+    def _group(self) -> tuple[Any, str | None, list[str]]:
+        """A query, its reasoning path (for a share of the queries, else None) and its
         candidates, the target first."""
         t = self.rng.choice(self.split.triplets)
         hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
@@ -186,18 +183,33 @@ class JudgeStage(StageLoss):
                     candidates.append(negative)
             else:
                 candidates.append(hard.pop())
-        text = t.caption
+        reasoning = None
         if self.rng.random() < self.cfg.reasoning_share:
-            text = with_reasoning(t.caption, reasoning_path(self.tier.describe, self.scenes, t))
-        return t, text, candidates
+            reasoning = reasoning_path(self.tier.describe, self.scenes, t)
+        return t, reasoning, candidates
+
+    def _prompt(self, caption: str, reasoning: str | None) -> tuple[list[int], tuple[int, int]]:
+        """The prompt's ids and the span of its reasoning tokens (empty without one): the
+        rationale the model learns to write, as ``LVLMReranker.rationale`` generates it
+        (from the head ending in the reasoning mark)."""
+        prompt = self.vlm.prompt
+        if reasoning is None:
+            ids = self.vlm.codec.encode(self.template, text=caption)
+            return ids, (0, 0)
+        ids = self.vlm.codec.encode(self.template, text=prompt.with_reasoning(caption, reasoning))
+        head = self.vlm.codec.encode(prompt.head, text=caption + prompt.reasoning_mark)
+        body = self.tokenizer.encode(" " + reasoning)
+        if ids[: len(head) + len(body)] != head + body:  # tokenised across the seam: no loss
+            return ids, (0, 0)
+        return ids, (len(head), len(head) + len(body))
 
     def loss(self) -> torch.Tensor:
         cfg, tok = self.cfg, self.tokenizer
-        rows, prompt_ends, labels, images, scenes = [], [], [], [], []
+        rows, prompt_ends, labels, images, scenes, spans = [], [], [], [], [], []
         for _ in range(cfg.batch_size // cfg.group):
-            t, text, candidates = self._group()
-            prompt = self.vlm.codec.encode(self.template, text=text)
-            for candidate in candidates:
+            t, reasoning, candidates = self._group()
+            prompt, span = self._prompt(t.caption, reasoning)
+            for i, candidate in enumerate(candidates):
                 label = 0 if candidate == t.target else 1  # index into (YES, NO)
                 row = [*prompt, int(self.answers[label])]
                 if cfg.describe_weight:
@@ -206,6 +218,7 @@ class JudgeStage(StageLoss):
                 rows.append(row)
                 prompt_ends.append(len(prompt) - 1)
                 labels.append(label)
+                spans.append(span if i == 0 else (0, 0))  # the rationale once per query
                 images += [self.split.open(t.reference), self.split.open(candidate)]
                 scenes += [self.scenes[t.reference], self.scenes[candidate]]
         input_ids, mask = _right_pad(rows, tok.pad_token_id)
@@ -218,14 +231,20 @@ class JudgeStage(StageLoss):
         margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
         first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
         loss = answer + F.cross_entropy(margin, first)
-        if cfg.describe_weight:
-            targets = input_ids[:, 1:].clone()
-            position = torch.arange(input_ids.shape[1] - 1)[None]
-            targets[(position <= at[:, None]) | (mask[:, 1:] == 0)] = IGNORE
-            words = F.cross_entropy(
-                head(hidden[:, :-1]).flatten(0, 1), targets.flatten(), ignore_index=IGNORE
-            )
-            loss = loss + cfg.describe_weight * words
+        # Teacher-forced words: the rationale inside the prompt, the descriptions after it.
+        position = torch.arange(input_ids.shape[1] - 1)[None]
+        targets = input_ids[:, 1:].clone()
+        start = torch.tensor([a for a, _ in spans])[:, None]
+        end = torch.tensor([b for _, b in spans])[:, None]
+        in_rationale = (position >= start - 1) & (position < end - 1)
+        after_answer = (position > at[:, None]) & (mask[:, 1:] == 1)
+        words = (in_rationale * cfg.rationale_weight + after_answer * cfg.describe_weight).float()
+        if words.any():
+            lm = head(hidden[:, :-1])
+            token_loss = F.cross_entropy(lm.flatten(0, 1), targets.flatten(), reduction="none")
+            loss = loss + (token_loss * words.flatten()).sum() / (words > 0).sum()
+            if in_rationale.any():
+                self.metrics["rationale_acc"] = _accuracy(lm[in_rationale], targets[in_rationale])
         loss = loss + cfg.reader_weight * self.read(tokens, scenes)
         self.metrics |= {
             "answer_loss": answer.item(),

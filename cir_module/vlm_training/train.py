@@ -33,13 +33,14 @@ from tqdm.auto import tqdm
 from cir_module.data.benchmark import Tier, load_scene_graphs, tier_of
 from cir_module.data.scene_loss import CellTokenHead, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.prompt import RerankPrompt
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.rerank.training import reasoning_path
 from cir_module.training.schedule import warmup_cosine
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
 from cir_module.vlm_training.config import STAGES, StageConfig
-from cir_module.vlm_training.stages import STAGE_LOSSES, with_reasoning
+from cir_module.vlm_training.stages import STAGE_LOSSES
 
 __all__ = [
     "MODEL",
@@ -84,7 +85,7 @@ def tokenizer_corpus(data: str, tier: Tier, seed: int) -> list[str]:
     corpus = [t.caption for t in split.triplets[:4000]]
     corpus += [tier.describe(tier.random_scene(rng, 1, tier.max_objects)) for _ in range(2000)]
     corpus += [
-        with_reasoning(t.caption, reasoning_path(tier.describe, scenes, t))
+        RerankPrompt().with_reasoning(t.caption, reasoning_path(tier.describe, scenes, t))
         for t in split.triplets[:500]
     ]
     return [*corpus, DESCRIBE_PROMPT.replace("{image}", " ")]
