@@ -125,6 +125,9 @@ def test_a_stopped_stage_resumes_to_the_same_weights_as_an_uninterrupted_run(har
     first = train_stage(parts)
     assert (first.step, first.complete) == (1, False)
     assert read_stage(parts.out)["complete"] is False
+    # As a run killed after logging step 2 but before its checkpoint would leave the log.
+    with (Path(parts.out) / "train_log.jsonl").open("a") as log_file:
+        log_file.write(json.dumps({"step": 2, "loss": 0.0}) + "\n")
     resumed = train_stage(dataclasses.replace(parts, max_minutes=None))
     assert (resumed.step, resumed.complete) == (4, True)
     a, b = weights(Path(whole.out)), weights(Path(parts.out))

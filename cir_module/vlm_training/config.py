@@ -40,7 +40,7 @@ class StageConfig:
     reader_weight: float = 0.3
     vision_lr_scale: float = 0.3
     # The judge stage: candidates per query (the target first), the share of negatives
-    # drawn from other queries' targets, the share of queries whose prompt carries the
+    # drawn from other queries' targets, the share of batches whose prompts carry the
     # reasoning path, the weight of learning to write that path (the rationale), and the
     # weight of describing both images after the answer.
     group: int = 6

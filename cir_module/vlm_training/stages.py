@@ -7,7 +7,7 @@
   shape, colour, size (and texture in the hard tier). Only the tower and the read-out learn.
 * **caption**: image -> a dense factual description (the scene graph in words, RAR's caption
   recipe), the usual alignment stage of a VLM; next-token loss on the description.
-* **judge**: reference image + modification (+ for a share of the queries, the reasoning
+* **judge**: reference image + modification (+ for a share of the batches, the reasoning
   path: what the reference shows, what the text asks, what the target must show) + candidate
   -> YES / NO, the reranker's exact prompt and answer position. Where the prompt carries the
   reasoning path, the model also learns to write it (``rationale_weight``): the rationale
@@ -169,9 +169,9 @@ class JudgeStage(StageLoss):
         self.template = prompt.prefix + prompt.suffix
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
 
-    def _group(self) -> tuple[Any, str | None, list[str]]:
-        """A query, its reasoning path (for a share of the queries, else None) and its
-        candidates, the target first."""
+    def _group(self, reasoned: bool) -> tuple[Any, str | None, list[str]]:
+        """A query, its reasoning path (when ``reasoned``, else None) and its candidates,
+        the target first."""
         t = self.rng.choice(self.split.triplets)
         hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
         self.rng.shuffle(hard)
@@ -183,9 +183,7 @@ class JudgeStage(StageLoss):
                     candidates.append(negative)
             else:
                 candidates.append(hard.pop())
-        reasoning = None
-        if self.rng.random() < self.cfg.reasoning_share:
-            reasoning = reasoning_path(self.tier.describe, self.scenes, t)
+        reasoning = reasoning_path(self.tier.describe, self.scenes, t) if reasoned else None
         return t, reasoning, candidates
 
     def _prompt(self, caption: str, reasoning: str | None) -> tuple[list[int], tuple[int, int]]:
@@ -206,8 +204,11 @@ class JudgeStage(StageLoss):
     def loss(self) -> torch.Tensor:
         cfg, tok = self.cfg, self.tokenizer
         rows, prompt_ends, labels, images, scenes, spans = [], [], [], [], [], []
+        # A whole batch carries reasoning paths or none: rows with one are four times as
+        # long, and a batch is padded to its longest row.
+        reasoned = self.rng.random() < cfg.reasoning_share
         for _ in range(cfg.batch_size // cfg.group):
-            t, reasoning, candidates = self._group()
+            t, reasoning, candidates = self._group(reasoned)
             prompt, span = self._prompt(t.caption, reasoning)
             for i, candidate in enumerate(candidates):
                 label = 0 if candidate == t.target else 1  # index into (YES, NO)

@@ -160,6 +160,14 @@ def _save(out: Path, vlm, reader, optimizer, schedule, rng, step: int, cfg, done
     (out / STAGE_FILE).write_text(json.dumps(record, indent=2))
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log lines of steps after the checkpoint a run resumes from: they are run
+    again, and the log keeps one line per step."""
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(x for x in lines if json.loads(x)["step"] <= step))
+
+
 def train_stage(cfg: StageConfig) -> StageResult:
     """Run (or resume) one stage until ``cfg.steps`` or ``cfg.max_minutes``."""
     out = Path(cfg.out)
@@ -201,6 +209,7 @@ def train_stage(cfg: StageConfig) -> StageResult:
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        _truncate_log(out / LOG, step)
         log.info("resuming the %s stage at step %d of %d", cfg.stage, step, cfg.steps)
     start = time.time()
     trainable = [p for g in groups for p in g["params"]]
@@ -208,6 +217,7 @@ def train_stage(cfg: StageConfig) -> StageResult:
     with (out / LOG).open("a", buffering=1) as log_file:
         bar = tqdm(total=cfg.steps, initial=step, desc=f"vlm {cfg.stage}", disable=quiet)
         while step < cfg.steps:
+            stage.metrics.clear()  # a metric a batch does not compute is not logged stale
             loss = stage.loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
