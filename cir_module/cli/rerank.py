@@ -166,7 +166,9 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug, rationale=args.rationale)
-    settings = injection_settings(args.alphas, args.layer_alpha)
+    # Without RAug-Rep vectors every injection setting would score the same: run one.
+    settings = injection_settings(args.alphas, args.layer_alpha) if args.raug else []
+    settings = settings or injection_settings([], args.layer_alpha)[:1]
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
     if served is not None:
         rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))
