@@ -15,11 +15,12 @@ import torch
 
 from cir_module.cli import build_parser
 from cir_module.cli.vlm import stage_config
-from cir_module.data.benchmark import TIERS, generate_benchmark, tier_of
+from cir_module.data.benchmark import TIERS, describe_changes, generate_benchmark, tier_of
+from cir_module.data.hard import HardObject
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
-from cir_module.vlm_training import StageConfig, load_stage, probe_stage, train_stage
+from cir_module.vlm_training import STAGES, StageConfig, load_stage, probe_stage, train_stage
 from cir_module.vlm_training.stages import STAGE_LOSSES
 from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
 
@@ -45,10 +46,10 @@ def hard_data(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
-    """The three stages run one after the other, each from the previous one's folder."""
+    """The four stages run one after the other, each from the previous one's folder."""
     root = tmp_path_factory.mktemp("stages")
     folders, previous = {}, None
-    for stage in ("vision", "caption", "judge"):
+    for stage in STAGES:
         cfg = StageConfig(
             stage=stage, data=hard_data, out=str(root / stage), init=previous, steps=3, **TINY
         )
@@ -67,6 +68,7 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
     expected = {
         "vision": {"read_loss", "read_shape", "read_texture"},
         "caption": {"caption_loss", "token_acc", "read_shape"},
+        "compare": {"compare_loss", "token_acc", "read_shape"},
         "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
     }
     for stage, folder in chain.items():
@@ -79,12 +81,13 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
 
 
 def test_later_stages_start_from_the_previous_stage_and_change_it(chain):
-    vision, caption, judge = (weights(chain[s]) for s in ("vision", "caption", "judge"))
-    assert vision.keys() == caption.keys() == judge.keys()
+    vision, caption, compare, judge = (weights(chain[s]) for s in STAGES)
+    assert vision.keys() == caption.keys() == compare.keys() == judge.keys()
     # The caption stage trains the language model and (slower) the tower it was given.
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if ".visual." in k)
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if "language_model" in k)
-    assert any(not torch.equal(caption[k], judge[k]) for k in caption if "language_model" in k)
+    assert any(not torch.equal(caption[k], compare[k]) for k in caption if "language_model" in k)
+    assert any(not torch.equal(compare[k], judge[k]) for k in compare if "language_model" in k)
 
 
 def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chain):
@@ -140,7 +143,7 @@ def test_a_stopped_stage_resumes_to_the_same_weights_as_an_uninterrupted_run(har
 def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
     hard_data, chain, tmp_path
 ):
-    with pytest.raises(ValueError, match="not a complete caption stage"):
+    with pytest.raises(ValueError, match="not a complete compare stage"):
         train_stage(
             StageConfig(
                 stage="judge", data=hard_data, out=str(tmp_path / "j"), init=str(chain["vision"])
@@ -191,7 +194,7 @@ def test_the_judge_learns_to_write_the_reasoning_path_it_is_given(hard_data, cha
         stage="judge",
         data=hard_data,
         out=tmp_path / "judge",
-        init=chain["caption"],
+        init=chain["compare"],
         steps=1,
         reasoning_share=1.0,
         **TINY,
@@ -228,3 +231,19 @@ def test_a_reranker_that_writes_its_rationale_scores_with_it_in_the_prompt(hard_
         cot.score_naive(reference, t.caption, candidates), with_it, atol=1e-5
     )
     assert cot.describe()["rationale"] is True and plain.describe()["rationale"] is False
+
+
+def test_changes_are_described_cell_by_cell():
+    describe = TIERS["hard"].describe
+    red = HardObject(5, "circle", "red", "small", "solid")
+    blue = HardObject(5, "circle", "blue", "small", "solid")
+    square = HardObject(0, "square", "green", "large", "hollow")
+    assert describe_changes(describe, (red,), (red,)) == "nothing changed"
+    assert describe_changes(describe, (red,), (square, blue)) == (
+        "added large hollow green square at row 1, column 1; "
+        "small solid red circle at row 2, column 2 became small solid blue circle at row 2, "
+        "column 2"
+    )
+    assert describe_changes(describe, (square, red), (red,)) == (
+        "removed large hollow green square at row 1, column 1"
+    )

@@ -242,6 +242,26 @@ TIERS: dict[str, Tier] = {
 }
 
 
+def describe_changes(describe: Callable[[Any], str], before: Any, after: Any) -> str:
+    """What changed from scene ``before`` to scene ``after``, cell by cell in reading order:
+    an object added, removed, or become another (``describe`` is the tier's, applied to one
+    object at a time), or ``nothing changed``."""
+    old = {obj.cell: obj for obj in before}
+    new = {obj.cell: obj for obj in after}
+    changes = []
+    for cell in sorted(old.keys() | new.keys()):
+        a, b = old.get(cell), new.get(cell)
+        if a == b:
+            continue
+        if a is None:
+            changes.append(f"added {describe((b,))}")
+        elif b is None:
+            changes.append(f"removed {describe((a,))}")
+        else:
+            changes.append(f"{describe((a,))} became {describe((b,))}")
+    return "; ".join(changes) or "nothing changed"
+
+
 def tier_of(out_dir: str | Path) -> Tier:
     """The tier of a benchmark folder, from its ``benchmark.json`` (no file, or no ``tier``
     key: the base tier)."""

@@ -27,10 +27,17 @@ if TYPE_CHECKING:
         TransformersChat,
     )
     from cir_module.vlm.family import FAMILIES, FamilyAdapter, adapter_for
-    from cir_module.vlm.prompt import DESCRIBE_PROMPT, IMAGE, PromptCodec, mrope_positions
+    from cir_module.vlm.prompt import (
+        COMPARE_PROMPT,
+        DESCRIBE_PROMPT,
+        IMAGE,
+        PromptCodec,
+        mrope_positions,
+    )
     from cir_module.vlm.tiny import build_tiny_vlm, train_tokenizer
 
 __all__ = [
+    "COMPARE_PROMPT",
     "DESCRIBE_PROMPT",
     "FAMILIES",
     "IMAGE",
@@ -56,7 +63,8 @@ __getattr__, __dir__ = lazy_exports(
         ),
         **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
         **dict.fromkeys(
-            ("DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"), "cir_module.vlm.prompt"
+            ("COMPARE_PROMPT", "DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"),
+            "cir_module.vlm.prompt",
         ),
         **dict.fromkeys(("build_tiny_vlm", "train_tokenizer"), "cir_module.vlm.tiny"),
     },

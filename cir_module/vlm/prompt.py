@@ -13,13 +13,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"]
+__all__ = ["COMPARE_PROMPT", "DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"]
 
 IMAGE = "{image}"
 # The captioning prompt of the models trained here (``cir vlm train --stage caption``): one
 # image, answered by a dense factual description of it.
 DESCRIBE_PROMPT = (
     "<|im_start|>user\n{image}\nDescribe the image.<|im_end|>\n<|im_start|>assistant\n"
+)
+# Two images, answered by what changed from the first to the second (``--stage compare``).
+COMPARE_PROMPT = (
+    "<|im_start|>user\nReference image: {image}\nCandidate image: {image}\n"
+    "What changed from the reference to the candidate?<|im_end|>\n<|im_start|>assistant\n"
 )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["STAGES", "StageConfig"]
 
 # In the order they run; each later stage starts from the folder of the one before.
-STAGES = ("vision", "caption", "judge")
+STAGES = ("vision", "caption", "compare", "judge")
 
 
 @dataclass
@@ -42,12 +42,12 @@ class StageConfig:
     # The judge stage: candidates per query (the target first), the share of negatives
     # drawn from other queries' targets, the share of batches whose prompts carry the
     # reasoning path, the weight of learning to write that path (the rationale), and the
-    # weight of describing both images after the answer.
+    # weight of writing what changed from reference to candidate after the answer.
     group: int = 6
     easy_negatives: float = 0.3
     reasoning_share: float = 0.3
     rationale_weight: float = 0.5
-    describe_weight: float = 0.0
+    changes_weight: float = 0.3
 
     def __post_init__(self) -> None:
         # Paths are kept as strings: the configuration is written to the stage's stage.json.

@@ -1,4 +1,4 @@
-"""The three stages of the VLM's training, each a loss over a freshly drawn batch.
+"""The four stages of the VLM's training, each a loss over a freshly drawn batch.
 
 * **vision**: the vision tower learns to see every object. Random scenes of the benchmark's
   tier are drawn and rendered on the fly; the image is resized so that the tower's merged
@@ -7,14 +7,20 @@
   shape, colour, size (and texture in the hard tier). Only the tower and the read-out learn.
 * **caption**: image -> a dense factual description (the scene graph in words, RAR's caption
   recipe), the usual alignment stage of a VLM; next-token loss on the description.
+* **compare**: reference + candidate -> what changed, cell by cell (an object added, removed,
+  or become another), over the training split's image sets: the step between seeing one image
+  and judging a pair, with dense supervision of exactly the comparison the judge must make.
 * **judge**: reference image + modification (+ for a share of the batches, the reasoning
   path: what the reference shows, what the text asks, what the target must show) + candidate
   -> YES / NO, the reranker's exact prompt and answer position. Where the prompt carries the
   reasoning path, the model also learns to write it (``rationale_weight``): the rationale
-  ``LVLMReranker.rationale`` generates once per query (CIR-CoT). Each query brings its target
+  ``LVLMReranker.write_rationale`` writes once per query (CIR-CoT). Each query brings its target
   and ``group - 1`` negatives (hard ones: members of its image set one requested change away
   from the target, or the unchanged reference; easy ones: other queries' targets); the loss
-  is cross-entropy on YES / NO plus a listwise one over the group.
+  is cross-entropy on YES / NO plus a listwise one over the group. After the answer the
+  model writes what changed from the reference to the candidate (``changes_weight``): the
+  position that predicts the answer sits right before the one that must start that list, so
+  the comparison the compare stage taught is kept where the answer is read.
 
 After the vision stage the read-out stays on as an auxiliary loss (``reader_weight``), so
 what the tower learned to see is not forgotten while the language model learns to speak.
@@ -29,12 +35,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cir_module.data.benchmark import Tier, load_scene_graphs
+from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import CellTokenHead, SceneLabels, SceneVocabulary, cell_loss
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
-from cir_module.rerank.training import describe_pair, reasoning_path
-from cir_module.vlm.prompt import DESCRIBE_PROMPT
+from cir_module.rerank.training import reasoning_path
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
 from cir_module.vlm_training.config import StageConfig
 
 __all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision"]
@@ -125,6 +131,23 @@ class StageLoss:
             self.metrics[f"read_{name}"] = _accuracy(part, labels[..., i])
         return cell_loss(logits, labels, sizes)
 
+    def answer_loss(
+        self, template: str, answers: list[str], images: list, scenes: list
+    ) -> torch.Tensor:
+        """Next-token loss on ``answers`` written after the same ``template`` (its images
+        ``images``, in order, whose scenes are ``scenes``), plus the read-out's loss."""
+        prompt = self.vlm.codec.encode(template)
+        rows = [[*prompt, *self.tokenizer.encode(a), self.end] for a in answers]
+        input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
+        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
+        targets = input_ids[:, 1:].clone()
+        targets[:, : len(prompt) - 1] = IGNORE  # the answer only
+        targets[mask[:, 1:] == 0] = IGNORE
+        logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
+        words = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        self.metrics |= {"words_loss": words.item(), "token_acc": _accuracy(logits, targets)}
+        return words + self.cfg.reader_weight * self.read(tokens, scenes)
+
     def loss(self) -> torch.Tensor:
         raise NotImplementedError
 
@@ -146,18 +169,34 @@ class VisionStage(StageLoss):
 class CaptionStage(StageLoss):
     def loss(self) -> torch.Tensor:
         scenes, images = self.stream.draw(self.cfg.batch_size)
-        prompt = self.vlm.codec.encode(DESCRIBE_PROMPT)
-        answers = [[*self.tokenizer.encode(self.tier.describe(s)), self.end] for s in scenes]
-        input_ids, mask = _right_pad([prompt + a for a in answers], self.tokenizer.pad_token_id)
-        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
-        targets = input_ids[:, 1:].clone()
-        targets[:, : len(prompt) - 1] = IGNORE  # the answer only
-        targets[mask[:, 1:] == 0] = IGNORE
-        logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
-        caption = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        read = self.read(tokens, scenes)
-        self.metrics |= {"caption_loss": caption.item(), "token_acc": _accuracy(logits, targets)}
-        return caption + self.cfg.reader_weight * read
+        answers = [self.tier.describe(s) for s in scenes]
+        loss = self.answer_loss(DESCRIBE_PROMPT, answers, images, scenes)
+        self.metrics["caption_loss"] = self.metrics.pop("words_loss")
+        return loss
+
+
+class CompareStage(StageLoss):
+    """Reference and candidate -> what changed, cell by cell. The pairs are the training
+    split's image sets: the reference against its target, a hard negative or itself, so the
+    changes are the benchmark's edits and their near misses."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.split = EvalSplit.load(self.cfg.data, "train")
+        self.scenes = load_scene_graphs(self.cfg.data, "train")
+
+    def loss(self) -> torch.Tensor:
+        answers, images, scenes = [], [], []
+        for _ in range(self.cfg.batch_size):
+            t = self.rng.choice(self.split.triplets)
+            candidate = self.rng.choice([t.target, *t.subset])
+            before, after = self.scenes[t.reference], self.scenes[candidate]
+            answers.append(describe_changes(self.tier.describe, before, after))
+            images += [self.split.open(t.reference), self.split.open(candidate)]
+            scenes += [before, after]
+        loss = self.answer_loss(COMPARE_PROMPT, answers, images, scenes)
+        self.metrics["compare_loss"] = self.metrics.pop("words_loss")
+        return loss
 
 
 class JudgeStage(StageLoss):
@@ -213,9 +252,10 @@ class JudgeStage(StageLoss):
             for i, candidate in enumerate(candidates):
                 label = 0 if candidate == t.target else 1  # index into (YES, NO)
                 row = [*prompt, int(self.answers[label])]
-                if cfg.describe_weight:
-                    words = describe_pair(self.tier.describe, self.scenes, t.reference, candidate)
-                    row += [*tok.encode(words), self.end]
+                if cfg.changes_weight:
+                    before, after = self.scenes[t.reference], self.scenes[candidate]
+                    words = describe_changes(self.tier.describe, before, after)
+                    row += [*tok.encode(" Changes: " + words), self.end]
                 rows.append(row)
                 prompt_ends.append(len(prompt) - 1)
                 labels.append(label)
@@ -232,14 +272,14 @@ class JudgeStage(StageLoss):
         margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
         first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
         loss = answer + F.cross_entropy(margin, first)
-        # Teacher-forced words: the rationale inside the prompt, the descriptions after it.
+        # Teacher-forced words: the rationale inside the prompt, the changes after the answer.
         position = torch.arange(input_ids.shape[1] - 1)[None]
         targets = input_ids[:, 1:].clone()
         start = torch.tensor([a for a, _ in spans])[:, None]
         end = torch.tensor([b for _, b in spans])[:, None]
         in_rationale = (position >= start - 1) & (position < end - 1)
         after_answer = (position > at[:, None]) & (mask[:, 1:] == 1)
-        words = (in_rationale * cfg.rationale_weight + after_answer * cfg.describe_weight).float()
+        words = (in_rationale * cfg.rationale_weight + after_answer * cfg.changes_weight).float()
         if words.any():
             lm = head(hidden[:, :-1])
             token_loss = F.cross_entropy(lm.flatten(0, 1), targets.flatten(), reduction="none")
@@ -258,5 +298,6 @@ class JudgeStage(StageLoss):
 STAGE_LOSSES: dict[str, type[StageLoss]] = {
     "vision": VisionStage,
     "caption": CaptionStage,
+    "compare": CompareStage,
     "judge": JudgeStage,
 }

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cir_module.data.benchmark import Tier, load_scene_graphs, tier_of
+from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs, tier_of
 from cir_module.data.scene_loss import CellTokenHead, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.prompt import RerankPrompt
@@ -38,7 +38,7 @@ from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.rerank.training import reasoning_path
 from cir_module.training.schedule import warmup_cosine
-from cir_module.vlm.prompt import DESCRIBE_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
 from cir_module.vlm_training.config import STAGES, StageConfig
 from cir_module.vlm_training.stages import STAGE_LOSSES
 
@@ -88,7 +88,13 @@ def tokenizer_corpus(data: str, tier: Tier, seed: int) -> list[str]:
         RerankPrompt().with_reasoning(t.caption, reasoning_path(tier.describe, scenes, t))
         for t in split.triplets[:500]
     ]
-    return [*corpus, DESCRIBE_PROMPT.replace("{image}", " ")]
+    corpus += [
+        describe_changes(tier.describe, scenes[t.reference], scenes[member])
+        for t in split.triplets[:500]
+        for member in t.subset
+    ]
+    prompts = (DESCRIBE_PROMPT, COMPARE_PROMPT)
+    return corpus + [prompt.replace("{image}", " ") for prompt in prompts]
 
 
 def read_stage(folder: str | Path) -> dict:
