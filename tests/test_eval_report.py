@@ -61,11 +61,12 @@ def test_rerank_table_rows() -> None:
          "R@10": 100.0},
         weaviate_rerank_row(0.6, 0.06, {"R@1": 8.33, "R@5": 25.0, "R@10": 33.35}),
     ]  # fmt: skip
+    rows[1]["R@1 CI"] = [41.25, 58.5]
     assert rerank_table(rows).splitlines() == [
-        "setting                                   lambda    R@1    R@5   R@10",
-        "first stage only                                   91.7  100.0  100.0",
-        "alpha=0.6, layers=last                       0.1   50.0   75.0  100.0",
-        "Weaviate rerank: alpha=0.6, layers=all      0.06    8.3   25.0   33.4",
+        "setting                                   lambda    R@1    R@1 95% CI    R@5   R@10",
+        "first stage only                                   91.7                100.0  100.0",
+        "alpha=0.6, layers=last                       0.1   50.0  [41.2, 58.5]   75.0  100.0",
+        "Weaviate rerank: alpha=0.6, layers=all      0.06    8.3                 25.0   33.4",
     ]
 
 

@@ -304,7 +304,14 @@ def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
 def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
     from cir_module.data.benchmark import generate_benchmark
     from cir_module.eval.inprocess import EvalSplit
-    from cir_module.eval.rerank_sweep import InjectionSetting, first_stage, rerank_sweep
+    from cir_module.eval.rerank_sweep import (
+        InjectionSetting,
+        first_stage,
+        oracle_texts,
+        p_yes,
+        random_like,
+        rerank_sweep,
+    )
     from cir_module.rerank.training import RerankTrainConfig, reasoning_pairs, train_reranker
 
     root = tmp_path / "bench"
@@ -337,3 +344,27 @@ def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
     # lambda = 0 keeps the first-stage order whatever the injection.
     assert rows[1]["R@1"] == rows[3]["R@1"] == rows[0]["R@1"]
     assert trained.alpha == 0.6 and trained.injection_layers == [0, 1]  # restored
+    for row in rows:
+        low, high = row["R@1 CI"]
+        assert low <= row["R@1"] <= high
+
+    # The controls: the reasoning path written in the prompt, a random vector of RAug's norms.
+    noise = random_like(trained.raug)
+    torch.testing.assert_close(noise.norm(dim=-1), trained.raug.norm(dim=-1))
+    assert (torch.nn.functional.cosine_similarity(noise, trained.raug, dim=-1).abs() < 0.99).all()
+    texts = oracle_texts(trained, split)
+    assert all("\nReasoning: The reference shows" in text for text in texts)
+    raug = trained.raug
+    controlled = rerank_sweep(
+        trained, split, stage, [InjectionSetting(0.6, "last")], lambdas=[0.0, 1.0], controls=True
+    )
+    names = [row["setting"] for row in controlled]
+    assert names == [
+        "first stage only",
+        *["alpha=0.6, layers=last"] * 2,
+        *["control: reasoning path in the prompt"] * 2,
+        *["control: random vector, alpha=0.6, layers=last"] * 2,
+    ]
+    assert trained.raug is raug  # restored
+    oracle = p_yes(trained, split, stage, texts)
+    assert not np.allclose(oracle, p_yes(trained, split, stage), atol=1e-6)

@@ -67,6 +67,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     reval.add_argument("--serve", help="reranker folder the service loads (e.g. its ONNX export)")
     reval.add_argument(
+        "--controls",
+        action="store_true",
+        help="add the controls: the reasoning path written in the prompt (from the scene "
+        "graphs), and a random vector of RAug-Rep's norms injected",
+    )
+    reval.add_argument(
         "--rationale",
         action="store_true",
         help="the reranker writes its own reasoning path per query first (CIR-CoT)",
@@ -169,7 +175,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     # Without RAug-Rep vectors every injection setting would score the same: run one.
     settings = injection_settings(args.alphas, args.layer_alpha) if args.raug else []
     settings = settings or injection_settings([], args.layer_alpha)[:1]
-    rows = rerank_sweep(reranker, split, stage, settings, args.lambdas)
+    rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
         rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))
     print(rerank_table(rows))

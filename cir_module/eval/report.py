@@ -71,13 +71,18 @@ def eval_summary(
 
 
 def rerank_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``cir rerank eval``'s table: setting, lambda (blank for the first stage), R@1/5/10 in
-    percent."""
-    lines = [f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s}"]
+    """``cir rerank eval``'s table: setting, lambda (blank for the first stage), R@1 with its
+    95 % bootstrap interval when the row has one, R@5 and R@10, in percent."""
+    head = (
+        f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@1 95% CI':>13s} {'R@5':>6s} {'R@10':>6s}"
+    )
+    lines = [head]
     for row in rows:
         lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
+        ci = "[{:.1f}, {:.1f}]".format(*row["R@1 CI"]) if "R@1 CI" in row else ""
         lines.append(
-            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {row['R@5']:6.1f} {row['R@10']:6.1f}"
+            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {ci:>13s} {row['R@5']:6.1f} "
+            f"{row['R@10']:6.1f}"
         )
     return "\n".join(lines)
 
