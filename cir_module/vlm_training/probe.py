@@ -2,8 +2,10 @@
 
 * cells read: the read-out's per-attribute accuracy over every cell of fresh rendered scenes,
   and the share of images read entirely right;
-* captions written (caption and judge stages): greedy descriptions of fresh scenes, compared
+* captions written (every stage after vision): greedy descriptions of fresh scenes, compared
   with the scene graph object by object;
+* changes written (compare and judge stages): greedy change lists for reference / image-set
+  member pairs of a benchmark split, compared with the scene graphs';
 * judgements (judge stage): on a benchmark split, how often P(YES) ranks the target first
   among the target, its hard negatives and the unchanged reference.
 """
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from cir_module.data.benchmark import describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.vlm.prompt import DESCRIBE_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
 
@@ -78,6 +81,33 @@ def _captions(vlm, tier, stream: SceneStream, n: int, max_new_tokens: int = 200)
 
 
 @torch.inference_mode()
+def _changes(vlm, tier, data: str, split: str, n: int, max_new_tokens: int = 120) -> dict:
+    """Greedy change lists for (reference, member of its image set) pairs of a split,
+    compared with the scene graphs' exactly."""
+    evaluation = EvalSplit.load(data, split, limit=n)
+    scenes = load_scene_graphs(data, split)
+    prompt = vlm.codec.encode(COMPARE_PROMPT)
+    end = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    exact = 0
+    for i, t in enumerate(evaluation.triplets):
+        candidate = [t.target, *t.subset][i % (1 + len(t.subset))]
+        pixels, grid = vlm._pixels([evaluation.open(t.reference), evaluation.open(candidate)])
+        out = vlm.model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            pixel_values=pixels,
+            image_grid_thw=grid,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=end,
+            pad_token_id=vlm.tokenizer.pad_token_id,
+        )
+        said = vlm.tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
+        exact += said == describe_changes(tier.describe, scenes[t.reference], scenes[candidate])
+    return {f"changes_exact_{split}": exact / max(len(evaluation.triplets), 1)}
+
+
+@torch.inference_mode()
 def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=limit)
     top1, n = 0, 0
@@ -109,6 +139,8 @@ def probe_stage(
     out |= _cells(vlm, reader, tier, stream, images)
     if stage["stage"] != "vision" and captions:
         out |= _captions(vlm, tier, stream, captions)
+    if stage["stage"] in ("compare", "judge") and judge_queries:
+        out |= _changes(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
     if stage["stage"] == "judge" and judge_queries:
         out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
     return out
