@@ -140,6 +140,15 @@ def test_a_stopped_stage_resumes_to_the_same_weights_as_an_uninterrupted_run(har
     assert steps == [1, 2, 3, 4]
 
 
+def test_a_stopped_stage_is_ended_where_it_stands_by_resuming_with_fewer_steps(hard_data, tmp_path):
+    cfg = StageConfig(stage="vision", data=hard_data, out=tmp_path / "v", steps=5, **TINY)
+    stopped = train_stage(dataclasses.replace(cfg, max_minutes=1e-9))
+    assert (stopped.step, stopped.complete) == (1, False)
+    ended = train_stage(dataclasses.replace(cfg, steps=1))
+    assert (ended.step, ended.complete) == (1, True)
+    assert read_stage(cfg.out)["complete"] is True and read_stage(cfg.out)["step"] == 1
+
+
 def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
     hard_data, chain, tmp_path
 ):

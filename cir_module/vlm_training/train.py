@@ -243,5 +243,8 @@ def train_stage(cfg: StageConfig) -> StageResult:
                 log.info("time budget reached at step %d; the same command resumes", step)
                 break
         bar.close()
+    if step >= cfg.steps and not read_stage(out).get("complete"):
+        # Resumed with --steps at or below the step reached: the stage ends where it stands.
+        _save(out, vlm, reader, optimizer, schedule, rng, step, cfg, True)
     vlm.model.eval()
     return StageResult(out / MODEL, step, step >= cfg.steps)
