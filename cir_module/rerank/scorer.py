@@ -182,21 +182,41 @@ class LVLMReranker:
         """The model's reasoning path for a query (what the reference shows, what the text
         asks, what the target must show), generated greedily from the prompt's head up to
         the end of its line; the injection is not applied while it is written."""
-        ids = self._encode(self.prompt.head, text=text + self.prompt.reasoning_mark)
-        pixels, grid = self._pixels([reference])
+        text += self.prompt.reasoning_mark
+        stop = self._newline_ids()
+        written = self.generate(
+            self.prompt.head, [reference], self.rationale_tokens, stop, text=text
+        )
+        return written[0].split("\n")[0].strip()
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        template: str,
+        images: Sequence[Image.Image],
+        max_new_tokens: int,
+        stop: Sequence[int] = (),
+        **fields: str,
+    ) -> list[str]:
+        """Greedy answers to ``template`` (its ``{image}`` marks filled in order, its other
+        fields from ``fields``), one per row: ``images`` holds every row's images, row after
+        row. Each answer ends at ``<|im_end|>`` or at a token of ``stop``."""
+        prompt = self._encode(template, **fields)
+        per_row = template.count("{image}")
+        rows = len(images) // per_row if per_row else 1
+        pixels, grid = self._pixels(images) if images else (None, None)
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         out = self.model.generate(
-            input_ids=torch.tensor([ids], device=self.device),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+            input_ids=torch.tensor([prompt] * rows, device=self.device),
+            attention_mask=torch.ones(rows, len(prompt), dtype=torch.long, device=self.device),
             pixel_values=pixels,
             image_grid_thw=grid,
-            max_new_tokens=self.rationale_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=[end, *self._newline_ids()],
+            eos_token_id=[end, *stop],
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        written = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
-        return written.split("\n")[0].strip()
+        return self.tokenizer.batch_decode(out[:, len(prompt) :], skip_special_tokens=True)
 
     # -- scoring -----------------------------------------------------------------------------
     def score(

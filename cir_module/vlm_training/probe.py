@@ -50,20 +50,7 @@ def _cells(vlm, reader, tier, stream: SceneStream, n: int) -> dict[str, float]:
 @torch.inference_mode()
 def _captions(vlm, tier, stream: SceneStream, n: int, max_new_tokens: int = 200) -> dict:
     scenes, images = stream.draw(n)
-    prompt = vlm.codec.encode(DESCRIBE_PROMPT)
-    pixels, grid = vlm._pixels(images)
-    end = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    generated = vlm.model.generate(
-        input_ids=torch.tensor([prompt] * n),
-        attention_mask=torch.ones(n, len(prompt), dtype=torch.long),
-        pixel_values=pixels,
-        image_grid_thw=grid,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=end,
-        pad_token_id=vlm.tokenizer.pad_token_id,
-    )[:, len(prompt) :]
-    texts = vlm.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    texts = vlm.generate(DESCRIBE_PROMPT, images, max_new_tokens)
     exact, objects, found = 0, 0, 0
     for scene, text in zip(scenes, texts, strict=True):
         truth = tier.describe(scene)
@@ -86,23 +73,11 @@ def _changes(vlm, tier, data: str, split: str, n: int, max_new_tokens: int = 120
     compared with the scene graphs' exactly."""
     evaluation = EvalSplit.load(data, split, limit=n)
     scenes = load_scene_graphs(data, split)
-    prompt = vlm.codec.encode(COMPARE_PROMPT)
-    end = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
     exact = 0
     for i, t in enumerate(evaluation.triplets):
         candidate = [t.target, *t.subset][i % (1 + len(t.subset))]
-        pixels, grid = vlm._pixels([evaluation.open(t.reference), evaluation.open(candidate)])
-        out = vlm.model.generate(
-            input_ids=torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            pixel_values=pixels,
-            image_grid_thw=grid,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=end,
-            pad_token_id=vlm.tokenizer.pad_token_id,
-        )
-        said = vlm.tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
+        images = [evaluation.open(t.reference), evaluation.open(candidate)]
+        said = vlm.generate(COMPARE_PROMPT, images, max_new_tokens)[0].strip()
         exact += said == describe_changes(tier.describe, scenes[t.reference], scenes[candidate])
     return {f"changes_exact_{split}": exact / max(len(evaluation.triplets), 1)}
 
