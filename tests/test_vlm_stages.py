@@ -66,7 +66,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_each_stage_trains_and_logs_its_own_losses(chain):
     expected = {
-        "vision": {"read_loss", "read_shape", "read_texture"},
+        "vision": {"read_loss", "read_shape", "read_texture", "read_where"},
         "caption": {"caption_loss", "token_acc", "read_shape"},
         "compare": {"compare_loss", "token_acc", "read_shape"},
         "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
@@ -171,7 +171,7 @@ def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
 def test_probe_reports_cells_captions_and_judgements(chain):
     report = probe_stage(chain["judge"], images=8, captions=2, judge_queries=3)
     assert report["stage"] == "judge" and report["judge_queries"] == 3
-    for key in ("cells_shape", "images_read_right", "caption_objects_right", "changes_exact_val"):
+    for key in ("cells_shape", "cells_where", "caption_objects_right", "changes_exact_val"):
         assert 0.0 <= report[key] <= 1.0, key
     assert 0.0 <= report["judge_top1_val"] <= 1.0
     vision = probe_stage(chain["vision"], images=8)

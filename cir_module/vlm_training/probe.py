@@ -1,7 +1,7 @@
 """What a stage's model can do, on scenes it never saw (``cir vlm probe``).
 
 * cells read: the read-out's per-attribute accuracy over every cell of fresh rendered scenes,
-  and the share of images read entirely right;
+  the share of images read entirely right, and how often a token's cell index is read right;
 * captions written (every stage after vision): greedy descriptions of fresh scenes, compared
   with the scene graph object by object;
 * changes written (compare and judge stages): greedy change lists for reference / image-set
@@ -33,7 +33,8 @@ def _cells(vlm, reader, tier, stream: SceneStream, n: int) -> dict[str, float]:
     scenes, images = stream.draw(n)
     pixels, grid = vlm._pixels(images)
     tokens = vlm.model.model.visual(pixels, grid_thw=grid)
-    logits = reader.logits(tokens.view(n, -1, tokens.shape[-1]))
+    tokens = tokens.view(n, -1, tokens.shape[-1])
+    logits = reader.what.logits(tokens)
     labels = torch.stack([SceneLabels.encode(s, vocabulary) for s in scenes])
     out, whole = {}, torch.ones(n, dtype=torch.bool)
     for i, ((name, _), part) in enumerate(
@@ -44,6 +45,7 @@ def _cells(vlm, reader, tier, stream: SceneStream, n: int) -> dict[str, float]:
         out[f"cells_{name}"] = right[keep].float().mean().item()
         whole &= (right | ~keep).all(-1)
     out["images_read_right"] = whole.float().mean().item()
+    out["cells_where"] = reader.where_accuracy(tokens)
     return out
 
 

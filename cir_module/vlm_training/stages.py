@@ -2,9 +2,9 @@
 
 * **vision**: the vision tower learns to see every object. Random scenes of the benchmark's
   tier are drawn and rendered on the fly; the image is resized so that the tower's merged
-  tokens fall one per grid cell, and a linear read-out (the scene loss's
-  :class:`~cir_module.data.scene_loss.CellTokenHead`) classifies each token's cell: empty or
-  shape, colour, size (and texture in the hard tier). Only the tower and the read-out learn.
+  tokens fall one per grid cell, and a linear read-out (:class:`CellReader`) classifies each
+  token's cell: empty or shape, colour, size (and texture in the hard tier), and which cell it
+  is. Only the tower and the read-out learn.
 * **caption**: image -> a dense factual description (the scene graph in words, RAR's caption
   recipe), the usual alignment stage of a VLM; next-token loss on the description.
 * **compare**: reference + candidate -> what changed, cell by cell (an object added, removed,
@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 
 from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs
-from cir_module.data.scene_loss import CellTokenHead, SceneLabels, SceneVocabulary, cell_loss
+from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
 from cir_module.vlm_training.config import StageConfig
+from cir_module.vlm_training.reader import CellReader
 
 __all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision"]
 
@@ -98,7 +99,7 @@ class StageLoss:
 
     cfg: StageConfig
     vlm: LVLMReranker
-    reader: CellTokenHead
+    reader: CellReader
     tier: Tier
     rng: random.Random
     metrics: dict[str, float] = field(default_factory=dict)
@@ -121,15 +122,17 @@ class StageLoss:
         ]
 
     def read(self, tokens: torch.Tensor, scenes: list[Any]) -> torch.Tensor:
-        """The read-out's loss on the tower's tokens of images whose scenes are ``scenes``."""
+        """The read-out's loss on the tower's tokens of images whose scenes are ``scenes``:
+        what lies under each token, and where it is."""
         labels = torch.stack([SceneLabels.encode(s, self.vocabulary) for s in scenes])
-        logits = self.reader.logits(tokens)
+        what, where, logits = self.reader.losses(tokens, labels)
         sizes = self.vocabulary.class_sizes
         for (name, _), part, i in zip(
             self.vocabulary.attributes, logits.split(sizes, -1), range(len(sizes)), strict=True
         ):
             self.metrics[f"read_{name}"] = _accuracy(part, labels[..., i])
-        return cell_loss(logits, labels, sizes)
+        self.metrics["read_where"] = self.reader.where_accuracy(tokens)
+        return what + where
 
     def answer_loss(
         self, template: str, answers: list[str], images: list, scenes: list

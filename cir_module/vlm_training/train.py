@@ -4,7 +4,8 @@ A stage's folder holds:
 
 * ``model/``: the checkpoint, a Qwen2-VL folder that loads through the same
   ``from_pretrained`` path and family adapter as a real one (``LVLMReranker.from_pretrained``);
-* ``reader.pt``: the vision stage's cell read-out (a training aid, not part of the model);
+* ``reader.pt``: the vision stage's cell read-out, what and where (a training aid, not part of
+  the model);
 * ``state.pt``: step, optimizer, schedule and random states, written every
   ``checkpoint_every`` steps and when the time budget ends the run;
 * ``stage.json``: the configuration and whether the stage is complete;
@@ -31,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs, tier_of
-from cir_module.data.scene_loss import CellTokenHead, SceneVocabulary
+from cir_module.data.scene_loss import SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.prompt import RerankPrompt
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
@@ -40,6 +41,7 @@ from cir_module.rerank.training import reasoning_path
 from cir_module.training.schedule import warmup_cosine
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
 from cir_module.vlm_training.config import STAGES, StageConfig
+from cir_module.vlm_training.reader import CellReader
 from cir_module.vlm_training.stages import STAGE_LOSSES
 
 __all__ = [
@@ -135,13 +137,13 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
     shutil.copy2(init / READER, out / READER)
 
 
-def load_stage(folder: str | Path) -> tuple[LVLMReranker, CellTokenHead, Tier]:
+def load_stage(folder: str | Path) -> tuple[LVLMReranker, CellReader, Tier]:
     """A stage folder's model (through the reranker's ``from_pretrained``), its cell
     read-out and the tier it was trained on."""
     folder = Path(folder)
     tier = tier_of(read_stage(folder)["config"]["data"])
     vlm = LVLMReranker.from_pretrained(folder / MODEL)
-    reader = CellTokenHead(vlm.model.config.text_config.hidden_size, SceneVocabulary.of(tier))
+    reader = CellReader(vlm.model.config.text_config.hidden_size, SceneVocabulary.of(tier))
     if (folder / READER).is_file():
         reader.load_state_dict(torch.load(folder / READER, weights_only=True))
     return vlm, reader, tier
