@@ -148,6 +148,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     from cir_module.eval.inprocess import EvalSplit
     from cir_module.eval.report import rerank_table, write_json
     from cir_module.eval.rerank_sweep import (
+        InjectionSetting,
         first_stage,
         injection_settings,
         rerank_sweep,
@@ -173,8 +174,9 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug, rationale=args.rationale)
     # Without RAug-Rep vectors every injection setting would score the same: run one.
-    settings = injection_settings(args.alphas, args.layer_alpha) if args.raug else []
-    settings = settings or injection_settings([], args.layer_alpha)[:1]
+    settings = (
+        injection_settings(args.alphas, args.layer_alpha) if args.raug else [InjectionSetting(0.0)]
+    )
     rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
         rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))

@@ -252,6 +252,7 @@ class JudgeStage(StageLoss):
         for _ in range(cfg.batch_size // cfg.group):
             t, reasoning, candidates = self._group(reasoned)
             prompt, span = self._prompt(t.caption, reasoning)
+            reference = self.split.open(t.reference)  # once per query, shared by its rows
             for i, candidate in enumerate(candidates):
                 label = 0 if candidate == t.target else 1  # index into (YES, NO)
                 row = [*prompt, int(self.answers[label])]
@@ -263,7 +264,7 @@ class JudgeStage(StageLoss):
                 prompt_ends.append(len(prompt) - 1)
                 labels.append(label)
                 spans.append(span if i == 0 else (0, 0))  # the rationale once per query
-                images += [self.split.open(t.reference), self.split.open(candidate)]
+                images += [reference, self.split.open(candidate)]
                 scenes += [self.scenes[t.reference], self.scenes[candidate]]
         input_ids, mask = _right_pad(rows, tok.pad_token_id)
         hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
