@@ -75,6 +75,46 @@ def ingest_with_fault(
     return final, rounds
 
 
+def rerank_in_weaviate(
+    checkpoint: Path, env: dict[str, str], gallery: Sequence[Image.Image], text: str, name: str
+) -> tuple[list[int], list[float], dict]:
+    """A real Weaviate whose inference container is the service (``env`` its reranker
+    settings): ``gallery`` ingested, then one composed query (``gallery[0]`` + ``text``)
+    through ``nearText`` with ``rerank``. Returns the results' gallery indices and rerank
+    scores, best first, and the service's ``/meta`` reranker entry."""
+    import httpx
+    from weaviate.classes.query import Rerank
+
+    from cir_module import compose_query
+    from integration.ingest import ingest_objects
+    from integration.schema import create_image_collection
+
+    docs = [png_b64(im) for im in gallery]
+    with (
+        ServiceProcess(checkpoint, env=env) as service,
+        WeaviateServer(service.url) as server,
+        connect(server) as client,
+    ):
+        meta = httpx.get(f"{service.url}/meta").json()["reranker"]
+        try:
+            collection = create_image_collection(client, name, text_properties=("key",))
+            report = ingest_objects(
+                collection, ((f"g{i}", {"image": b, "key": str(i)}) for i, b in enumerate(docs))
+            )
+            assert report.failed == []
+            query = compose_query(docs[0], text)
+            result = collection.query.near_text(
+                query=query,
+                limit=len(docs),
+                rerank=Rerank(prop="image", query=query),
+                return_properties=["key"],
+            )
+        finally:
+            client.collections.delete(name)
+    keys = [int(o.properties["key"]) for o in result.objects]
+    return keys, [o.metadata.rerank_score for o in result.objects], meta
+
+
 def cross_fusion_conv_stem() -> CIRModel:
     """tiny-clip with the token-level (cross) fusion head and the conv stem: every graph
     input is used, and the stem's convolutions are exported too."""

@@ -268,3 +268,32 @@ def test_enrichment_on_local_ray_captions_each_object_once(stored, bench, tmp_pa
     names = sorted(stored_captions)
     expected = captioner.caption([CaptionItem(n, None, {"name": n}) for n in names])
     assert [stored_captions[n] for n in names] == expected
+
+
+def test_caption_faithfulness_counts_right_wrong_missing_and_invented():
+    from cir_module.data.benchmark import TIERS
+    from cir_module.data.hard import HardObject
+    from cir_module.eval.faithfulness import caption_faithfulness
+
+    tier = TIERS["hard"]
+    red = HardObject(5, "circle", "red", "small", "solid")
+    square = HardObject(0, "square", "green", "large", "hollow")
+    scenes = {"a": (square, red), "b": (red,)}
+    captions = {
+        "a": tier.describe((square, red)),  # all right
+        # red said blue; an object invented in an empty cell
+        "b": "small solid blue circle at row 2, column 2; small solid red cross at row 4, column 4",
+        "unknown": "no scene graph: not counted",
+    }
+    report = caption_faithfulness(captions, scenes, tier)
+    assert report["images"] == 2 and report["objects"] == 3
+    assert report["captions_exact"] == 0.5 and report["invented_per_image"] == 0.5
+    assert report["objects_found"] == 1.0
+    assert report["attributes"]["color"] == {"right": 2 / 3, "wrong": 1 / 3, "missing": 0.0}
+    assert report["attributes"]["shape"] == {"right": 1.0, "wrong": 0.0, "missing": 0.0}
+    # An object left out, and one whose phrase omits its texture.
+    captions = {"a": "large green square at row 1, column 1"}
+    report = caption_faithfulness(captions, scenes, tier)
+    assert report["objects_found"] == 0.5
+    assert report["attributes"]["texture"] == {"right": 0.0, "wrong": 0.0, "missing": 1.0}
+    assert report["attributes"]["size"] == {"right": 0.5, "wrong": 0.0, "missing": 0.5}

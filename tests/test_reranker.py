@@ -7,14 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from weaviate.classes.query import MetadataQuery, Rerank
 
-from cir_module import compose_query
 from cir_module.rerank import (
     LVLMReranker,
     OnnxReranker,
@@ -31,13 +28,8 @@ from cir_module.rerank.injection import capture_last_token
 from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.vlm.prompt import mrope_positions
-from integration.ingest import ingest_objects
-from integration.schema import create_image_collection
-from integration.service_process import ServiceProcess
-from integration.stack import connect
-from integration.weaviate_server import WeaviateServer
 from onnx_export.reranker import RERANK_ATOL, export_reranker
-from tests.conftest import png_b64, scene_images
+from tests.conftest import rerank_in_weaviate, scene_images
 
 SIDE = 56  # 4 x 4 patches of 14, merged 2 x 2: 4 tokens per image
 PAIRS = [
@@ -258,34 +250,13 @@ def test_rerank_through_weaviate_fuses_cosine_and_p_yes(
         "CIR_RERANKER_BATCH_SIZE": "8",
     }
     gallery = scene_images(40, seed=11)  # more than one 32-document chunk
-    docs = [png_b64(im) for im in gallery]
-    with (
-        ServiceProcess(tiny_checkpoint, env=env) as service,
-        WeaviateServer(service.url) as server,
-        connect(server) as client,
-    ):
-        meta = httpx.get(f"{service.url}/meta").json()["reranker"]
-        assert meta["raug"] and meta["alpha"] == 0.6 and meta["lambda"] == 0.5
-        assert meta["runtime"] == runtime
-        name = "CIRRerank_" + tmp_path.name.replace("-", "_")[-12:]
-        try:
-            collection = create_image_collection(client, name, text_properties=("key",))
-            report = ingest_objects(
-                collection, ((f"g{i}", {"image": b, "key": str(i)}) for i, b in enumerate(docs))
-            )
-            assert report.failed == []
-            query = compose_query(docs[0], "remove the square at top-left")
-            result = collection.query.near_text(
-                query=query,
-                limit=40,
-                rerank=Rerank(prop="image", query=query),
-                return_properties=["key"],
-                return_metadata=MetadataQuery(distance=True),
-            )
-        finally:
-            client.collections.delete(name)
-    keys = [int(o.properties["key"]) for o in result.objects]
-    scores = np.array([o.metadata.rerank_score for o in result.objects])
+    name = "CIRRerank_" + tmp_path.name.replace("-", "_")[-12:]
+    keys, scores, meta = rerank_in_weaviate(
+        tiny_checkpoint, env, gallery, "remove the square at top-left", name
+    )
+    assert meta["raug"] and meta["alpha"] == 0.6 and meta["lambda"] == 0.5
+    assert meta["runtime"] == runtime
+    scores = np.array(scores)
     assert len(keys) == 40 and (np.diff(scores) <= 0).all()
     # What the service must have computed, in-process: cosine + 0.5 * P(YES) with injection.
     query_vec = local_model.embed_composed([gallery[0]], ["remove the square at top-left"])[0]

@@ -20,7 +20,9 @@ from cir_module.data.hard import HardObject
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
+from cir_module.vlm.prompt import DESCRIBE_PROMPT
 from cir_module.vlm_training import STAGES, StageConfig, load_stage, probe_stage, train_stage
+from cir_module.vlm_training.config import STARTS_FROM
 from cir_module.vlm_training.stages import STAGE_LOSSES
 from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
 
@@ -46,16 +48,17 @@ def hard_data(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
-    """The four stages run one after the other, each from the previous one's folder."""
+    """Every stage run, each from the folder of the stage it follows."""
     root = tmp_path_factory.mktemp("stages")
-    folders, previous = {}, None
+    folders: dict[str, Path] = {}
     for stage in STAGES:
+        init = folders[STARTS_FROM[stage]] if stage in STARTS_FROM else None
         cfg = StageConfig(
-            stage=stage, data=hard_data, out=str(root / stage), init=previous, steps=3, **TINY
+            stage=stage, data=hard_data, out=str(root / stage), init=init, steps=3, **TINY
         )
         result = train_stage(cfg)
         assert result.complete and result.step == 3
-        folders[stage] = previous = root / stage
+        folders[stage] = root / stage
     return folders
 
 
@@ -70,6 +73,7 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
         "caption": {"caption_loss", "token_acc", "read_shape"},
         "compare": {"compare_loss", "token_acc", "read_shape"},
         "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
+        "rewrite": {"rewrite_loss", "rewrite_acc", "caption_loss", "read_shape"},
     }
     for stage, folder in chain.items():
         lines = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()]
@@ -81,13 +85,14 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
 
 
 def test_later_stages_start_from_the_previous_stage_and_change_it(chain):
-    vision, caption, compare, judge = (weights(chain[s]) for s in STAGES)
-    assert vision.keys() == caption.keys() == compare.keys() == judge.keys()
+    vision, caption, compare, judge, rewrite = (weights(chain[s]) for s in STAGES)
+    assert vision.keys() == caption.keys() == compare.keys() == judge.keys() == rewrite.keys()
     # The caption stage trains the language model and (slower) the tower it was given.
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if ".visual." in k)
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if "language_model" in k)
     assert any(not torch.equal(caption[k], compare[k]) for k in caption if "language_model" in k)
     assert any(not torch.equal(compare[k], judge[k]) for k in compare if "language_model" in k)
+    assert any(not torch.equal(caption[k], rewrite[k]) for k in caption if "language_model" in k)
 
 
 def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chain):
@@ -174,6 +179,9 @@ def test_probe_reports_cells_captions_and_judgements(chain):
     for key in ("cells_shape", "cells_where", "caption_objects_right", "changes_exact_val"):
         assert 0.0 <= report[key] <= 1.0, key
     assert 0.0 <= report["judge_top1_val"] <= 1.0
+    rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2)
+    for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val"):
+        assert 0.0 <= rewrite[key] <= 1.0, key
     vision = probe_stage(chain["vision"], images=8)
     assert "captions_exact" not in vision and "judge_queries" not in vision
 
@@ -256,3 +264,100 @@ def test_changes_are_described_cell_by_cell():
     assert describe_changes(describe, (square, red), (red,)) == (
         "removed large hollow green square at row 1, column 1"
     )
+
+
+def test_a_stage_captions_a_benchmark_through_cir_rar_captions_and_a_rerun_resumes(
+    hard_data, chain, tmp_path, capsys
+):
+    model, out = str(chain["caption"] / "model"), tmp_path / "captions.json"
+    argv = ["rar", "captions", "--captioner", "vlm", "--model", model, "--data", hard_data]
+    argv += ["--split", "test", "--out", str(out), "--batch-size", "2"]
+    for limit in ("3", "5"):
+        args = build_parser().parse_args([*argv, "--limit", limit])
+        args.func(args)
+    first, second = capsys.readouterr().out.splitlines()[-2:]
+    assert first.startswith("wrote 3 captions (transformers:caption/model/describe-1)")
+    assert second.startswith("wrote 2 captions"), second  # the first three were kept
+    captions = json.loads(out.read_text())
+    test_images = sorted(EvalSplit.load(hard_data, "test").paths)
+    assert sorted(captions) == test_images[:5]
+    args = build_parser().parse_args(["rar", "faithfulness", str(out), "--data", hard_data])
+    args.func(args)
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 5 and report["objects"] > 0
+    for shares in report["attributes"].values():
+        assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_the_trained_vlm_captioner_asks_what_the_caption_stage_learned(hard_data, chain):
+    from cir_module.enrich import trained_vlm_captioner
+    from cir_module.vlm.chat import _TEMPLATE
+    from cir_module.vlm.prompt import DESCRIBE_PROMPT
+
+    captioner = trained_vlm_captioner(chain["caption"] / "model", batch_size=2)
+    codec = captioner.backend.codec
+    assert codec.side == image_side_for(tier_of(hard_data))  # the folder's, not the default
+    asked = codec.encode(_TEMPLATE.format(image_part="{image}\n"), text=captioner.prompt)
+    assert asked == codec.encode(DESCRIBE_PROMPT)
+
+
+def test_scene_graph_captions_of_the_hard_tier_are_in_its_words(hard_data, tmp_path, capsys):
+    out = tmp_path / "captions.json"
+    args = build_parser().parse_args(["rar", "captions", "--data", hard_data, "--out", str(out)])
+    args.func(args)
+    args = build_parser().parse_args(["rar", "faithfulness", str(out), "--data", hard_data])
+    args.func(args)
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert report["objects_found"] == 1.0 and report["invented_per_image"] == 0.0
+    assert all(shares["right"] == 1.0 for shares in report["attributes"].values())
+
+
+def test_the_rewrite_stage_is_served_as_describe_and_verify(hard_data, chain):
+    from cir_module.rerank.describe import DescribingReranker
+
+    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    assert isinstance(reranker, DescribingReranker)  # its folder says so
+    assert reranker.describe()["verify"] == "describe"
+    assert type(LVLMReranker.from_pretrained(chain["judge"] / "model")) is LVLMReranker
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    reference = split.open(t.reference)
+    written = reranker.prefix(reference, t.caption)
+    caption = reranker.generate(DESCRIBE_PROMPT, [reference], 256)[0].strip()
+    assert written.caption == caption  # the reasoning starts from the model's own caption
+    candidates = [split.open(n) for n in (t.target, *t.subset[:3])]
+    scores = reranker.score_prefixed(written, candidates)
+    assert ((scores > 0) & (scores <= 1)).all() and len(set(scores.tolist())) > 1
+    # The score is the description's geometric-mean token probability given the candidate.
+    ids = reranker.codec.encode(DESCRIBE_PROMPT) + list(written.ids)
+    pixels, grid = reranker._pixels(candidates[:1])
+    with torch.inference_mode():
+        logits = reranker.model(
+            input_ids=torch.tensor([ids]), pixel_values=pixels, image_grid_thw=grid
+        ).logits[0]
+    n = len(written.ids)
+    logp = torch.log_softmax(logits[-n - 1 : -1], -1)[torch.arange(n), torch.tensor(written.ids)]
+    assert scores[0] == pytest.approx(logp.mean().exp().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="takes no RAug-Rep"):
+        LVLMReranker.from_pretrained(chain["rewrite"] / "model", rationale=True)
+
+
+@pytest.mark.integration
+def test_a_describe_and_verify_reranker_answers_weaviates_rerank(
+    hard_data, chain, tiny_checkpoint, local_model, tmp_path
+):
+    from tests.conftest import rerank_in_weaviate
+
+    folder = chain["rewrite"] / "model"
+    env = {"CIR_RERANKER_MODEL": str(folder), "CIR_RERANKER_LAMBDA": "0.5"}
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    gallery = [split.open(n) for n in (t.reference, t.target, *t.subset)]
+    name = "CIRDescribe_" + tmp_path.name.replace("-", "_")[-12:]
+    keys, scores, meta = rerank_in_weaviate(tiny_checkpoint, env, gallery, t.caption, name)
+    assert meta["verify"] == "describe" and len(keys) == len(gallery)
+    reranker = LVLMReranker.from_pretrained(folder)
+    query_vec = local_model.embed_composed([gallery[0]], [t.caption])[0]
+    cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
+    described = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
+    np.testing.assert_allclose(scores, cosine + 0.5 * described, atol=1e-4)

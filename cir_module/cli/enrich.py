@@ -48,13 +48,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     rar = sub.add_parser("rar", help="RAR enrichment on the synthetic benchmark")
     rar_sub = rar.add_subparsers(dest="rar_command", required=True)
-    caps = rar_sub.add_parser("captions", help="scene-graph captions of every image, as JSON")
+    caps = rar_sub.add_parser("captions", help="captions of the benchmark's images, as JSON")
     caps.add_argument("--data", required=True)
-    caps.add_argument("--out", required=True)
-    add_scene_graph_noise(caps)
+    caps.add_argument("--out", required=True, help="JSON {image: caption}; a rerun resumes it")
+    _add_rar_captioner(caps)
+    caps.add_argument(
+        "--split", action="append", help="vlm: caption this split's images (repeatable; all)"
+    )
+    caps.add_argument("--limit", type=int, help="vlm: at most this many images per split")
+    caps.add_argument("--batch-size", type=int, default=16)
     caps.set_defaults(func=_rar_captions)
+    faith = rar_sub.add_parser(
+        "faithfulness", help="captions against the scene graphs: attributes right/wrong/missing"
+    )
+    faith.add_argument("captions", help="JSON {image: caption} (cir rar captions)")
+    faith.add_argument("--data", required=True)
+    faith.set_defaults(func=_rar_faithfulness)
     rar_eval = rar_sub.add_parser("eval", help="through Weaviate, enriched")
-    add_scene_graph_noise(rar_eval)
+    _add_rar_captioner(rar_eval)
+    rar_eval.add_argument("--batch-size", type=int, default=16, help="vlm: images per batch")
     rar_eval.add_argument("checkpoint")
     rar_eval.add_argument("--data", required=True)
     rar_eval.add_argument("--split", default="test")
@@ -64,6 +76,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_enhance(rar_eval, default="none")
     rar_eval.add_argument("--json-out")
     rar_eval.set_defaults(func=_rar_eval)
+
+
+def _add_rar_captioner(parser: argparse.ArgumentParser) -> None:
+    """The captioners of the synthetic benchmark's RAR runs: its scene graphs (with noise)
+    or the VLM trained here."""
+    parser.add_argument("--captioner", choices=["scene-graph", "vlm"], default="scene-graph")
+    parser.add_argument("--model", help="vlm: a cir vlm train stage's model/ folder")
+    add_scene_graph_noise(parser)
+
+
+def _rar_captioner(args: argparse.Namespace) -> Captioner:
+    if args.captioner == "scene-graph":
+        return _scene_graph_captioner(args)
+    if not args.model:
+        sys.exit("--captioner vlm needs --model (a cir vlm train stage's model/ folder)")
+    from cir_module.enrich import trained_vlm_captioner
+
+    return trained_vlm_captioner(args.model, batch_size=args.batch_size)
 
 
 def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
@@ -77,7 +107,7 @@ def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
 def captioner_from_args(args: argparse.Namespace) -> Captioner:
     """The captioner the flags of :func:`~cir_module.cli.options.add_captioner` name (and
     ``--batch-size`` for a local model); exits with a message when one is missing."""
-    from cir_module.enrich import ChatCaptioner
+    from cir_module.enrich import ChatCaptioner, trained_vlm_captioner
     from cir_module.vlm.chat import OpenAIChat, TransformersChat
 
     if args.captioner == "scene-graph":
@@ -86,6 +116,8 @@ def captioner_from_args(args: argparse.Namespace) -> Captioner:
         return _scene_graph_captioner(args)
     if not args.model:
         sys.exit(f"--captioner {args.captioner} needs --model")
+    if args.captioner == "vlm":
+        return trained_vlm_captioner(args.model, batch_size=args.batch_size)
     if args.captioner == "transformers":
         return ChatCaptioner(TransformersChat(args.model, batch_size=args.batch_size))
     if not args.url:
@@ -158,12 +190,39 @@ def _rar_captions(args: argparse.Namespace) -> None:
 
     from cir_module.enrich import CaptionItem
 
-    captioner = _scene_graph_captioner(args)
-    names = sorted(captioner.scenes)
-    items = [CaptionItem(uuid=n, image=None, properties={"name": n}) for n in names]
-    captions = dict(zip(names, captioner.caption(items), strict=True))
-    Path(args.out).write_text(json.dumps(captions, indent=0))
-    print(f"wrote {len(captions)} captions ({captioner.id}) to {args.out}")
+    if args.captioner == "scene-graph":  # every image, from its scene graph: no pixels read
+        captioner = _scene_graph_captioner(args)
+        names = sorted(captioner.scenes)
+        items = [CaptionItem(uuid=n, image=None, properties={"name": n}) for n in names]
+        captions = dict(zip(names, captioner.caption(items), strict=True))
+        Path(args.out).write_text(json.dumps(captions, indent=0))
+        print(f"wrote {len(captions)} captions ({captioner.id}) to {args.out}")
+        return
+    from cir_module.data.captions import caption_images
+    from cir_module.eval.inprocess import EvalSplit
+
+    captioner = _rar_captioner(args)
+    names, opener = [], {}
+    for split in args.split or ["train", "val", "test"]:
+        images = EvalSplit.load(args.data, split)
+        chosen = sorted(images.paths)[: args.limit]
+        names += chosen
+        opener.update(dict.fromkeys(chosen, images.open))
+    made, seconds = caption_images(captioner, names, lambda n: opener[n](n), args.out)
+    rate = f", {made / seconds:.2f} captions/s" if made else ""
+    print(f"wrote {made} captions ({captioner.id}) to {args.out} in {seconds:.1f} s{rate}")
+
+
+def _rar_faithfulness(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from cir_module.data.benchmark import load_scene_graphs, tier_of
+    from cir_module.eval.faithfulness import caption_faithfulness
+
+    captions = json.loads(Path(args.captions).read_text())
+    result = caption_faithfulness(captions, load_scene_graphs(args.data), tier_of(args.data))
+    print(json.dumps(result, indent=2))
 
 
 def _rar_eval(args: argparse.Namespace) -> None:
@@ -174,7 +233,7 @@ def _rar_eval(args: argparse.Namespace) -> None:
     from integration.evaluate import evaluate_through_weaviate
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    captioner = _scene_graph_captioner(args) if args.enrich_corpus else None
+    captioner = _rar_captioner(args) if args.enrich_corpus else None
     # The service's setting spells "none" as "off".
     env = {"CIR_QUERY_ENHANCEMENT": args.enhance} if args.enhance != "none" else {}
     result = evaluate_through_weaviate(

@@ -48,10 +48,16 @@ def add_captioner(parser: argparse.ArgumentParser, default: str = "scene-graph")
     """The captioner of RAR enrichment (``cir enrich``, ``cir ingest --enrich``) and what
     each kind needs: benchmark data, a model, an endpoint."""
     parser.add_argument(
-        "--captioner", choices=["scene-graph", "transformers", "openai"], default=default
+        "--captioner",
+        choices=["scene-graph", "vlm", "transformers", "openai"],
+        default=default,
+        help="vlm: the VLM trained here (cir vlm train), asked what its caption stage learned",
     )
     parser.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
-    parser.add_argument("--model", help="transformers: checkpoint; openai: the served model name")
+    parser.add_argument(
+        "--model",
+        help="vlm: a stage's model/ folder; transformers: checkpoint; openai: the served model",
+    )
     parser.add_argument("--url", help="openai: base URL of a chat-completions endpoint (.../v1)")
     parser.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
     add_scene_graph_noise(parser)

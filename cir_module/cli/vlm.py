@@ -1,5 +1,5 @@
 """``cir vlm train`` and ``cir vlm probe``: the VLM trained here in stages (vision, caption,
-judge), each stage one resumable command, and what a stage's model can do."""
+compare, judge; rewrite), each stage one resumable command, and what a stage's model can do."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ __all__ = ["add_parser", "stage_config"]
 # named after it, typed by its default.
 _HELP = {
     "stage": "vision: the tower learns to see every object; caption: image -> description; "
-    "judge: reference + text + candidate -> YES / NO",
+    "compare: two images -> what changed; judge: reference + text + candidate -> YES / NO; "
+    "rewrite (from caption): description + text -> the target's description",
     "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
     "out": "the stage's folder; the same command resumes it",
-    "init": "the previous stage's folder (caption and judge)",
+    "init": "the folder of the stage this one starts from (every stage but vision)",
     "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
 }
 
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``vlm`` with its verbs ``train`` and ``probe``."""
     from cir_module.vlm_training.config import STAGES
 
-    vlm = sub.add_parser("vlm", help="the VLM trained here in stages (vision, caption, judge)")
+    vlm = sub.add_parser("vlm", help="the VLM trained here in stages")
     vlm_sub = vlm.add_subparsers(dest="vlm_command", required=True)
     train = vlm_sub.add_parser("train", help="run or resume one stage")
     for field in _config_fields():

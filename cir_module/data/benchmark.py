@@ -183,13 +183,18 @@ class Tier:
     scene_to_dict: Callable[[Any], list[dict[str, Any]]]
     scene_from_dict: Callable[[Any], Any]
     edit_record: Callable[[Any], dict[str, Any]]
-    grid_cells: int
+    # The grid's cells as a description names them ("top-left", "row 1, column 2").
+    cell_names: tuple[str, ...]
     attributes: tuple[tuple[str, tuple[str, ...]], ...]
     # Seeds each image's pixels; the base tier's is the benchmark's name, as before tiers.
     rng_prefix: str
     # Hard negatives per val/test triplet, when fewer than the training split's: what the
     # evaluation gallery holds beside each target. None: as many as in training.
     gallery_negatives: int | None = None
+
+    @property
+    def grid_cells(self) -> int:
+        return len(self.cell_names)
 
 
 TIERS: dict[str, Tier] = {
@@ -205,7 +210,7 @@ TIERS: dict[str, Tier] = {
         scene_to_dict=shapes.scene_to_dict,
         scene_from_dict=shapes.scene_from_dict,
         edit_record=_base_record,
-        grid_cells=len(shapes.CELL_NAMES),
+        cell_names=shapes.CELL_NAMES,
         attributes=(
             ("shape", shapes.SHAPES),
             ("color", tuple(shapes.COLORS)),
@@ -225,7 +230,7 @@ TIERS: dict[str, Tier] = {
         scene_to_dict=hard.scene_to_dict,
         scene_from_dict=hard.scene_from_dict,
         edit_record=lambda triplet: triplet.record,
-        grid_cells=hard.GRID_SIDE**2,
+        cell_names=hard.CELL_NAMES,
         attributes=(
             ("shape", shapes.SHAPES),
             ("color", tuple(shapes.COLORS)),

@@ -4,21 +4,30 @@
 :mod:`cir_module.enrich.captioners`) that needs no model: it writes out each image's scene
 graph, with configurable noise (dropped objects, wrong attributes) standing in for a VLM's
 mistakes. ``cir enrich --captioner scene-graph`` and ``cir rar captions`` use it.
+
+:func:`caption_images` writes any captioner's captions of benchmark images to a JSON file,
+resumably (``cir rar captions --captioner vlm``: the VLM trained here).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cir_module.data.benchmark import load_scene_graphs
-from cir_module.data.shapes import COLORS, SHAPES, Scene, describe
-from cir_module.enrich.captioners import CaptionItem, clip_words
+from tqdm.auto import tqdm
 
-__all__ = ["SceneGraphCaptioner"]
+from cir_module.data.benchmark import load_scene_graphs, tier_of
+from cir_module.data.shapes import COLORS, SHAPES, Scene, describe
+from cir_module.enrich.captioners import Captioner, CaptionItem, clip_words
+
+__all__ = ["SceneGraphCaptioner", "caption_images"]
 
 
 class SceneGraphCaptioner:
@@ -38,16 +47,19 @@ class SceneGraphCaptioner:
         wrong: float = 0.0,
         seed: int = 0,
         name_property: str = "name",
+        describe: Callable[[Any], str] = describe,
     ) -> None:
         self.scenes = scenes
+        self.describe = describe  # the tier's own words for a scene
         self.drop, self.wrong, self.seed = drop, wrong, seed
         self.name_property = name_property
         self.id = f"scene-graph/{self.version} drop={drop:g} wrong={wrong:g} seed={seed}"
 
     @classmethod
     def from_benchmark(cls, root: str | Path, **kwargs: Any) -> SceneGraphCaptioner:
-        """Every split's scene graphs of a benchmark folder written by ``cir data shapes``."""
-        return cls(load_scene_graphs(root), **kwargs)
+        """Every split's scene graphs of a benchmark folder written by ``cir data shapes``,
+        described in its tier's words."""
+        return cls(load_scene_graphs(root), describe=tier_of(root).describe, **kwargs)
 
     def caption(self, items: Sequence[CaptionItem]) -> list[str]:
         return [self._one(item) for item in items]
@@ -68,5 +80,36 @@ class SceneGraphCaptioner:
                     obj = replace(obj, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
             kept.append(obj)
         count = len(kept)
-        text = f"{count} shape{'s' if count != 1 else ''} on a plain background: " + describe(kept)
+        text = f"{count} shape{'s' if count != 1 else ''} on a plain background: "
+        text += self.describe(kept)
         return clip_words(text)
+
+
+def caption_images(
+    captioner: Captioner,
+    names: Sequence[str],
+    open_image: Callable[[str], Any],
+    out: str | Path,
+    chunk: int = 64,
+) -> tuple[int, float]:
+    """Caption the images ``names`` (``open_image(name)`` gives each one) into the JSON file
+    ``out`` (``{name: caption}``). Resumable: names already in ``out`` are skipped, and the
+    file is rewritten (atomically) after every ``chunk`` images. Returns how many captions
+    this call wrote and the seconds it spent captioning them."""
+    out = Path(out)
+    captions: dict[str, str] = json.loads(out.read_text()) if out.is_file() else {}
+    todo = [n for n in names if n not in captions]
+    seconds = 0.0
+    quiet = not logging.getLogger(__name__).isEnabledFor(logging.INFO)
+    with tqdm(total=len(todo), desc="caption", unit="image", disable=quiet) as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            items = [CaptionItem(n, open_image(n), {"name": n}) for n in part]
+            began = time.perf_counter()
+            captions.update(zip(part, captioner.caption(items), strict=True))
+            seconds += time.perf_counter() - began
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(captions, indent=0))
+            os.replace(tmp, out)
+            bar.update(len(part))
+    return len(todo), seconds

@@ -8,6 +8,7 @@ from cir_module.enrich.captioners import (
     Captioner,
     CaptionItem,
     ChatCaptioner,
+    trained_vlm_captioner,
 )
 from cir_module.enrich.enhance import (
     QUERY_KINDS,
@@ -27,4 +28,5 @@ __all__ = [
     "KeywordDistiller",
     "QueryEnhancer",
     "classify_query",
+    "trained_vlm_captioner",
 ]

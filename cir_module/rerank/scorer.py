@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,14 +28,14 @@ from PIL import Image
 from cir_module.rerank.injection import choose_layers, injected
 from cir_module.rerank.prompt import RerankPrompt
 from cir_module.rerank.raug import load_raug
-from cir_module.vlm.family import FamilyAdapter, adapter_for
+from cir_module.vlm.family import VLM_SETTINGS, FamilyAdapter, adapter_for, saved_settings
 from cir_module.vlm.prompt import PromptCodec
 
 __all__ = ["RERANKER_SETTINGS", "LVLMReranker", "PrefixState"]
 
 log = logging.getLogger(__name__)
 
-RERANKER_SETTINGS = "cir_reranker.json"
+RERANKER_SETTINGS = VLM_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,13 @@ class LVLMReranker:
         (written by ``cir rerank train``) supplies defaults such as ``image_side``."""
         from transformers import AutoConfig, AutoTokenizer
 
-        saved = Path(path) / RERANKER_SETTINGS
-        if saved.is_file():
-            kwargs = {**json.loads(saved.read_text()), **kwargs}
+        kwargs = {**saved_settings(path), **kwargs}
+        # A folder may say it is served as describe-and-verify (``cir vlm train --stage
+        # rewrite``): P(YES) is not what that model was trained to answer.
+        if kwargs.pop("verify", "yes") == "describe" and cls is LVLMReranker:
+            from cir_module.rerank.describe import DescribingReranker
+
+            return DescribingReranker.from_pretrained(path, raug=raug, dtype=dtype, **kwargs)
 
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         device = "cuda" if torch.cuda.is_available() else "cpu"

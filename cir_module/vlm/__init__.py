@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from cir_module.vlm.prompt import (
         COMPARE_PROMPT,
         DESCRIBE_PROMPT,
+        DESCRIBE_REQUEST,
         IMAGE,
+        REWRITE_PROMPT,
+        REWRITE_REQUEST,
         PromptCodec,
         mrope_positions,
     )
@@ -39,8 +42,11 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPARE_PROMPT",
     "DESCRIBE_PROMPT",
+    "DESCRIBE_REQUEST",
     "FAMILIES",
     "IMAGE",
+    "REWRITE_PROMPT",
+    "REWRITE_REQUEST",
     "ChatBackend",
     "ChatError",
     "ChatRequest",
@@ -63,7 +69,16 @@ __getattr__, __dir__ = lazy_exports(
         ),
         **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
         **dict.fromkeys(
-            ("COMPARE_PROMPT", "DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"),
+            (
+                "COMPARE_PROMPT",
+                "DESCRIBE_PROMPT",
+                "DESCRIBE_REQUEST",
+                "IMAGE",
+                "REWRITE_PROMPT",
+                "REWRITE_REQUEST",
+                "PromptCodec",
+                "mrope_positions",
+            ),
             "cir_module.vlm.prompt",
         ),
         **dict.fromkeys(("build_tiny_vlm", "train_tokenizer"), "cir_module.vlm.tiny"),

@@ -60,14 +60,17 @@ class TransformersChat:
         *,
         max_new_tokens: int = 128,
         batch_size: int = 8,
-        image_side: int = 448,
+        image_side: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
-        from cir_module.vlm.family import adapter_for
+        from cir_module.vlm.family import adapter_for, saved_settings
         from cir_module.vlm.prompt import PromptCodec
 
+        # The side the checkpoint was trained at, when its folder says; else 448 px (Qwen2-VL:
+        # 32 x 32 patches of 14 px, 256 tokens after the 2 x 2 merge).
+        image_side = image_side or saved_settings(path).get("image_side", 448)
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
@@ -84,7 +87,8 @@ class TransformersChat:
         )
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.id = f"transformers:{Path(str(path)).name}"
+        # The folder and its parent ("caption/model" of a stage, "Qwen/Qwen2-VL-2B" of a hub id).
+        self.id = "transformers:" + "/".join(Path(str(path)).parts[-2:])
         # generate() is not safe to run concurrently on one model.
         self._lock = threading.Lock()
 

@@ -13,14 +13,30 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["COMPARE_PROMPT", "DESCRIBE_PROMPT", "IMAGE", "PromptCodec", "mrope_positions"]
+__all__ = [
+    "COMPARE_PROMPT",
+    "DESCRIBE_PROMPT",
+    "DESCRIBE_REQUEST",
+    "IMAGE",
+    "REWRITE_PROMPT",
+    "REWRITE_REQUEST",
+    "PromptCodec",
+    "mrope_positions",
+]
 
 IMAGE = "{image}"
-# The captioning prompt of the models trained here (``cir vlm train --stage caption``): one
-# image, answered by a dense factual description of it.
+# The captioning request of the models trained here (``cir vlm train --stage caption``): one
+# image, answered by a dense factual description of it. DESCRIBE_PROMPT is that request in
+# the chat template, exactly what ``TransformersChat`` sends for it with one image.
+DESCRIBE_REQUEST = "Describe the image."
 DESCRIBE_PROMPT = (
-    "<|im_start|>user\n{image}\nDescribe the image.<|im_end|>\n<|im_start|>assistant\n"
+    f"<|im_start|>user\n{IMAGE}\n{DESCRIBE_REQUEST}<|im_end|>\n<|im_start|>assistant\n"
 )
+# Text only: a scene's description and a modification, answered by the description of the
+# scene so modified (``--stage rewrite``): the reasoning step of describe-and-verify
+# reranking, whose description a candidate must then match (``DescribingReranker``).
+REWRITE_REQUEST = "Reference: {description}\nModification: {text}\nDescribe the target image."
+REWRITE_PROMPT = f"<|im_start|>user\n{REWRITE_REQUEST}<|im_end|>\n<|im_start|>assistant\n"
 # Two images, answered by what changed from the first to the second (``--stage compare``).
 COMPARE_PROMPT = (
     "<|im_start|>user\nReference image: {image}\nCandidate image: {image}\n"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["STAGES", "StageConfig"]
+__all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 
-# In the order they run; each later stage starts from the folder of the one before.
-STAGES = ("vision", "caption", "compare", "judge")
+# The stages, and the stage whose folder each later one starts from: a chain vision ->
+# caption -> compare -> judge (the P(YES) reranker), and a branch caption -> rewrite (the
+# text step of describe-and-verify reranking; the model keeps captioning).
+STAGES = ("vision", "caption", "compare", "judge", "rewrite")
+STARTS_FROM = {"caption": "vision", "compare": "caption", "judge": "compare", "rewrite": "caption"}
 
 
 @dataclass
@@ -48,6 +51,9 @@ class StageConfig:
     reasoning_share: float = 0.3
     rationale_weight: float = 0.5
     changes_weight: float = 0.3
+    # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
+    # (rehearsal, so that the model still describes images after learning to rewrite).
+    rehearsal: float = 0.25
 
     def __post_init__(self) -> None:
         # Paths are kept as strings: the configuration is written to the stage's stage.json.
@@ -56,7 +62,7 @@ class StageConfig:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; the stages are {STAGES}")
         if self.stage != "vision" and not self.init:
-            previous = STAGES[STAGES.index(self.stage) - 1]
+            previous = STARTS_FROM[self.stage]
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")

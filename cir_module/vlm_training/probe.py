@@ -6,8 +6,11 @@
   with the scene graph object by object;
 * changes written (compare and judge stages): greedy change lists for reference / image-set
   member pairs of a benchmark split, compared with the scene graphs';
-* judgements (judge stage): on a benchmark split, how often P(YES) ranks the target first
-  among the target, its hard negatives and the unchanged reference.
+* target descriptions written (rewrite stage): from the reference's true description, and
+  from the reference image through the model's own caption;
+* judgements (judge and rewrite stages): on a benchmark split, how often the reranker's score
+  (P(YES), or describe-and-verify's) ranks the target first among the target, its hard
+  negatives and the unchanged reference.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from cir_module.data.benchmark import describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
 
@@ -85,6 +88,28 @@ def _changes(vlm, tier, data: str, split: str, n: int, max_new_tokens: int = 120
 
 
 @torch.inference_mode()
+def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
+    """Target descriptions written for a split's queries: from the reference's true
+    description (the rewrite alone) and from the reference image (caption, then rewrite:
+    what the describe-and-verify reranker writes), compared with the target's exactly."""
+    evaluation = EvalSplit.load(data, split, limit=n)
+    scenes = load_scene_graphs(data, split)
+    from_truth = from_image = 0
+    for t in evaluation.triplets:
+        truth = tier.describe(scenes[t.target])
+        written = vlm.generate(
+            REWRITE_PROMPT, [], 256, description=tier.describe(scenes[t.reference]), text=t.caption
+        )[0].strip()
+        from_truth += written == truth
+        from_image += vlm.prefix(evaluation.open(t.reference), t.caption).target == truth
+    queries = max(len(evaluation.triplets), 1)
+    return {
+        f"rewrites_exact_{split}": from_truth / queries,
+        f"described_exact_{split}": from_image / queries,
+    }
+
+
+@torch.inference_mode()
 def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=limit)
     top1, n = 0, 0
@@ -118,6 +143,8 @@ def probe_stage(
         out |= _captions(vlm, tier, stream, captions)
     if stage["stage"] in ("compare", "judge") and judge_queries:
         out |= _changes(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
-    if stage["stage"] == "judge" and judge_queries:
+    if stage["stage"] == "rewrite" and judge_queries:
+        out |= _rewrites(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
+    if stage["stage"] in ("judge", "rewrite") and judge_queries:
         out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
     return out

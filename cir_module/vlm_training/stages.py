@@ -40,7 +40,7 @@ from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.config import StageConfig
 from cir_module.vlm_training.reader import CellReader
 
@@ -54,18 +54,22 @@ def forward_with_vision(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The language model's last hidden states for a right-padded batch whose image slots
     take ``images`` in order, and the vision tower's tokens per image ``[images, tokens,
-    hidden]`` (what the read-out classifies). The tower runs once for both."""
+    hidden]`` (what the read-out classifies). The tower runs once for both; a text-only
+    batch (no images) has no tower tokens (None)."""
     model = vlm.model
-    pixels, grid = vlm._pixels(images)
-    visual = model.model.visual(pixels, grid_thw=grid)
     embeds = model.model.get_input_embeddings()(input_ids)
-    slots = (input_ids == vlm.codec.image_token_id).unsqueeze(-1).expand_as(embeds)
-    embeds = embeds.masked_scatter(slots, visual.to(embeds.dtype))
+    visual, grid = None, None
+    if images:
+        pixels, grid = vlm._pixels(images)
+        visual = model.model.visual(pixels, grid_thw=grid)
+        slots = (input_ids == vlm.codec.image_token_id).unsqueeze(-1).expand_as(embeds)
+        embeds = embeds.masked_scatter(slots, visual.to(embeds.dtype))
+        visual = visual.view(len(images), -1, visual.shape[-1])
     positions = vlm.adapter.rope_index(model, input_ids, grid)
     hidden = model.model.language_model(
         inputs_embeds=embeds, attention_mask=mask, position_ids=positions
     ).last_hidden_state
-    return hidden, visual.view(len(images), -1, visual.shape[-1])
+    return hidden, visual
 
 
 def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,21 +138,33 @@ class StageLoss:
         self.metrics["read_where"] = self.reader.where_accuracy(tokens)
         return what + where
 
+    def words_loss(
+        self, prompts: list[list[int]], answers: list[str], images: list
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next-token loss on ``answers``, each written after its own prompt (whose image
+        slots take ``images`` in order; none for text only), and the tower's tokens."""
+        rows = [
+            [*p, *self.tokenizer.encode(a), self.end] for p, a in zip(prompts, answers, strict=True)
+        ]
+        input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
+        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
+        targets = input_ids[:, 1:].clone()
+        for i, prompt in enumerate(prompts):
+            targets[i, : len(prompt) - 1] = IGNORE  # the answer only
+        targets[mask[:, 1:] == 0] = IGNORE
+        logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
+        self.metrics["token_acc"] = _accuracy(logits, targets)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        return loss, tokens
+
     def answer_loss(
         self, template: str, answers: list[str], images: list, scenes: list
     ) -> torch.Tensor:
         """Next-token loss on ``answers`` written after the same ``template`` (its images
         ``images``, in order, whose scenes are ``scenes``), plus the read-out's loss."""
         prompt = self.vlm.codec.encode(template)
-        rows = [[*prompt, *self.tokenizer.encode(a), self.end] for a in answers]
-        input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
-        hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
-        targets = input_ids[:, 1:].clone()
-        targets[:, : len(prompt) - 1] = IGNORE  # the answer only
-        targets[mask[:, 1:] == 0] = IGNORE
-        logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
-        words = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        self.metrics |= {"words_loss": words.item(), "token_acc": _accuracy(logits, targets)}
+        words, tokens = self.words_loss([prompt] * len(answers), answers, images)
+        self.metrics["words_loss"] = words.item()
         return words + self.cfg.reader_weight * self.read(tokens, scenes)
 
     def loss(self) -> torch.Tensor:
@@ -299,9 +315,41 @@ class JudgeStage(StageLoss):
         return loss
 
 
+class RewriteStage(StageLoss):
+    """A reference scene's description and a modification -> the target scene's description
+    (text only; both descriptions from the training split's scene graphs). Each batch also
+    captions ``rehearsal`` x ``batch_size`` fresh scenes, so the model still describes the
+    images whose descriptions it will rewrite."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.split = EvalSplit.load(self.cfg.data, "train")
+        self.scenes = load_scene_graphs(self.cfg.data, "train")
+
+    def loss(self) -> torch.Tensor:
+        describe, codec = self.tier.describe, self.vlm.codec
+        prompts, answers = [], []
+        for _ in range(self.cfg.batch_size):
+            t = self.rng.choice(self.split.triplets)
+            reference = describe(self.scenes[t.reference])
+            prompts.append(codec.encode(REWRITE_PROMPT, description=reference, text=t.caption))
+            answers.append(describe(self.scenes[t.target]))
+        loss, _ = self.words_loss(prompts, answers, [])
+        self.metrics["rewrite_loss"] = loss.item()
+        self.metrics["rewrite_acc"] = self.metrics.pop("token_acc")
+        rehearsed = round(self.cfg.rehearsal * self.cfg.batch_size)
+        if rehearsed:
+            scenes, images = self.stream.draw(rehearsed)
+            captions = [describe(scene) for scene in scenes]
+            loss = loss + self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
+            self.metrics["caption_loss"] = self.metrics.pop("words_loss")
+        return loss
+
+
 STAGE_LOSSES: dict[str, type[StageLoss]] = {
     "vision": VisionStage,
     "caption": CaptionStage,
     "compare": CompareStage,
     "judge": JudgeStage,
+    "rewrite": RewriteStage,
 }

@@ -13,8 +13,9 @@ A stage's folder holds:
 
 Running the same command again resumes from ``state.pt``; a stopped session loses at most
 ``checkpoint_every`` steps. The vision stage builds the model (its tokenizer trained on the
-benchmark's texts); the caption and judge stages start from a copy of the previous stage's
-folder, which must be complete.
+benchmark's texts); every later stage starts from a copy of the folder of the stage it follows
+(``STARTS_FROM``), which must be complete. The rewrite stage's folder is marked to be served
+as a describe-and-verify reranker.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.rerank.training import reasoning_path
 from cir_module.training.schedule import warmup_cosine
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT
-from cir_module.vlm_training.config import STAGES, StageConfig
+from cir_module.vlm.family import saved_settings
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
+from cir_module.vlm_training.config import STARTS_FROM, StageConfig
 from cir_module.vlm_training.reader import CellReader
 from cir_module.vlm_training.stages import STAGE_LOSSES
 
@@ -95,8 +97,10 @@ def tokenizer_corpus(data: str, tier: Tier, seed: int) -> list[str]:
         for t in split.triplets[:500]
         for member in t.subset
     ]
-    prompts = (DESCRIBE_PROMPT, COMPARE_PROMPT)
-    return corpus + [prompt.replace("{image}", " ") for prompt in prompts]
+    prompts = (DESCRIBE_PROMPT, COMPARE_PROMPT, REWRITE_PROMPT)
+    return corpus + [
+        prompt.replace("{image}", " ").format(description=" ", text=" ") for prompt in prompts
+    ]
 
 
 def read_stage(folder: str | Path) -> dict:
@@ -126,7 +130,7 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
         (folder / RERANKER_SETTINGS).write_text(json.dumps({"image_side": image_side_for(tier)}))
         return
     init = Path(cfg.init)
-    previous = STAGES[STAGES.index(cfg.stage) - 1]
+    previous = STARTS_FROM[cfg.stage]
     stage = read_stage(init)
     if stage.get("stage") != previous or not stage.get("complete"):
         raise ValueError(
@@ -135,6 +139,9 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
         )
     shutil.copytree(init / MODEL, folder)
     shutil.copy2(init / READER, out / READER)
+    if cfg.stage == "rewrite":  # served as a describe-and-verify reranker (rerank/describe.py)
+        settings = {**saved_settings(folder), "verify": "describe"}
+        (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
 
 def load_stage(folder: str | Path) -> tuple[LVLMReranker, CellReader, Tier]:

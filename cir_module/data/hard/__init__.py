@@ -34,6 +34,7 @@ from __future__ import annotations
 from cir_module.data.hard.edits import random_hard_edit
 from cir_module.data.hard.phrasing import PHRASINGS, HardCaption, phrase_hard_edit
 from cir_module.data.hard.scenes import (
+    CELL_NAMES,
     EDIT_KINDS,
     GRID_SIDE,
     MAX_OBJECTS,
@@ -60,6 +61,7 @@ from cir_module.data.hard.triplets import (
 )
 
 __all__ = [
+    "CELL_NAMES",
     "EDIT_KINDS",
     "GRID_SIDE",
     "MAX_OBJECTS",
