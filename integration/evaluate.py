@@ -34,7 +34,7 @@ from weaviate.collections import Collection
 
 from cir_module.enrich.captioners import Captioner
 from cir_module.eval.inprocess import EvalSplit, RankedResult
-from cir_module.eval.metrics import cirr_metrics_from_rankings, recall_percent
+from cir_module.eval.metrics import cirr_metrics_from_rankings
 from cir_module.eval.rerank_sweep import FirstStage
 from cir_module.query import compose_query
 from integration.enrich import enrich_collection
@@ -149,10 +149,10 @@ def weaviate_rerank_run(
     split: EvalSplit,
     k: int,
     reranker_env: dict[str, str],
-) -> tuple[FirstStage, dict[str, float]]:
+) -> tuple[FirstStage, list[list[str]]]:
     """Start the service (with the reranker settings in ``reranker_env``) and Weaviate; return
-    Weaviate's first stage (top ``k`` per query) and the recalls of the same queries reranked
-    by Weaviate's ``rerank`` with those settings."""
+    Weaviate's first stage (top ``k`` per query) and the same queries' top ``k`` reranked by
+    Weaviate's ``rerank`` with those settings."""
     quiet = not log.isEnabledFor(logging.INFO)
     top, cosine, reranked = [], [], []
     with (
@@ -182,4 +182,4 @@ def weaviate_rerank_run(
             reranked.append([o.properties["name"] for o in second.objects])
     targets = [t.target for t in split.triplets]
     stage = FirstStage(top=top, cosine=np.array(cosine, dtype=np.float32), targets=targets)
-    return stage, recall_percent(reranked, targets)
+    return stage, reranked

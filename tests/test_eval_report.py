@@ -59,14 +59,15 @@ def test_rerank_table_rows() -> None:
         {"setting": "first stage only", "lambda": None, "R@1": 91.66, "R@5": 100.0, "R@10": 100.0},
         {"setting": InjectionSetting(0.6, "last").name, "lambda": 0.1, "R@1": 50, "R@5": 75.04,
          "R@10": 100.0},
-        weaviate_rerank_row(0.6, 0.06, {"R@1": 8.33, "R@5": 25.0, "R@10": 33.35}),
+        weaviate_rerank_row("alpha=0.6, layers=all", 0.06, [["a", "b"], ["c", "d"]], ["a", "d"]),
     ]  # fmt: skip
     rows[1]["R@1 CI"] = [41.25, 58.5]
+    assert rows[2]["R@1 CI"] == [0.0, 100.0]
     assert rerank_table(rows).splitlines() == [
         "setting                                   lambda    R@1    R@1 95% CI    R@5   R@10",
         "first stage only                                   91.7                100.0  100.0",
         "alpha=0.6, layers=last                       0.1   50.0  [41.2, 58.5]   75.0  100.0",
-        "Weaviate rerank: alpha=0.6, layers=all      0.06    8.3                 25.0   33.4",
+        "Weaviate rerank: alpha=0.6, layers=all      0.06   50.0  [0.0, 100.0]  100.0  100.0",
     ]
 
 

@@ -361,3 +361,21 @@ def test_a_describe_and_verify_reranker_answers_weaviates_rerank(
     cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
     described = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
     np.testing.assert_allclose(scores, cosine + 0.5 * described, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_rerank_eval_through_weaviate_only_runs_the_served_setting(
+    hard_data, chain, tiny_checkpoint, tmp_path
+):
+    out = tmp_path / "rows.json"
+    argv = ["rerank", "eval", "--first-stage", str(tiny_checkpoint), "--data", hard_data]
+    argv += ["--reranker", str(chain["rewrite"] / "model"), "--split", "val", "--k", "4"]
+    argv += ["--weaviate", "--weaviate-only", "--serve-lambda", "0.5", "--json-out", str(out)]
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    first, served = json.loads(out.read_text())
+    assert first["setting"] == "first stage only" and first["lambda"] is None
+    assert served["setting"] == "Weaviate rerank: describe-and-verify"
+    assert served["lambda"] == 0.5 and len(served["R@1 CI"]) == 2
+    # The same top 4 re-ordered: recall at 4 cannot change, at 1 it may.
+    assert 0.0 <= served["R@1"] <= first["R@5"]

@@ -4,6 +4,7 @@ the synthetic benchmark and its reasoning-augmented representations."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -64,6 +65,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--weaviate",
         action="store_true",
         help="first stage from Weaviate's nearText, plus one setting run through its rerank",
+    )
+    reval.add_argument(
+        "--weaviate-only",
+        action="store_true",
+        help="with --weaviate: only the served setting (no in-process sweep of the reranker)",
     )
     reval.add_argument("--serve", help="reranker folder the service loads (e.g. its ONNX export)")
     reval.add_argument(
@@ -158,6 +164,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     from cir_module.rerank import LVLMReranker
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
+    if args.weaviate_only and not args.weaviate:
+        sys.exit("--weaviate-only needs --weaviate")
     served = None
     if args.weaviate:
         from integration.evaluate import weaviate_rerank_run
@@ -177,9 +185,14 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     settings = (
         injection_settings(args.alphas, args.layer_alpha) if args.raug else [InjectionSetting(0.0)]
     )
-    rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
+    if args.weaviate_only:
+        rows = rerank_sweep(reranker, split, stage, [], [])  # the first stage's row only
+    else:
+        rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
-        rows.append(weaviate_rerank_row(args.serve_alpha, args.serve_lambda, served))
+        verify = reranker.describe().get("verify")
+        name = "describe-and-verify" if verify else InjectionSetting(args.serve_alpha).name
+        rows.append(weaviate_rerank_row(name, args.serve_lambda, served, stage.targets))
     print(rerank_table(rows))
     if args.json_out:
         write_json(args.json_out, rows)

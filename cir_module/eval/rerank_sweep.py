@@ -10,7 +10,7 @@ lambda then re-orders the top K by cosine + lambda * P(YES) without further mode
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,7 +192,9 @@ def rerank_sweep(
     return rows
 
 
-def weaviate_rerank_row(alpha: float, lam: float, recalls: Mapping[str, float]) -> dict:
-    """The row of the setting run end to end through Weaviate's ``rerank`` (injection at
-    ``alpha`` on all layers, fusion weight ``lam``), to read beside the sweep's row for it."""
-    return {"setting": f"Weaviate rerank: {InjectionSetting(alpha).name}", "lambda": lam, **recalls}
+def weaviate_rerank_row(
+    setting: str, lam: float, ranked: list[list[str]], targets: list[str]
+) -> dict:
+    """The row of a setting run end to end through Weaviate's ``rerank`` (the service's
+    reranker, fusion weight ``lam``), to read beside the sweep's row for it."""
+    return _row(f"Weaviate rerank: {setting}", lam, ranked, targets)
