@@ -112,7 +112,9 @@ class ServiceSettings(BaseSettings):
     chat_model: str | None = Field(
         None,
         description="Image-text-to-text checkpoint (Qwen2-VL family) served at "
-        "/v1/chat/completions (OpenAI-compatible) and used by query_enhancement=chat.",
+        "/v1/chat/completions (OpenAI-compatible) and used by query_enhancement=chat. A "
+        "describe-and-verify folder (cir vlm train --stage rewrite) answers a result image "
+        "and a reference image with its rationale instead.",
     )
     enhancer_url: str | None = Field(
         None,

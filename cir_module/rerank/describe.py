@@ -17,6 +17,12 @@ This is CIR-CoT's caption -> reasoning -> conclusion with the conclusion read as
 and it is what a ``cir vlm train --stage rewrite`` folder is served as (its
 ``cir_reranker.json`` says ``"verify": "describe"``). RAug-Rep injection steers a P(YES)
 judgement and does not apply here.
+
+The same steps written out are the explicit rationale for one result (:meth:`explain`,
+:class:`Rationale`): the reference's caption, what the target must show, what the candidate
+shows (its caption), and the conclusion: which facts of the target's description the
+candidate lacks and which it shows unasked. :class:`RationaleChat` serves it as a chat
+backend, so that Weaviate's ``generative-openai`` pointed at the service returns it per result.
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cir_module.errors import InputError
 from cir_module.rerank.scorer import LVLMReranker
+from cir_module.vlm.chat import ChatRequest
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, REWRITE_PROMPT
 
-__all__ = ["DescribedTarget", "DescribingReranker"]
+__all__ = ["DescribedTarget", "DescribingReranker", "Rationale", "RationaleChat", "facts"]
+
+
+def facts(description: str) -> list[str]:
+    """A description's facts: its ``;``-separated phrases (one object each, here)."""
+    return [part.strip().rstrip(".") for part in description.split(";") if part.strip()]
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,36 @@ class DescribedTarget:
     caption: str
     target: str
     ids: tuple[int, ...]  # the description's tokens and the end of the answer
+
+
+@dataclass(frozen=True)
+class Rationale:
+    """Why a result does or does not answer a composed query, step by step."""
+
+    reference: str  # the reference image's caption
+    target: str  # what the target must show: the caption rewritten by the modification
+    candidate: str  # the result's caption
+    missing: tuple[str, ...]  # facts of the target the result does not show
+    unexpected: tuple[str, ...]  # facts the result shows that the target does not ask for
+
+    @property
+    def satisfied(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def text(self) -> str:
+        """The rationale as the chat answer writes it: caption, reasoning, conclusion."""
+        if self.satisfied:
+            conclusion = "YES: the result shows what the modification asks."
+        else:
+            parts = [f"missing: {'; '.join(self.missing)}"] if self.missing else []
+            parts += [f"not asked for: {'; '.join(self.unexpected)}"] if self.unexpected else []
+            conclusion = "NO, " + "; and ".join(parts) + "."
+        return (
+            f"The reference shows: {self.reference}\n"
+            f"The target must show: {self.target}\n"
+            f"The result shows: {self.candidate}\n"
+            f"Conclusion: {conclusion}"
+        )
 
 
 class DescribingReranker(LVLMReranker):
@@ -92,8 +135,60 @@ class DescribingReranker(LVLMReranker):
             scores.append(picked.mean(-1).exp().cpu().numpy())
         return np.concatenate(scores)
 
+    @torch.inference_mode()
+    def explain(self, reference: Image.Image, text: str, candidate: Image.Image) -> Rationale:
+        """The rationale for one result: the query's written reasoning and the result's
+        caption, compared fact by fact."""
+        written = self.prefix(reference, text)
+        shown = self.generate(DESCRIBE_PROMPT, [candidate], self.describe_tokens)[0].strip()
+        target, result = facts(written.target), facts(shown)
+        return Rationale(
+            reference=written.caption,
+            target=written.target,
+            candidate=shown,
+            missing=tuple(f for f in target if f not in result),
+            unexpected=tuple(f for f in result if f not in target),
+        )
+
     def score_naive(
         self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
     ) -> np.ndarray:
         """The same scores (the description is written once per query either way)."""
         return self.score(reference, text, candidates)
+
+
+class RationaleChat:
+    """A chat backend that answers with :meth:`DescribingReranker.explain`'s rationale.
+
+    A request with two images is a result and its query's reference, in the order Weaviate's
+    ``generative-openai`` sends them (the result's stored image, then the query's images);
+    its text is the modification. A request with one image is answered with its caption."""
+
+    def __init__(self, reranker: DescribingReranker) -> None:
+        self.reranker = reranker
+        self.id = "rationale:" + reranker.adapter.name
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs) -> RationaleChat:
+        reranker = LVLMReranker.from_pretrained(path, **kwargs)
+        if not isinstance(reranker, DescribingReranker):
+            raise ValueError(
+                f"{path} is not a describe-and-verify model (cir vlm train --stage rewrite)"
+            )
+        return cls(reranker)
+
+    def complete(
+        self, requests: Sequence[ChatRequest], max_new_tokens: int | None = None
+    ) -> list[str]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, request: ChatRequest) -> str:
+        if len(request.images) == 2:
+            candidate, reference = request.images
+            return self.reranker.explain(reference, request.text.strip(), candidate).text()
+        if len(request.images) == 1:
+            return self.reranker.generate(DESCRIBE_PROMPT, list(request.images), 256)[0].strip()
+        raise InputError(
+            "this chat model writes rationales: send the result's image and the query's "
+            "reference image (two images), with the modification as the text"
+        )

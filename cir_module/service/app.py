@@ -109,14 +109,36 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
     )
 
 
+def _chat_backend(path: str):
+    """The chat model at ``path``: a describe-and-verify folder (``cir vlm train --stage
+    rewrite``) answers with its rationale, any other checkpoint by greedy generation."""
+    from cir_module.vlm.chat import TransformersChat
+    from cir_module.vlm.family import saved_settings
+
+    if saved_settings(path).get("verify") == "describe":
+        from cir_module.rerank.describe import RationaleChat
+
+        return RationaleChat.from_pretrained(path)
+    return TransformersChat(path)
+
+
 def _load_chat(settings: ServiceSettings):
     """The local chat model (if any) and the query enhancer (if enabled)."""
     from cir_module.enrich import BackendEnhancer, KeywordDistiller, QueryEnhancer
-    from cir_module.vlm.chat import OpenAIChat, TransformersChat
+    from cir_module.vlm.chat import OpenAIChat
 
-    chat = TransformersChat(settings.chat_model) if settings.chat_model else None
+    chat = _chat_backend(settings.chat_model) if settings.chat_model else None
     if settings.query_enhancement == "off":
         return chat, None
+    if (
+        settings.query_enhancement == "chat"
+        and chat is not None
+        and chat.id.startswith("rationale:")
+    ):
+        raise ValueError(
+            f"CIR_CHAT_MODEL={settings.chat_model} writes rationales about two images and "
+            "cannot distil queries from text: use CIR_QUERY_ENHANCEMENT=keywords or off"
+        )
     if settings.query_enhancement == "keywords":
         rewriter = KeywordDistiller()
     elif chat is not None:
