@@ -180,8 +180,10 @@ def test_probe_reports_cells_captions_and_judgements(chain):
     for key in ("cells_shape", "cells_where", "caption_objects_right", "changes_exact_val"):
         assert 0.0 <= report[key] <= 1.0, key
     assert 0.0 <= report["judge_top1_val"] <= 1.0
-    rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2)
-    for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val"):
+    rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2, rationales=2)
+    assert rewrite["rationale_queries"] == 2 and rewrite["rationale_pairs"] >= 6
+    for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val",
+                "rationale_agreement_val", "rationale_agreement_target"):  # fmt: skip
         assert 0.0 <= rewrite[key] <= 1.0, key
     vision = probe_stage(chain["vision"], images=8)
     assert "captions_exact" not in vision and "judge_queries" not in vision

@@ -57,6 +57,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--captions", type=int, default=32, help="fresh scenes to describe")
     probe.add_argument("--judge-split", default="val")
     probe.add_argument("--judge-queries", type=int, default=200)
+    probe.add_argument(
+        "--rationales",
+        type=int,
+        default=0,
+        help="rewrite stage: queries whose rationales are checked",
+    )
     probe.add_argument("--seed", type=int, default=12345)
     probe.set_defaults(func=_probe)
 
@@ -87,6 +93,7 @@ def _probe(args: argparse.Namespace) -> None:
         captions=args.captions,
         judge_split=args.judge_split,
         judge_queries=args.judge_queries,
+        rationales=args.rationales,
         seed=args.seed,
     )
     print(json.dumps(report, indent=2))

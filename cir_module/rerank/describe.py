@@ -135,20 +135,32 @@ class DescribingReranker(LVLMReranker):
             scores.append(picked.mean(-1).exp().cpu().numpy())
         return np.concatenate(scores)
 
-    @torch.inference_mode()
     def explain(self, reference: Image.Image, text: str, candidate: Image.Image) -> Rationale:
-        """The rationale for one result: the query's written reasoning and the result's
-        caption, compared fact by fact."""
+        """The rationale for one result (see :meth:`explain_all`)."""
+        return self.explain_all(reference, text, [candidate])[0]
+
+    @torch.inference_mode()
+    def explain_all(
+        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+    ) -> list[Rationale]:
+        """The rationale for each result: the query's written reasoning (once) and each
+        result's caption, compared fact by fact."""
         written = self.prefix(reference, text)
-        shown = self.generate(DESCRIBE_PROMPT, [candidate], self.describe_tokens)[0].strip()
-        target, result = facts(written.target), facts(shown)
-        return Rationale(
-            reference=written.caption,
-            target=written.target,
-            candidate=shown,
-            missing=tuple(f for f in target if f not in result),
-            unexpected=tuple(f for f in result if f not in target),
-        )
+        target = facts(written.target)
+        shown = self.generate(DESCRIBE_PROMPT, list(candidates), self.describe_tokens)
+        out = []
+        for caption in (c.strip() for c in shown):
+            result = facts(caption)
+            out.append(
+                Rationale(
+                    reference=written.caption,
+                    target=written.target,
+                    candidate=caption,
+                    missing=tuple(f for f in target if f not in result),
+                    unexpected=tuple(f for f in result if f not in target),
+                )
+            )
+        return out
 
     def score_naive(
         self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]

@@ -10,7 +10,9 @@
   from the reference image through the model's own caption;
 * judgements (judge and rewrite stages): on a benchmark split, how often the reranker's score
   (P(YES), or describe-and-verify's) ranks the target first among the target, its hard
-  negatives and the unchanged reference.
+  negatives and the unchanged reference;
+* rationales (rewrite stage, ``rationales`` queries): how often the written rationale's
+  conclusion agrees with the scene graphs (:func:`rationale_agreement`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMP
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
 
-__all__ = ["probe_stage"]
+__all__ = ["probe_stage", "rationale_agreement"]
 
 
 @torch.inference_mode()
@@ -110,6 +112,28 @@ def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
 
 
 @torch.inference_mode()
+def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
+    """How often a describe-and-verify model's rationale concludes right, by the scene
+    graphs: "satisfied" for the target, "not satisfied" for its hard negatives and for the
+    unchanged reference, over a split's first ``n`` queries."""
+    evaluation = EvalSplit.load(data, split, limit=n)
+    agree: dict[str, list[bool]] = {"target": [], "hard_negative": [], "reference": []}
+    for t in evaluation.triplets:
+        negatives = [m for m in t.subset if m not in (t.target, t.reference)]
+        names = [t.target, *negatives, t.reference]
+        kinds = ["target"] + ["hard_negative"] * len(negatives) + ["reference"]
+        rationales = vlm.explain_all(
+            evaluation.open(t.reference), t.caption, [evaluation.open(m) for m in names]
+        )
+        for kind, rationale in zip(kinds, rationales, strict=True):
+            agree[kind].append(rationale.satisfied == (kind == "target"))
+    every = [a for values in agree.values() for a in values]
+    out = {f"rationale_agreement_{split}": sum(every) / max(len(every), 1)}
+    out |= {f"rationale_agreement_{k}": sum(v) / max(len(v), 1) for k, v in agree.items()}
+    return out | {"rationale_queries": len(evaluation.triplets), "rationale_pairs": len(every)}
+
+
+@torch.inference_mode()
 def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=limit)
     top1, n = 0, 0
@@ -131,6 +155,7 @@ def probe_stage(
     captions: int = 32,
     judge_split: str = "val",
     judge_queries: int = 200,
+    rationales: int = 0,
     seed: int = 12345,
 ) -> dict:
     """The probes that apply to a stage folder's model, on scenes drawn with ``seed``."""
@@ -147,4 +172,6 @@ def probe_stage(
         out |= _rewrites(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
     if stage["stage"] in ("judge", "rewrite") and judge_queries:
         out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
+    if stage["stage"] == "rewrite" and rationales:
+        out |= rationale_agreement(vlm, stage["config"]["data"], judge_split, rationales)
     return out
