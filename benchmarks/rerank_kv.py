@@ -1,13 +1,14 @@
 """LVLM reranking: the shared-prefix KV cache with batched candidates against the paper's
 per-candidate forward, same weights, same scores.
 
-    python benchmarks/rerank_kv.py [--k 32 64] [--repeats 3]
+    python benchmarks/rerank_kv.py [--k 32 64] [--repeats 3] [--model runs/vlm/judge/model]
 
 A small Qwen2-VL-type model with random weights and a locally trained tokenizer (the size of
-the reranker this project trains on its synthetic benchmark) scores K candidates for one
-composed query both ways, with RAug-Rep injected at every layer. It prints the seconds of
-each, their ratio and the largest score difference, measured in this one run (interleaved,
-best of ``--repeats``).
+the reranker this project trains on its synthetic benchmark), or with ``--model`` a trained
+reranker folder (e.g. the judge stage of ``cir vlm train``, at its own image side), scores K
+candidates for one composed query both ways, with RAug-Rep injected at every layer. It prints
+the seconds of each, their ratio and the largest score difference, measured in this one run
+(interleaved, best of ``--repeats``).
 """
 
 from __future__ import annotations
@@ -56,28 +57,34 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--image-side", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", help="a trained reranker folder instead of random weights")
     parser.add_argument("--json-out")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="cir-rerank-bench-")) / "model"
-    build_tiny_reranker(
-        folder,
-        [q + " " + r for q, r in PAIRS],
-        hidden=args.hidden,
-        layers=args.layers,
-        heads=4,
-        vision_depth=2,
-        vision_width=64,
-    )
-    reranker = LVLMReranker.from_pretrained(
-        folder, image_side=args.image_side, batch_size=args.batch_size
-    )
+    if args.model:
+        reranker = LVLMReranker.from_pretrained(args.model, batch_size=args.batch_size)
+        args.image_side = reranker.image_side
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="cir-rerank-bench-")) / "model"
+        build_tiny_reranker(
+            folder,
+            [q + " " + r for q, r in PAIRS],
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=4,
+            vision_depth=2,
+            vision_width=64,
+        )
+        reranker = LVLMReranker.from_pretrained(
+            folder, image_side=args.image_side, batch_size=args.batch_size
+        )
     reranker.raug = extract_raug(reranker.model.model, reranker.tokenizer, reranker.layers, PAIRS)
     params = sum(p.numel() for p in reranker.model.parameters())
     per_image = reranker.adapter.image_tokens(reranker.model, args.image_side)
     print(
-        f"Qwen2-VL-type reranker: {params / 1e6:.1f} M parameters, {args.layers} layers, "
-        f"hidden {args.hidden}, {per_image} tokens per image, {torch.get_num_threads()} threads"
+        f"Qwen2-VL-type reranker ({args.model or 'random weights'}): {params / 1e6:.1f} M "
+        f"parameters, {reranker.num_layers} layers, hidden {reranker.model.config.text_config.hidden_size}, "
+        f"{per_image} tokens per image, {torch.get_num_threads()} threads"
     )
     print(f"{'K':>4s} {'naive s':>9s} {'kv reuse s':>10s} {'speed-up':>9s} {'max |diff|':>11s}")
     results = []
