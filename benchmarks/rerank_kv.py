@@ -81,9 +81,10 @@ def main() -> None:
     reranker.raug = extract_raug(reranker.model.model, reranker.tokenizer, reranker.layers, PAIRS)
     params = sum(p.numel() for p in reranker.model.parameters())
     per_image = reranker.adapter.image_tokens(reranker.model, args.image_side)
+    hidden = reranker.model.config.text_config.hidden_size
     print(
         f"Qwen2-VL-type reranker ({args.model or 'random weights'}): {params / 1e6:.1f} M "
-        f"parameters, {reranker.num_layers} layers, hidden {reranker.model.config.text_config.hidden_size}, "
+        f"parameters, {reranker.num_layers} layers, hidden {hidden}, "
         f"{per_image} tokens per image, {torch.get_num_threads()} threads"
     )
     print(f"{'K':>4s} {'naive s':>9s} {'kv reuse s':>10s} {'speed-up':>9s} {'max |diff|':>11s}")
