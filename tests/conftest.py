@@ -115,6 +115,61 @@ def rerank_in_weaviate(
     return keys, [o.metadata.rerank_score for o in result.objects], meta
 
 
+def generate_in_weaviate(
+    checkpoint: Path,
+    chat_model: Path,
+    stored: dict[str, Image.Image],
+    reference: Image.Image,
+    text: str,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    then: Callable[[str], Any] | None = None,
+) -> tuple[list, Any]:
+    """A real Weaviate with ``generative-openai`` pointed at the service (its chat model
+    ``chat_model``): ``stored`` ingested under their titles, then one composed query
+    (``reference`` + ``text``) through ``generate.near_text`` with ``prompt`` per result and
+    the reference as the query's image. Returns the result objects (with their ``title``) and
+    what ``then(service_url)`` returns, called while the service is up."""
+    from weaviate.classes.generate import GenerativeConfig, GenerativeParameters
+
+    from cir_module import compose_query
+    from integration.schema import create_image_collection
+
+    modules = "multi2vec-clip,reranker-transformers,generative-openai"
+    env = {"ENABLE_MODULES": modules, "OPENAI_APIKEY": "local"}  # any key: the service has none
+    reference_b64 = png_b64(reference)
+    with (
+        ServiceProcess(checkpoint, env={"CIR_CHAT_MODEL": str(chat_model)}) as service,
+        WeaviateServer(service.url, env=env) as server,
+        connect(server) as client,
+    ):
+        name = f"CIRGenerate_{uuid.uuid4().hex[:8]}"
+        try:
+            collection = create_image_collection(client, name)
+            for title, image in stored.items():
+                collection.data.insert({"image": png_b64(image), "title": title})
+            result = collection.generate.near_text(
+                query=compose_query(reference_b64, text),
+                limit=len(stored),
+                single_prompt=GenerativeParameters.single_prompt(
+                    prompt=prompt, images=[reference_b64], image_properties=["image"]
+                ),
+                # A model name Weaviate does not know: for a known one it first downloads
+                # tiktoken's vocabulary to count tokens, which fails offline.
+                generative_provider=GenerativeConfig.openai(
+                    base_url=service.url, model="cir-rationale", max_tokens=max_tokens
+                ),
+                # Weaviate hands the module only the properties it returns, and a blob is
+                # returned only when asked for: without "image" here no stored image is sent.
+                return_properties=["title", "image"],
+            )
+            extra = then(service.url) if then else None
+        finally:
+            client.collections.delete(name)
+    return list(result.objects), extra
+
+
 def cross_fusion_conv_stem() -> CIRModel:
     """tiny-clip with the token-level (cross) fusion head and the conv stem: every graph
     input is used, and the stem's convolutions are exported too."""

@@ -4,7 +4,6 @@ used through :class:`OpenAIChat`, and enhanced composed queries served over HTTP
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from cir_module.enrich.captioners import clip_words
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.vlm.chat import ChatError, ChatRequest, OpenAIChat, TransformersChat
 from integration.service_process import ServiceProcess
-from tests.conftest import png_b64, scene_images
+from tests.conftest import generate_in_weaviate, png_b64, scene_images
 
 IMAGES = scene_images(6, seed=21)
 
@@ -230,49 +229,16 @@ def test_weaviate_generate_asks_the_services_chat_model_about_each_result(
     # Weaviate's generative-openai pointed at this service: each result's stored image and the
     # query's reference image reach /v1/chat/completions (docs/weaviate-contracts.md), and the
     # chat model's answer comes back through `generate` from the unchanged v4 client.
-    from weaviate.classes.generate import GenerativeConfig, GenerativeParameters
-
-    from integration.schema import create_image_collection
-    from integration.stack import connect
-    from integration.weaviate_server import WeaviateServer
-
-    modules = "multi2vec-clip,reranker-transformers,generative-openai"
-    env = {"ENABLE_MODULES": modules, "OPENAI_APIKEY": "local"}  # any key: the service has none
     prompt = "Is the first image the second one changed as asked: make the circle red?"
-    with (
-        ServiceProcess(tiny_checkpoint, env={"CIR_CHAT_MODEL": str(tiny_chat_model)}) as service,
-        WeaviateServer(service.url, env=env) as server,
-        connect(server) as client,
-    ):
-        name = f"CIRGenerate_{uuidlib.uuid4().hex[:8]}"
-        try:
-            collection = create_image_collection(client, name)
-            stored = {f"img{i}": png_b64(im) for i, im in enumerate(IMAGES[1:5])}
-            for title, image in stored.items():
-                collection.data.insert({"image": image, "title": title})
-            reference = png_b64(IMAGES[0])
-            result = collection.generate.near_text(
-                query=compose_query(reference, "make the circle red"),
-                limit=3,
-                single_prompt=GenerativeParameters.single_prompt(
-                    prompt=prompt, images=[reference], image_properties=["image"]
-                ),
-                # A model name Weaviate does not know: for a known one it first downloads
-                # tiktoken's vocabulary to count tokens, which fails offline.
-                generative_provider=GenerativeConfig.openai(
-                    base_url=service.url, model="cir-rationale", max_tokens=12
-                ),
-                # Weaviate hands the module only the properties it returns, and a blob is
-                # returned only when asked for: without "image" here no stored image is sent.
-                return_properties=["title", "image"],
-            )
-        finally:
-            client.collections.delete(name)
-    assert len(result.objects) == 3
+    stored = {f"img{i}": im for i, im in enumerate(IMAGES[1:4])}
+    objects, _ = generate_in_weaviate(
+        tiny_checkpoint, tiny_chat_model, stored, IMAGES[0], "make the circle red", prompt,
+        max_tokens=12,
+    )  # fmt: skip
+    assert len(objects) == 3
     local = TransformersChat(tiny_chat_model, max_new_tokens=12)
-    by_title = dict(zip(stored, IMAGES[1:5], strict=True))
-    for obj in result.objects:
+    for obj in objects:
         assert obj.generative is not None and obj.generative.text, obj
         # The candidate first, then the reference: the order Weaviate sends them in.
-        images = (by_title[obj.properties["title"]], IMAGES[0])
+        images = (stored[obj.properties["title"]], IMAGES[0])
         assert obj.generative.text == local.complete([ChatRequest(prompt, images)])[0]

@@ -410,56 +410,26 @@ def test_a_rationale_names_what_the_result_lacks_and_shows_unasked(hard_data, ch
 
 @pytest.mark.integration
 def test_weaviate_generate_returns_the_rationale_of_each_result(hard_data, chain, tiny_checkpoint):
-    import uuid
-
-    from weaviate.classes.generate import GenerativeConfig, GenerativeParameters
-
-    from cir_module import compose_query
-    from integration.schema import create_image_collection
-    from integration.service_process import ServiceProcess
-    from integration.stack import connect
-    from integration.weaviate_server import WeaviateServer
-    from tests.conftest import png_b64
+    from tests.conftest import generate_in_weaviate
 
     folder = chain["rewrite"] / "model"
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     images = {n: split.open(n) for n in (t.target, *t.subset) if n != t.reference}
-    modules = "multi2vec-clip,reranker-transformers,generative-openai"
-    env = {"ENABLE_MODULES": modules, "OPENAI_APIKEY": "local"}
-    reference = png_b64(split.open(t.reference))
-    with (
-        ServiceProcess(tiny_checkpoint, env={"CIR_CHAT_MODEL": str(folder)}) as service,
-        WeaviateServer(service.url, env=env) as server,
-        connect(server) as client,
-    ):
-        name = f"CIRRationale_{uuid.uuid4().hex[:8]}"
-        try:
-            collection = create_image_collection(client, name)
-            for title, image in images.items():
-                collection.data.insert({"image": png_b64(image), "title": title})
-            result = collection.generate.near_text(
-                query=compose_query(reference, t.caption),
-                limit=len(images),
-                single_prompt=GenerativeParameters.single_prompt(
-                    prompt=t.caption, images=[reference], image_properties=["image"]
-                ),
-                generative_provider=GenerativeConfig.openai(
-                    base_url=service.url, model="cir-rationale"
-                ),
-                return_properties=["title", "image"],
-            )
-            # A request that is not a result and a reference gets a 4xx naming what to send.
-            reply = httpx.post(
-                f"{service.url}/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": "hello"}]},
-            )
-        finally:
-            client.collections.delete(name)
+
+    def text_only(url: str) -> httpx.Response:
+        # A request that is not a result and a reference gets a 4xx naming what to send.
+        message = {"role": "user", "content": "hello"}
+        return httpx.post(f"{url}/v1/chat/completions", json={"messages": [message]})
+
+    objects, reply = generate_in_weaviate(
+        tiny_checkpoint, folder, images, split.open(t.reference), t.caption, t.caption,
+        then=text_only,
+    )  # fmt: skip
     assert reply.status_code == 400 and "two images" in reply.json()["error"]
-    assert len(result.objects) == len(images)
+    assert len(objects) == len(images)
     reranker = LVLMReranker.from_pretrained(folder)
-    for obj in result.objects:
+    for obj in objects:
         candidate = images[obj.properties["title"]]
         expected = reranker.explain(split.open(t.reference), t.caption, candidate).text()
         assert obj.generative is not None and obj.generative.text == expected

@@ -18,6 +18,13 @@ from typing import TYPE_CHECKING
 
 from cir_module.lazy import lazy_exports
 
+
+def _prompt_names() -> list[str]:
+    from cir_module.vlm import prompt
+
+    return prompt.__all__
+
+
 if TYPE_CHECKING:
     from cir_module.vlm.chat import (
         ChatBackend,
@@ -68,19 +75,8 @@ __getattr__, __dir__ = lazy_exports(
             "cir_module.vlm.chat",
         ),
         **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
-        **dict.fromkeys(
-            (
-                "COMPARE_PROMPT",
-                "DESCRIBE_PROMPT",
-                "DESCRIBE_REQUEST",
-                "IMAGE",
-                "REWRITE_PROMPT",
-                "REWRITE_REQUEST",
-                "PromptCodec",
-                "mrope_positions",
-            ),
-            "cir_module.vlm.prompt",
-        ),
+        # The prompt module needs numpy and Pillow only; its names are listed once, there.
+        **dict.fromkeys(_prompt_names(), "cir_module.vlm.prompt"),
         **dict.fromkeys(("build_tiny_vlm", "train_tokenizer"), "cir_module.vlm.tiny"),
     },
 )
