@@ -433,3 +433,14 @@ def test_weaviate_generate_returns_the_rationale_of_each_result(hard_data, chain
         candidate = images[obj.properties["title"]]
         expected = reranker.explain(split.open(t.reference), t.caption, candidate).text()
         assert obj.generative is not None and obj.generative.text == expected
+
+
+def test_describing_many_queries_at_once_writes_what_one_at_a_time_writes(hard_data, chain):
+    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    split = EvalSplit.load(hard_data, "val")
+    queries = split.triplets[:3]
+    references = [split.open(t.reference) for t in queries]
+    texts = [t.caption for t in queries]  # different lengths: the rewrites are left-padded
+    together = reranker.prefixes(references, texts)
+    alone = [reranker.prefix(r, t) for r, t in zip(references, texts, strict=True)]
+    assert [(w.caption, w.target) for w in together] == [(w.caption, w.target) for w in alone]

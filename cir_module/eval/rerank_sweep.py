@@ -42,6 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+QUERY_CHUNK = 16  # queries whose reasoning a describe-and-verify reranker writes together
+
 
 @dataclass
 class FirstStage:
@@ -100,14 +102,19 @@ def p_yes(
     queries' modification texts (e.g. with a reasoning path written in)."""
     quiet = not log.isEnabledFor(logging.INFO)
     texts = texts or [t.caption for t in split.triplets]
+    queries = list(zip(split.triplets, texts, stage.top, strict=True))
+    # A reranker that writes per query (describe-and-verify) writes for a chunk at once.
+    chunk = QUERY_CHUNK if hasattr(reranker, "prefixes") else 1
     rows = []
-    for t, text, names in tqdm(
-        list(zip(split.triplets, texts, stage.top, strict=True)),
-        desc="rerank",
-        disable=quiet,
-        leave=False,
-    ):
-        rows.append(reranker.score(split.open(t.reference), text, [split.open(n) for n in names]))
+    for start in tqdm(range(0, len(queries), chunk), desc="rerank", disable=quiet, leave=False):
+        part = queries[start : start + chunk]
+        references = [split.open(t.reference) for t, _, _ in part]
+        if chunk == 1:
+            states = [reranker.prefix(references[0], part[0][1])]
+        else:
+            states = reranker.prefixes(references, [text for _, text, _ in part])
+        for state, (_, _, names) in zip(states, part, strict=True):
+            rows.append(reranker.score_prefixed(state, [split.open(n) for n in names]))
     return np.stack(rows)
 
 

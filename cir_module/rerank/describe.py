@@ -108,6 +108,39 @@ class DescribingReranker(LVLMReranker):
         target = self.generate(
             REWRITE_PROMPT, [], self.describe_tokens, description=caption, text=text
         )[0].strip()
+        return self._described(caption, target)
+
+    @torch.inference_mode()
+    def prefixes(
+        self, references: Sequence[Image.Image], texts: Sequence[str]
+    ) -> list[DescribedTarget]:
+        """:meth:`prefix` for many queries at once: each step batched across them (the
+        rewrites left-padded), so an evaluation pays one generation per batch, not per query.
+        Greedy either way; batched arithmetic may round differently in the last bits."""
+        captions = self.generate(DESCRIBE_PROMPT, list(references), self.describe_tokens)
+        captions = [c.strip() for c in captions]
+        prompts = [
+            self._encode(REWRITE_PROMPT, description=c, text=t)
+            for c, t in zip(captions, texts, strict=True)
+        ]
+        width = max(map(len, prompts))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
+        )
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=self.describe_tokens,
+            do_sample=False,
+            eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=pad,
+        )
+        targets = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [self._described(c, t.strip()) for c, t in zip(captions, targets, strict=True)]
+
+    def _described(self, caption: str, target: str) -> DescribedTarget:
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         return DescribedTarget(caption, target, (*self.tokenizer.encode(target), end))
 
