@@ -174,11 +174,15 @@ class DescribingReranker(LVLMReranker):
 
     @torch.inference_mode()
     def explain_all(
-        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+        self,
+        reference: Image.Image,
+        text: str,
+        candidates: Sequence[Image.Image],
+        written: DescribedTarget | None = None,
     ) -> list[Rationale]:
-        """The rationale for each result: the query's written reasoning (once) and each
-        result's caption, compared fact by fact."""
-        written = self.prefix(reference, text)
+        """The rationale for each result: the query's written reasoning (once; ``written``
+        when it is at hand) and each result's caption, compared fact by fact."""
+        written = written or self.prefix(reference, text)
         target = facts(written.target)
         shown = self.generate(DESCRIBE_PROMPT, list(candidates), self.describe_tokens)
         out = []

@@ -118,12 +118,21 @@ def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
     unchanged reference, over a split's first ``n`` queries."""
     evaluation = EvalSplit.load(data, split, limit=n)
     agree: dict[str, list[bool]] = {"target": [], "hard_negative": [], "reference": []}
-    for t in evaluation.triplets:
+    queries = evaluation.triplets
+    references = [evaluation.open(t.reference) for t in queries]
+    written = [
+        w
+        for start in range(0, len(queries), 16)  # the queries' reasoning, 16 at a time
+        for w in vlm.prefixes(
+            references[start : start + 16], [t.caption for t in queries[start : start + 16]]
+        )
+    ]
+    for t, reference, reasoning in zip(queries, references, written, strict=True):
         negatives = [m for m in t.subset if m not in (t.target, t.reference)]
         names = [t.target, *negatives, t.reference]
         kinds = ["target"] + ["hard_negative"] * len(negatives) + ["reference"]
         rationales = vlm.explain_all(
-            evaluation.open(t.reference), t.caption, [evaluation.open(m) for m in names]
+            reference, t.caption, [evaluation.open(m) for m in names], written=reasoning
         )
         for kind, rationale in zip(kinds, rationales, strict=True):
             agree[kind].append(rationale.satisfied == (kind == "target"))
