@@ -34,6 +34,7 @@ __all__ = [
     "injection_settings",
     "oracle_texts",
     "p_yes",
+    "query_prefixes",
     "r1_interval",
     "random_like",
     "rerank_sweep",
@@ -100,22 +101,27 @@ def p_yes(
 ) -> np.ndarray:
     """The reranker's P(YES) for every query's top K (queries x K); ``texts`` replace the
     queries' modification texts (e.g. with a reasoning path written in)."""
-    quiet = not log.isEnabledFor(logging.INFO)
     texts = texts or [t.caption for t in split.triplets]
-    queries = list(zip(split.triplets, texts, stage.top, strict=True))
-    # A reranker that writes per query (describe-and-verify) writes for a chunk at once.
-    chunk = QUERY_CHUNK if hasattr(reranker, "prefixes") else 1
-    rows = []
-    for start in tqdm(range(0, len(queries), chunk), desc="rerank", disable=quiet, leave=False):
-        part = queries[start : start + chunk]
-        references = [split.open(t.reference) for t, _, _ in part]
-        if chunk == 1:
-            states = [reranker.prefix(references[0], part[0][1])]
-        else:
-            states = reranker.prefixes(references, [text for _, text, _ in part])
-        for state, (_, _, names) in zip(states, part, strict=True):
-            rows.append(reranker.score_prefixed(state, [split.open(n) for n in names]))
-    return np.stack(rows)
+    references = [split.open(t.reference) for t in split.triplets]
+    states = query_prefixes(reranker, references, texts)
+    return np.stack(
+        [
+            reranker.score_prefixed(state, [split.open(n) for n in names])
+            for state, names in zip(states, stage.top, strict=True)
+        ]
+    )
+
+
+def query_prefixes(reranker, references: Sequence, texts: Sequence[str]) -> list:
+    """Every query's :meth:`prefix` (its shared half, or its written reasoning), asked for
+    :data:`QUERY_CHUNK` queries at a time: a reranker that writes per query (describe-and-
+    verify) batches the writing."""
+    quiet = not log.isEnabledFor(logging.INFO)
+    states: list = []
+    for start in tqdm(range(0, len(texts), QUERY_CHUNK), desc="rerank", disable=quiet, leave=False):
+        end = start + QUERY_CHUNK
+        states += reranker.prefixes(references[start:end], texts[start:end])
+    return states
 
 
 def r1_interval(

@@ -182,6 +182,10 @@ class OnnxReranker:
         )
         return OnnxPrefix(keys, values, np.array([suffix]), positions, len(prefix))
 
+    def prefixes(self, references: Sequence[Image.Image], texts: Sequence[str]) -> list:
+        """:meth:`prefix` of many queries, one after another."""
+        return [self.prefix(r, t) for r, t in zip(references, texts, strict=True)]
+
     def score_prefixed(self, state: OnnxPrefix, candidates: Sequence[Image.Image]) -> np.ndarray:
         """P(YES) per candidate, continuing from a query's :meth:`prefix`."""
         if not candidates:

@@ -254,6 +254,11 @@ class LVLMReranker:
             )
         return PrefixState(out.past_key_values, full, positions, p)
 
+    def prefixes(self, references: Sequence[Image.Image], texts: Sequence[str]) -> list:
+        """:meth:`prefix` of many queries (one after another here; a reranker that writes per
+        query batches them)."""
+        return [self.prefix(r, t) for r, t in zip(references, texts, strict=True)]
+
     @torch.inference_mode()
     def score_prefixed(self, state: PrefixState, candidates: Sequence[Image.Image]) -> np.ndarray:
         """P(YES) per candidate, continuing from a query's :meth:`prefix`."""

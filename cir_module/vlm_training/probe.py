@@ -25,6 +25,7 @@ import torch
 from cir_module.data.benchmark import describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
+from cir_module.eval.rerank_sweep import query_prefixes
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
@@ -96,18 +97,21 @@ def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
     what the describe-and-verify reranker writes), compared with the target's exactly."""
     evaluation = EvalSplit.load(data, split, limit=n)
     scenes = load_scene_graphs(data, split)
+    queries = evaluation.triplets
+    references = [evaluation.open(t.reference) for t in queries]
+    states = query_prefixes(vlm, references, [t.caption for t in queries])
     from_truth = from_image = 0
-    for t in evaluation.triplets:
+    for t, state in zip(queries, states, strict=True):
         truth = tier.describe(scenes[t.target])
         written = vlm.generate(
             REWRITE_PROMPT, [], 256, description=tier.describe(scenes[t.reference]), text=t.caption
         )[0].strip()
         from_truth += written == truth
-        from_image += vlm.prefix(evaluation.open(t.reference), t.caption).target == truth
-    queries = max(len(evaluation.triplets), 1)
+        from_image += state.target == truth
+    count = max(len(queries), 1)
     return {
-        f"rewrites_exact_{split}": from_truth / queries,
-        f"described_exact_{split}": from_image / queries,
+        f"rewrites_exact_{split}": from_truth / count,
+        f"described_exact_{split}": from_image / count,
     }
 
 
@@ -120,13 +124,7 @@ def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
     agree: dict[str, list[bool]] = {"target": [], "hard_negative": [], "reference": []}
     queries = evaluation.triplets
     references = [evaluation.open(t.reference) for t in queries]
-    written = [
-        w
-        for start in range(0, len(queries), 16)  # the queries' reasoning, 16 at a time
-        for w in vlm.prefixes(
-            references[start : start + 16], [t.caption for t in queries[start : start + 16]]
-        )
-    ]
+    written = query_prefixes(vlm, references, [t.caption for t in queries])
     for t, reference, reasoning in zip(queries, references, written, strict=True):
         negatives = [m for m in t.subset if m not in (t.target, t.reference)]
         names = [t.target, *negatives, t.reference]
@@ -145,16 +143,16 @@ def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
 @torch.inference_mode()
 def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=limit)
-    top1, n = 0, 0
-    for t in evaluation.triplets:
+    queries = evaluation.triplets
+    references = [evaluation.open(t.reference) for t in queries]
+    states = query_prefixes(vlm, references, [t.caption for t in queries])
+    top1 = 0
+    for t, state in zip(queries, states, strict=True):
         candidates = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
         candidates.append(t.reference)
-        scores = vlm.score(
-            evaluation.open(t.reference), t.caption, [evaluation.open(c) for c in candidates]
-        )
+        scores = vlm.score_prefixed(state, [evaluation.open(c) for c in candidates])
         top1 += int(scores.argmax() == 0)
-        n += 1
-    return {f"judge_top1_{split}": top1 / max(n, 1), "judge_queries": n}
+    return {f"judge_top1_{split}": top1 / max(len(queries), 1), "judge_queries": len(queries)}
 
 
 def probe_stage(
