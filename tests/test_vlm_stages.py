@@ -444,3 +444,32 @@ def test_describing_many_queries_at_once_writes_what_one_at_a_time_writes(hard_d
     together = reranker.prefixes(references, texts)
     alone = [reranker.prefix(r, t) for r, t in zip(references, texts, strict=True)]
     assert [(w.caption, w.target) for w in together] == [(w.caption, w.target) for w in alone]
+
+
+def test_the_rewrite_loss_weighs_what_a_copy_of_the_reference_gets_wrong(hard_data, chain):
+    from cir_module.vlm_training.stages import RewriteStage
+
+    vlm, reader, tier = load_stage(chain["caption"])
+    cfg = StageConfig(stage="rewrite", data=hard_data, out="o", init="i", edit_weight=5.0)
+    stage = RewriteStage(cfg, vlm, reader, tier, random.Random(0))
+    reference = (
+        "large hollow red cross at row 1, column 1; small solid brown circle at row 4, column 3; "
+        "small hollow green diamond at row 4, column 4"
+    )
+    target = (
+        "large hollow red cross at row 1, column 1; medium solid brown circle at row 4, column 3"
+    )
+    weights = stage.edit_weights(reference, target)
+    ids = stage.tokenizer(target, add_special_tokens=False)["input_ids"]
+    assert len(weights) == len(ids) + 1 and weights[-1] == 5.0  # when to stop
+    words = [stage.tokenizer.decode([i]) for i in ids]
+    kept = target.index(";") + 1
+    # The kept phrase weighs 1 but for its first word; the changed phrase weighs 5 throughout.
+    spans = stage.tokenizer(target, return_offsets_mapping=True, add_special_tokens=False)
+    for (begin, _), word, weight in zip(spans["offset_mapping"], words, weights, strict=False):
+        if begin == 0:
+            assert weight == 5.0, word
+        elif begin < kept:
+            assert weight == 1.0, word
+        else:
+            assert weight == 5.0, word

@@ -54,6 +54,8 @@ class StageConfig:
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25
+    # ... and the weight of the tokens a copy of the reference would get wrong.
+    edit_weight: float = 10.0
 
     def __post_init__(self) -> None:
         # Paths are kept as strings: the configuration is written to the stage's stage.json.

@@ -139,13 +139,17 @@ class StageLoss:
         return what + where
 
     def words_loss(
-        self, prompts: list[list[int]], answers: list[str], images: list
+        self,
+        prompts: list[list[int]],
+        answers: list[str],
+        images: list,
+        weights: list[list[float]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next-token loss on ``answers``, each written after its own prompt (whose image
-        slots take ``images`` in order; none for text only), and the tower's tokens."""
-        rows = [
-            [*p, *self.tokenizer.encode(a), self.end] for p, a in zip(prompts, answers, strict=True)
-        ]
+        slots take ``images`` in order; none for text only), and the tower's tokens.
+        ``weights``: per answer token (and its end), a weight in a weighted mean."""
+        answer_ids = [[*self.tokenizer.encode(a), self.end] for a in answers]
+        rows = [[*p, *a] for p, a in zip(prompts, answer_ids, strict=True)]
         input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
         hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
         targets = input_ids[:, 1:].clone()
@@ -154,8 +158,21 @@ class StageLoss:
         targets[mask[:, 1:] == 0] = IGNORE
         logits = self.vlm.adapter.lm_head(self.vlm.model)(hidden[:, :-1])
         self.metrics["token_acc"] = _accuracy(logits, targets)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        return loss, tokens
+        if weights is None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+            return loss, tokens
+        weight = torch.zeros(targets.shape)
+        for i, (prompt, w) in enumerate(zip(prompts, weights, strict=True)):
+            if len(w) != len(answer_ids[i]):
+                raise ValueError(f"{len(w)} weights for an answer of {len(answer_ids[i])} tokens")
+            weight[i, len(prompt) - 1 : len(prompt) - 1 + len(w)] = torch.tensor(w)
+        token_loss = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
+        )
+        heavy = weight > 1
+        if heavy.any():
+            self.metrics["edit_acc"] = _accuracy(logits[heavy], targets[heavy])
+        return (token_loss * weight.flatten()).sum() / weight.sum(), tokens
 
     def answer_loss(
         self, template: str, answers: list[str], images: list, scenes: list
@@ -315,6 +332,15 @@ class JudgeStage(StageLoss):
         return loss
 
 
+def _phrase_starts(text: str) -> list[tuple[int, int]]:
+    """The character span of each ``"; "``-separated phrase of a description."""
+    spans, start = [], 0
+    for phrase in text.split("; "):
+        spans.append((start, start + len(phrase)))
+        start += len(phrase) + 2
+    return spans
+
+
 class RewriteStage(StageLoss):
     """A reference scene's description and a modification -> the target scene's description
     (text only; both descriptions from the training split's scene graphs). Each batch also
@@ -326,16 +352,35 @@ class RewriteStage(StageLoss):
         self.split = EvalSplit.load(self.cfg.data, "train")
         self.scenes = load_scene_graphs(self.cfg.data, "train")
 
+    def edit_weights(self, reference: str, target: str) -> list[float]:
+        """A weight per token of ``target`` and its end: ``edit_weight`` on what copying the
+        reference would get wrong (the tokens of phrases the reference lacks, the first token
+        of every phrase: which object comes next, and the end), 1 elsewhere. Without it the
+        model learns to copy the reference, right on most tokens, and never edits."""
+        heavy = self.cfg.edit_weight
+        old = set(reference.split("; "))
+        encoded = self.tokenizer(target, return_offsets_mapping=True, add_special_tokens=False)
+        spans = _phrase_starts(target)
+        weights = []
+        for begin, end in encoded["offset_mapping"]:
+            if target[begin:end].startswith(" "):  # a word's token carries its space
+                begin += 1
+            phrase = next((s for s in spans if s[0] <= begin < s[1] + 2), spans[-1])
+            new = target[phrase[0] : phrase[1]] not in old
+            weights.append(heavy if new or begin == phrase[0] else 1.0)
+        return [*weights, heavy]  # the end of the answer: when to stop
+
     def loss(self) -> torch.Tensor:
         describe, codec = self.tier.describe, self.vlm.codec
-        prompts, answers = [], []
+        prompts, answers, weights = [], [], []
         for _ in range(self.cfg.batch_size):
             t = self.rng.choice(self.split.triplets)
             reference = describe(self.scenes[t.reference])
             prompts.append(codec.encode(REWRITE_PROMPT, description=reference, text=t.caption))
             answers.append(describe(self.scenes[t.target]))
-        loss, _ = self.words_loss(prompts, answers, [])
-        self.metrics["rewrite_loss"] = loss.item()
+            weights.append(self.edit_weights(reference, answers[-1]))
+        loss, _ = self.words_loss(prompts, answers, [], weights)
+        self.metrics["rewrite_loss"] = loss.item()  # weighted: the edits count more
         self.metrics["rewrite_acc"] = self.metrics.pop("token_acc")
         rehearsed = round(self.cfg.rehearsal * self.cfg.batch_size)
         if rehearsed:
