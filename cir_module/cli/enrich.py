@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from cir_module.cli.options import add_captioner, add_enhance, add_scene_graph_noise
+from cir_module.cli.options import add_captioner, add_enhance
 
 if TYPE_CHECKING:
     from cir_module.data.captions import SceneGraphCaptioner
@@ -51,11 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     caps = rar_sub.add_parser("captions", help="captions of the benchmark's images, as JSON")
     caps.add_argument("--data", required=True)
     caps.add_argument("--out", required=True, help="JSON {image: caption}; a rerun resumes it")
-    _add_rar_captioner(caps)
+    add_captioner(caps, with_data=False)
     caps.add_argument(
-        "--split", action="append", help="vlm: caption this split's images (repeatable; all)"
+        "--split", action="append", help="a model: caption this split's images (repeatable; all)"
     )
-    caps.add_argument("--limit", type=int, help="vlm: at most this many images per split")
+    caps.add_argument("--limit", type=int, help="a model: at most this many images per split")
     caps.add_argument("--batch-size", type=int, default=16)
     caps.set_defaults(func=_rar_captions)
     faith = rar_sub.add_parser(
@@ -65,8 +65,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     faith.add_argument("--data", required=True)
     faith.set_defaults(func=_rar_faithfulness)
     rar_eval = rar_sub.add_parser("eval", help="through Weaviate, enriched")
-    _add_rar_captioner(rar_eval)
-    rar_eval.add_argument("--batch-size", type=int, default=16, help="vlm: images per batch")
+    add_captioner(rar_eval, with_data=False)
+    rar_eval.add_argument(
+        "--batch-size", type=int, default=16, help="a local model: images per batch"
+    )
     rar_eval.add_argument("checkpoint")
     rar_eval.add_argument("--data", required=True)
     rar_eval.add_argument("--split", default="test")
@@ -76,24 +78,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_enhance(rar_eval, default="none")
     rar_eval.add_argument("--json-out")
     rar_eval.set_defaults(func=_rar_eval)
-
-
-def _add_rar_captioner(parser: argparse.ArgumentParser) -> None:
-    """The captioners of the synthetic benchmark's RAR runs: its scene graphs (with noise)
-    or the VLM trained here."""
-    parser.add_argument("--captioner", choices=["scene-graph", "vlm"], default="scene-graph")
-    parser.add_argument("--model", help="vlm: a cir vlm train stage's model/ folder")
-    add_scene_graph_noise(parser)
-
-
-def _rar_captioner(args: argparse.Namespace) -> Captioner:
-    if args.captioner == "scene-graph":
-        return _scene_graph_captioner(args)
-    if not args.model:
-        sys.exit("--captioner vlm needs --model (a cir vlm train stage's model/ folder)")
-    from cir_module.enrich import trained_vlm_captioner
-
-    return trained_vlm_captioner(args.model, batch_size=args.batch_size)
 
 
 def _scene_graph_captioner(args: argparse.Namespace) -> SceneGraphCaptioner:
@@ -201,7 +185,7 @@ def _rar_captions(args: argparse.Namespace) -> None:
     from cir_module.data.captions import caption_images
     from cir_module.eval.inprocess import EvalSplit
 
-    captioner = _rar_captioner(args)
+    captioner = captioner_from_args(args)
     names, opener = [], {}
     for split in args.split or ["train", "val", "test"]:
         images = EvalSplit.load(args.data, split)
@@ -233,7 +217,7 @@ def _rar_eval(args: argparse.Namespace) -> None:
     from integration.evaluate import evaluate_through_weaviate
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    captioner = _rar_captioner(args) if args.enrich_corpus else None
+    captioner = captioner_from_args(args) if args.enrich_corpus else None
     # The service's setting spells "none" as "off".
     env = {"CIR_QUERY_ENHANCEMENT": args.enhance} if args.enhance != "none" else {}
     result = evaluate_through_weaviate(

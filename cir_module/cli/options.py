@@ -44,16 +44,20 @@ def add_scene_graph_noise(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def add_captioner(parser: argparse.ArgumentParser, default: str = "scene-graph") -> None:
-    """The captioner of RAR enrichment (``cir enrich``, ``cir ingest --enrich``) and what
-    each kind needs: benchmark data, a model, an endpoint."""
+def add_captioner(
+    parser: argparse.ArgumentParser, default: str = "scene-graph", with_data: bool = True
+) -> None:
+    """The captioner of RAR enrichment (``cir enrich``, ``cir ingest --enrich``, ``cir rar``)
+    and what each kind needs: benchmark data (``--data``, unless the verb has its own), a
+    model, an endpoint."""
     parser.add_argument(
         "--captioner",
         choices=["scene-graph", "vlm", "transformers", "openai"],
         default=default,
         help="vlm: the VLM trained here (cir vlm train), asked what its caption stage learned",
     )
-    parser.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
+    if with_data:
+        parser.add_argument("--data", help="scene-graph: benchmark folder with scene_graphs/")
     parser.add_argument(
         "--model",
         help="vlm: a stage's model/ folder; transformers: checkpoint; openai: the served model",
