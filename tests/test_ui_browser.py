@@ -122,10 +122,20 @@ def _submit(driver, text: str, *, upload: Path | None = None, rerank: bool = Fal
         checkbox.click()
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, "search").click()
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    def replaced(_) -> bool:
+        # The old page is gone once its root cannot be asked anything. Chrome says so with a
+        # stale-element error or, caught mid-navigation, "Node with given id does not belong
+        # to the document" (a plain WebDriverException, which staleness_of does not catch).
+        try:
+            old.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one too
+            return True
+        return False
+
+    WebDriverWait(driver, 60).until(replaced)
 
 
 def test_upload_type_submit_then_click_a_result(page, browser, photo_folder):
