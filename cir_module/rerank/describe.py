@@ -104,11 +104,7 @@ class DescribingReranker(LVLMReranker):
     @torch.inference_mode()
     def prefix(self, reference: Image.Image, text: str) -> DescribedTarget:
         """The reference captioned, and the caption rewritten by the modification."""
-        caption = self.generate(DESCRIBE_PROMPT, [reference], self.describe_tokens)[0].strip()
-        target = self.generate(
-            REWRITE_PROMPT, [], self.describe_tokens, description=caption, text=text
-        )[0].strip()
-        return self._described(caption, target)
+        return self.prefixes([reference], [text])[0]
 
     @torch.inference_mode()
     def prefixes(
@@ -124,7 +120,7 @@ class DescribingReranker(LVLMReranker):
             for c, t in zip(captions, texts, strict=True)
         ]
         width = max(map(len, prompts))
-        pad = self.tokenizer.pad_token_id
+        pad, end = self.tokenizer.pad_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor(
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
@@ -134,15 +130,14 @@ class DescribingReranker(LVLMReranker):
             attention_mask=mask,
             max_new_tokens=self.describe_tokens,
             do_sample=False,
-            eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            eos_token_id=end,
             pad_token_id=pad,
         )
-        targets = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [self._described(c, t.strip()) for c, t in zip(captions, targets, strict=True)]
-
-    def _described(self, caption: str, target: str) -> DescribedTarget:
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        return DescribedTarget(caption, target, (*self.tokenizer.encode(target), end))
+        targets = [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], True)]
+        return [
+            DescribedTarget(c, t, (*self.tokenizer.encode(t), end))
+            for c, t in zip(captions, targets, strict=True)
+        ]
 
     @torch.inference_mode()
     def score_prefixed(

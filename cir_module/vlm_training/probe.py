@@ -90,6 +90,14 @@ def _changes(vlm, tier, data: str, split: str, n: int, max_new_tokens: int = 120
     return {f"changes_exact_{split}": exact / max(len(evaluation.triplets), 1)}
 
 
+def _written(vlm, evaluation: EvalSplit) -> tuple[list, list]:
+    """A split's reference images, and each query's prefix (for describe-and-verify, the
+    reasoning it writes), asked for in chunks."""
+    references = [evaluation.open(t.reference) for t in evaluation.triplets]
+    texts = [t.caption for t in evaluation.triplets]
+    return references, query_prefixes(vlm, references, texts)
+
+
 @torch.inference_mode()
 def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
     """Target descriptions written for a split's queries: from the reference's true
@@ -98,8 +106,7 @@ def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=n)
     scenes = load_scene_graphs(data, split)
     queries = evaluation.triplets
-    references = [evaluation.open(t.reference) for t in queries]
-    states = query_prefixes(vlm, references, [t.caption for t in queries])
+    _, states = _written(vlm, evaluation)
     from_truth = from_image = 0
     for t, state in zip(queries, states, strict=True):
         truth = tier.describe(scenes[t.target])
@@ -123,8 +130,7 @@ def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=n)
     agree: dict[str, list[bool]] = {"target": [], "hard_negative": [], "reference": []}
     queries = evaluation.triplets
-    references = [evaluation.open(t.reference) for t in queries]
-    written = query_prefixes(vlm, references, [t.caption for t in queries])
+    references, written = _written(vlm, evaluation)
     for t, reference, reasoning in zip(queries, references, written, strict=True):
         negatives = [m for m in t.subset if m not in (t.target, t.reference)]
         names = [t.target, *negatives, t.reference]
@@ -144,8 +150,7 @@ def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
 def _judgements(vlm, data: str, split: str, limit: int) -> dict[str, float]:
     evaluation = EvalSplit.load(data, split, limit=limit)
     queries = evaluation.triplets
-    references = [evaluation.open(t.reference) for t in queries]
-    states = query_prefixes(vlm, references, [t.caption for t in queries])
+    _, states = _written(vlm, evaluation)
     top1 = 0
     for t, state in zip(queries, states, strict=True):
         candidates = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
