@@ -16,6 +16,7 @@ __all__ = [
     "BackboneSpec",
     "CIRConfig",
     "FusionSpec",
+    "LVLMSpec",
     "PyramidSpec",
     "config_dir",
     "get_model_config",
@@ -70,19 +71,43 @@ class FusionSpec:
 
 
 @dataclass
+class LVLMSpec:
+    """The ``lvlm`` family (``cir_module.models.lvlm``): a vision-language model reads every
+    input in one pass, CIR-LVLM's way.
+
+    ``task_prompt``: an instruction saying what the embedding is for, and a one-word answer
+    cue after the input. ``pool_size`` soft prompts of ``prompt_length`` vectors each, with
+    learnable keys; each input takes the ``top_k`` whose keys match it best (0: no pool);
+    ``pull_weight`` weighs the loss that pulls the chosen keys toward their inputs.
+    ``pooling``: ``weighted_mean`` (weights grow with position), ``mean`` or ``last``.
+    ``image_side``: the finest pyramid copy's side (0: the checkpoint's own, else 448).
+    """
+
+    task_prompt: bool = True
+    pool_size: int = 16
+    top_k: int = 2
+    prompt_length: int = 4
+    pull_weight: float = 0.1
+    pooling: str = "weighted_mean"
+    image_side: int = 0
+
+
+@dataclass
 class CIRConfig:
-    """A whole model: backbone, pyramid image encoder, composed-query fusion."""
+    """A whole model: backbone, pyramid image encoder, composed-query fusion (and, for the
+    ``lvlm`` family, how its language model reads the inputs)."""
 
     name: str = "custom"
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     pyramid: PyramidSpec = field(default_factory=PyramidSpec)
     fusion: FusionSpec = field(default_factory=FusionSpec)
+    lvlm: LVLMSpec = field(default_factory=LVLMSpec)
     text_max_length: int = 77
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CIRConfig:
         """Build a config from a plain dict (the parsed JSON file)."""
-        known = {"name", "backbone", "pyramid", "fusion", "text_max_length"}
+        known = {"name", "backbone", "pyramid", "fusion", "lvlm", "text_max_length"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown keys in model config: {unknown}")
@@ -91,6 +116,7 @@ class CIRConfig:
             backbone=BackboneSpec(**data.get("backbone", {})),
             pyramid=PyramidSpec(**data.get("pyramid", {})),
             fusion=FusionSpec(**data.get("fusion", {})),
+            lvlm=LVLMSpec(**data.get("lvlm", {})),
             text_max_length=data.get("text_max_length", 77),
         )
 

@@ -72,11 +72,16 @@ class BatchLoss:
         queries, references = model.compose(self._pixels(batch.references), *text_states)
         names = batch.targets + batch.negatives
         candidates, tokens = model.encode_image_states(self._pixels(names))
-        extra = 0.0
+        if references is None and (self.auxiliary or self.reference_negatives):
+            # A model that reads the reference together with the text (the lvlm family)
+            # has no reference embedding as a by-product: encode it when it is needed.
+            references = model.encode_image(self._pixels(batch.references))
+        # Losses of the model's own (the lvlm family's prompt-pool pull loss).
+        extra = model.regularization() if hasattr(model, "regularization") else 0.0
         if self.auxiliary:
             finest = model.image_encoder.scale_tokens(tokens, 0)
             states = BatchStates(batch, queries, references, candidates, names, finest)
-            extra = sum(loss(states) for loss in self.auxiliary)
+            extra = extra + sum(loss(states) for loss in self.auxiliary)
         if self.corpus is not None:
             candidates = self._with_captions(candidates, names)
         if self.reference_negatives:

@@ -171,6 +171,10 @@ def _start(cfg: TrainConfig, out: Path) -> _Run:
     else:
         model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
     model.to(cfg.device)
+    if _is_lvlm(model) and (cfg.precise_bn or any(
+        w > 0 for weights in cfg.auxiliary_losses.values() for w in weights.values()
+    )):  # fmt: skip
+        raise ValueError("the lvlm family takes no auxiliary losses and has no BatchNorm")
     params = _apply_freezing(model, cfg)
     logit_scale = LogitScale(cfg.temperature).to(cfg.device)
     auxiliary = _auxiliary_losses(cfg, model)
@@ -224,11 +228,12 @@ def _loop(run: _Run, batch_loss: BatchLoss) -> bool:
     """Train to the last step, or until the time budget is spent (then returns True): one
     optimizer step per ``accumulate`` batches, the trainer state saved every ``save_every``."""
     cfg = run.cfg
+    about = run.model.describe()
     log.info(
         "training %s (%d scales, fusion %s) on %d triplets: %d steps, %d trainable params",
-        run.model.config.name,
-        run.model.image_encoder.num_scales,
-        run.model.config.fusion.kind,
+        about["name"],
+        about["scales"],
+        about["fusion"],
         len(run.data),
         run.total_steps,
         sum(p.numel() for p in run.params),
@@ -336,12 +341,24 @@ def _build_model(cfg: TrainConfig) -> CIRModel:
 
 
 def _text_towers(model: CIRModel) -> list[nn.Module]:
-    """The backbone's text-side modules (``text_model``/``text_projection``, or ``text``)."""
+    """The backbone's text-side modules (``text_model``/``text_projection``, or ``text``);
+    none for the lvlm family, whose language model reads images and texts alike."""
+    if _is_lvlm(model):
+        return []
     return [m for name, m in model.backbone.named_children() if name.startswith("text")]
+
+
+def _is_lvlm(model: CIRModel) -> bool:
+    return model.config.backbone.family == "lvlm"
 
 
 def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
     """Set ``requires_grad`` by the freeze policy; return the trainable parameters."""
+    if _is_lvlm(model):  # CIR-LVLM keeps the vision encoder frozen: --freeze vision
+        if cfg.freeze not in ("none", "vision") or cfg.unfreeze_last:
+            raise ValueError("the lvlm family takes --freeze none or vision (no unfreeze-last)")
+        model.backbone.model.visual.requires_grad_(cfg.freeze == "none")
+        return [p for p in model.parameters() if p.requires_grad]
     vision = model.image_encoder.vision
     if cfg.freeze in ("backbone", "vision"):
         vision.requires_grad_(False)
@@ -365,4 +382,5 @@ def _enhancer(name: str):
 
 
 def _text_frozen(model: CIRModel) -> bool:
-    return not any(p.requires_grad for m in _text_towers(model) for p in m.parameters())
+    towers = _text_towers(model)
+    return bool(towers) and not any(p.requires_grad for m in towers for p in m.parameters())

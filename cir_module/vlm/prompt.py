@@ -94,23 +94,30 @@ class PromptCodec:
         return out["pixel_values"], out["image_grid_thw"]
 
 
-def mrope_positions(ids: Sequence[int], image_token_id: int, merged_grid: tuple[int, int]):
+def mrope_positions(
+    ids: Sequence[int],
+    image_token_id: int,
+    merged_grid: tuple[int, int] | Sequence[tuple[int, int]],
+):
     """Qwen2-VL's multimodal (time, height, width) positions (3 x len(ids)) for a prompt
-    whose images all have the same merged grid: text tokens count on from the largest
-    position so far; an image's tokens sit at (start, start + row, start + col)."""
-    rows, cols = merged_grid
+    with images: text tokens count on from the largest position so far; an image's tokens
+    sit at (start, start + row, start + col). ``merged_grid`` is every image's (rows,
+    columns) of merged tokens, or one grid per image in order (a pyramid's scales differ)."""
+    grids = [merged_grid] if isinstance(merged_grid[0], int) else list(merged_grid)
     out = np.zeros((3, len(ids)), dtype=np.int64)
-    i, next_position = 0, 0
+    i, next_position, image = 0, 0, 0
     while i < len(ids):
         if ids[i] != image_token_id:
             out[:, i] = next_position
             next_position += 1
             i += 1
             continue
+        rows, cols = grids[min(image, len(grids) - 1)]
         grid_row, grid_col = np.divmod(np.arange(rows * cols), cols)
         out[0, i : i + rows * cols] = next_position
         out[1, i : i + rows * cols] = next_position + grid_row
         out[2, i : i + rows * cols] = next_position + grid_col
         next_position += max(rows, cols)
         i += rows * cols
+        image += 1
     return out
