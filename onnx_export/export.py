@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from cir_module.models import CIRModel, load_model
 from cir_module.models.onnx_model import MANIFEST_NAME
-from onnx_export.graphs import GRAPHS
+from onnx_export.graphs import graph_feeds, graphs_of
 from onnx_export.optimize import (
     CALIBRATION_SIZE,
     attention_shapes,
@@ -60,16 +62,9 @@ def _sha256(path: Path) -> str:
 
 def _example_inputs(model: CIRModel) -> dict[str, tuple[torch.Tensor, ...]]:
     """Tracing inputs for each graph (batch 2, so no axis is specialised to 1)."""
-    pixels = torch.randn(2, 3, model.preprocess.image_size, model.preprocess.image_size)
-    tokens = model.tokenize(["make the circle red", "add a small blue square at the top"])
-    with torch.no_grad():
-        image_embeds, image_tokens = model.image_encoder.encode(pixels)
-        text_embeds, text_tokens, mask = model.encode_text_states(**tokens)
-    return {
-        "image": (pixels,),
-        "text": (tokens["input_ids"], tokens["attention_mask"]),
-        "fusion": (image_embeds, image_tokens, text_embeds, text_tokens, mask),
-    }
+    noise = np.random.default_rng(0).integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+    images = [Image.fromarray(pixels) for pixels in noise]
+    return graph_feeds(model, images, ["make the circle red", "add a small blue square at the top"])
 
 
 def export_module(
@@ -169,12 +164,18 @@ def export_checkpoint(
     for stale in [*out.glob("*.onnx"), out / MANIFEST_NAME]:  # a previous export's files
         stale.unlink(missing_ok=True)
     model = load_model(checkpoint).float().eval()
+    lvlm = model.describe()["family"] == "lvlm"
+    if lvlm and (optimize or ("int8" in variants and int8 == "static")):
+        raise ValueError("an lvlm model exports without --optimize and without static int8")
     _eager_attention(model)
     model.tokenizer.save_pretrained(out)
     examples = _example_inputs(model)
-    shapes = attention_shapes(model)
-    # The attention shapes are recorded so that a fused graph can be made later (benchmark).
-    optimization: dict[str, Any] = {"attention": {g: list(v) for g, v in shapes.items()}}
+    graphs = graphs_of(model)
+    optimization: dict[str, Any] = {}
+    if not lvlm:
+        shapes = attention_shapes(model)
+        # The attention shapes are recorded so that a fused graph can be made later.
+        optimization["attention"] = {g: list(v) for g, v in shapes.items()}
     if optimize:
         optimization["fusions"] = {}
     feeds: dict[str, list[dict[str, Any]]] = {}
@@ -186,7 +187,7 @@ def export_checkpoint(
         optimization["int8"] = {"method": "dynamic"}
 
     files: dict[str, dict[str, str]] = {v: {} for v in variants}
-    for spec in GRAPHS:
+    for spec in graphs:
         fp32 = out / f"{spec.name}.onnx"
         log.info("exporting the %s graph to %s", spec.name, fp32)
         export_module(
@@ -230,9 +231,9 @@ def export_checkpoint(
             "resample": preprocess.resample,
             "center_crop": preprocess.center_crop,
         },
-        "text": {"padding": model.family.text_padding, "max_length": model.text_max_length},
+        "text": _text_settings(model),
         "optimization": optimization,
-        "graphs": {spec.name: _io_description(out / f"{spec.name}.onnx") for spec in GRAPHS},
+        "graphs": {spec.name: _io_description(out / f"{spec.name}.onnx") for spec in graphs},
         "variants": {
             variant: {
                 "files": names,
@@ -268,7 +269,7 @@ def _validate_variant(
     if variant == "int8":
         safer, key = dict(manifest["variants"]["fp32"]["files"]), "kept_fp32"
     elif variant == "fp32":
-        safer, key = {spec.name: f"{spec.name}.onnx" for spec in GRAPHS}, "kept_plain"
+        safer, key = {spec.name: f"{spec.name}.onnx" for spec in graphs_of(model)}, "kept_plain"
     else:
         safer, key = {}, ""
     kept: dict[str, str] = {}
@@ -291,6 +292,19 @@ def _validate_variant(
     if failures:
         raise ParityError("; ".join(failures.values()))
     return {**report, key: kept} if kept else report
+
+
+def _text_settings(model: CIRModel) -> dict[str, Any]:
+    """How the runtime tokenises: the tokenizer's padding, or for the lvlm family each input
+    kind's cue after the text and the padding id (right padding)."""
+    if model.describe()["family"] == "lvlm":
+        return {
+            "padding": "right",
+            "max_length": model.text_max_length,
+            "cues": model.cues,
+            "pad_id": model.pad_id,
+        }
+    return {"padding": model.family.text_padding, "max_length": model.text_max_length}
 
 
 def _versions() -> dict[str, str]:

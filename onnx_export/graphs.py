@@ -1,9 +1,13 @@
-"""The three graphs a :class:`CIRModel` is exported as, each a thin torch wrapper.
+"""The graphs a model is exported as, each a thin torch wrapper (:func:`graphs_of`).
 
-A composed query needs the reference's token states and the text's token states, a gallery
-image only its embedding, a text query only its embedding. Exporting the image tower, the text
-tower and the fusion head separately lets the runtime run exactly the towers a request needs,
-and batch image work from gallery imports and composed queries together.
+A :class:`CIRModel`: a composed query needs the reference's token states and the text's token
+states, a gallery image only its embedding, a text query only its embedding. Exporting the
+image tower, the text tower and the fusion head separately lets the runtime run exactly the
+towers a request needs, and batch image work from gallery imports and composed queries
+together.
+
+An :class:`LVLMRetriever` (the ``lvlm`` family) reads each input in one pass of its language
+model: three whole graphs, ``image``, ``text`` and ``composed``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,17 @@ from torch import nn
 
 from cir_module.models import CIRModel
 
-__all__ = ["GRAPHS", "FusionGraph", "GraphSpec", "ImageGraph", "TextGraph"]
+__all__ = [
+    "GRAPHS",
+    "LVLM_GRAPHS",
+    "FusionGraph",
+    "GraphSpec",
+    "ImageGraph",
+    "LVLMGraph",
+    "TextGraph",
+    "graph_feeds",
+    "graphs_of",
+]
 
 
 class ImageGraph(nn.Module):
@@ -115,3 +129,88 @@ GRAPHS: tuple[GraphSpec, ...] = (
         },
     ),
 )
+
+
+class LVLMGraph(nn.Module):
+    """One input kind of an ``lvlm`` model, whole: pixels and / or token ids (with the kind's
+    cue, from its ``tokenize``) -> the unit embedding."""
+
+    kind = "composed"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        pixels = inputs[0] if self.kind != "text" else None
+        ids, mask = inputs[-2:] if self.kind != "image" else (None, None)
+        return self.model._encode(self.kind, pixels, ids, mask)
+
+
+class LVLMImageGraph(LVLMGraph):
+    kind = "image"
+
+
+class LVLMTextGraph(LVLMGraph):
+    kind = "text"
+
+
+_PIXELS = {"pixel_values": {0: "batch"}}
+_IDS = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+
+LVLM_GRAPHS: tuple[GraphSpec, ...] = (
+    GraphSpec(
+        "image",
+        LVLMImageGraph,
+        ("pixel_values",),
+        ("image_embeds",),
+        {**_PIXELS, "image_embeds": {0: "batch"}},
+    ),
+    GraphSpec(
+        "text",
+        LVLMTextGraph,
+        ("input_ids", "attention_mask"),
+        ("text_embeds",),
+        {**_IDS, "text_embeds": {0: "batch"}},
+    ),
+    GraphSpec(
+        "composed",
+        LVLMGraph,
+        ("pixel_values", "input_ids", "attention_mask"),
+        ("query",),
+        {**_PIXELS, **_IDS, "query": {0: "batch"}},
+    ),
+)
+
+
+def _is_lvlm(model: nn.Module) -> bool:
+    return model.config.backbone.family == "lvlm"
+
+
+def graphs_of(model: nn.Module) -> tuple[GraphSpec, ...]:
+    """The graphs ``model`` is exported as."""
+    return LVLM_GRAPHS if _is_lvlm(model) else GRAPHS
+
+
+@torch.no_grad()
+def graph_feeds(model: nn.Module, images: list, texts: list[str]) -> dict[str, tuple]:
+    """Each graph's inputs for ``images`` and ``texts`` (the export traces on such inputs,
+    and checks parity on them)."""
+    pixels = model.pixels(images)
+    if _is_lvlm(model):
+        text = model.tokenize(texts, kind="text")
+        composed = model.tokenize(texts)
+        return {
+            "image": (pixels,),
+            "text": (text["input_ids"], text["attention_mask"]),
+            "composed": (pixels, composed["input_ids"], composed["attention_mask"]),
+        }
+    tokens = model.tokenize(texts)
+    image_embeds, image_tokens = model.image_encoder.encode(pixels)
+    text_embeds, text_tokens, mask = model.encode_text_states(**tokens)
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    return {
+        "image": (pixels,),
+        "text": (tokens["input_ids"], tokens["attention_mask"]),
+        "fusion": (image_embeds, image_tokens, text_embeds, text_tokens, mask),
+    }

@@ -214,11 +214,18 @@ def _weight_free_matmuls(model: Any) -> list[str]:
 def quantize_dynamic_int8(source: Path, target: Path) -> None:
     """Dynamic int8 of ``source`` to ``target``: int8 weights, activations quantised per batch
     at run time; the matrix products run on VNNI where the CPU has it. No calibration."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _root_log_level(logging.WARNING):
         quantize_dynamic(
-            str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            # Where shape inference leaves a product's type open (an lvlm graph's vision
+            # merger), it is float: every graph exported here is float32.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cir_module.vlm.layers import attend
+
 __all__ = ["DecoderGraph", "VisionGraph"]
 
 
@@ -55,10 +57,6 @@ class DecoderGraph(nn.Module):
         self.lm_head = model.lm_head
         self.image_token_id = image_token_id
         self.register_buffer("answer_ids", torch.tensor(answer_ids), persistent=False)
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = config.hidden_size // self.heads
-        self.mrope_section = config.rope_scaling["mrope_section"]
 
     def _embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         # Row b's k-th placeholder token takes image_embeds[b, k]: a gather, not a scatter,
@@ -70,26 +68,6 @@ class DecoderGraph(nn.Module):
             image_embeds, 1, index.unsqueeze(-1).expand(-1, -1, image_embeds.shape[-1])
         )
         return torch.where(is_image.unsqueeze(-1), gathered.to(hidden.dtype), hidden)
-
-    def _attend(self, layer: nn.Module, x, cos, sin, past_k, past_v, bias):
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-            apply_multimodal_rotary_pos_emb,
-            repeat_kv,
-        )
-
-        attn = layer.self_attn
-        b, s, _ = x.shape
-        q = attn.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_multimodal_rotary_pos_emb(q, k, cos, sin, self.mrope_section)
-        k = torch.cat([past_k, k], dim=2)
-        v = torch.cat([past_v, v], dim=2)
-        groups = self.heads // self.kv_heads
-        scores = q @ repeat_kv(k, groups).transpose(2, 3) * attn.scaling + bias
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = (probs @ repeat_kv(v, groups)).transpose(1, 2).reshape(b, s, -1)
-        return attn.o_proj(out), k, v
 
     def forward(
         self,
@@ -115,8 +93,8 @@ class DecoderGraph(nn.Module):
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             residual = hidden
-            attended, k, v = self._attend(
-                layer, layer.input_layernorm(hidden), cos, sin, past_keys[i], past_values[i], bias
+            attended, k, v = attend(
+                layer, layer.input_layernorm(hidden), cos, sin, bias, past_keys[i], past_values[i]
             )
             hidden = residual + attended
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))

@@ -17,8 +17,8 @@ from PIL import Image
 
 from cir_module.data.shapes import random_scene, render
 from cir_module.models import CIRModel
-from cir_module.models.onnx_model import OnnxCIRModel
-from onnx_export.graphs import GRAPHS
+from cir_module.models.onnx_model import load_onnx_model
+from onnx_export.graphs import graph_feeds, graphs_of
 
 __all__ = [
     "FP32_ATOL",
@@ -62,29 +62,15 @@ def _session(path: Path) -> Any:
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _graph_feeds(model: CIRModel, images: list[Image.Image], texts: list[str]) -> dict:
-    pixels = model.pixels(images)
-    tokens = model.tokenize(texts)
-    with torch.no_grad():
-        image_embeds, image_tokens = model.image_encoder.encode(pixels)
-        text_embeds, text_tokens, mask = model.encode_text_states(**tokens)
-    image_embeds = torch.nn.functional.normalize(image_embeds, dim=-1)
-    return {
-        "image": (pixels,),
-        "text": (tokens["input_ids"], tokens["attention_mask"]),
-        "fusion": (image_embeds, image_tokens, text_embeds, text_tokens, mask),
-    }
-
-
 def check_graph_parity(
     model: CIRModel, folder: Path, examples: dict[str, tuple[torch.Tensor, ...]]
 ) -> dict[str, dict[str, float]]:
     """Max abs difference torch vs onnxruntime of every fp32 graph output, per input kind."""
     kinds = {"trace": examples}
     for kind, (images, texts) in parity_inputs().items():
-        kinds[kind] = _graph_feeds(model, images, texts)
+        kinds[kind] = graph_feeds(model, images, texts)
     report: dict[str, dict[str, float]] = {}
-    for spec in GRAPHS:
+    for spec in graphs_of(model):
         session = _session(folder / f"{spec.name}.onnx")
         wanted = {i.name for i in session.get_inputs()}
         wrapper = spec.wrapper(model).eval()
@@ -107,17 +93,15 @@ def check_graph_parity(
     return report
 
 
-# Which graph a served vector depends on last: a composed query runs all three.
-_GRAPH_OF = {"images": "image", "texts": "text", "composed": "fusion"}
-
-
 def variant_parity(
     model: CIRModel, folder: Path, variant: str
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Lowest per-vector cosine (and, for fp32, max abs difference) of the served vectors of
     ``variant`` against torch, for images, texts and composed queries; and, per graph, why its
     vectors missed the tolerance (empty when all pass)."""
-    served = OnnxCIRModel(folder, variant, providers=["CPUExecutionProvider"])
+    served = load_onnx_model(folder, variant, providers=["CPUExecutionProvider"])
+    # Which graph a served vector depends on last: a composed query runs the last one.
+    graph_of = {"images": "image", "texts": "text", "composed": graphs_of(model)[-1].name}
     report: dict[str, float] = {}
     failures: dict[str, str] = {}
     towers_failed: set[str] = set()
@@ -153,10 +137,10 @@ def variant_parity(
             if not why:
                 continue
             # A composed query inherits its towers' errors: blame the fusion graph only
-            # when both towers passed on these inputs.
+            # when both towers passed on these inputs (an lvlm composed graph is whole).
             if what != "composed":
                 towers_failed.add(kind)
             elif kind in towers_failed:
                 continue
-            failures.setdefault(_GRAPH_OF[what], why)
+            failures.setdefault(graph_of[what], why)
     return report, failures

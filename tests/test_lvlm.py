@@ -234,3 +234,46 @@ def test_served_through_weaviate_as_the_model_computes(tiny_vlm, tmp_path):
     assert keys == list(np.argsort(-cosine))
     distances = [o.metadata.distance for o in result.objects]
     np.testing.assert_allclose(distances, 1 - cosine[keys], atol=1e-5)
+
+
+@pytest.mark.integration
+def test_exported_to_onnx_and_served_by_onnxruntime_as_torch_computes(tiny_vlm, tmp_path):
+    """``cir export`` of an lvlm checkpoint: three whole graphs (image, text, composed) that
+    pass the export's own parity checks, served by ``cir serve`` on onnxruntime with the
+    torch model's vectors."""
+    import httpx
+
+    from cir_module import compose_query
+    from cir_module.models.onnx_model import MANIFEST_NAME
+    from integration.service_process import ServiceProcess
+    from onnx_export.export import export_checkpoint
+    from onnx_export.validate import FP32_ATOL
+    from tests.conftest import png_b64
+
+    model = _model(tiny_vlm)
+    checkpoint = model.save_pretrained(tmp_path / "lvlm")
+    manifest = export_checkpoint(checkpoint, tmp_path / "onnx", variants=("fp32", "int8"))
+    assert set(manifest["graphs"]) == {"image", "text", "composed"}
+    assert manifest["model"]["family"] == "lvlm"
+    assert max(manifest["parity"]["graphs"]["composed"].values()) <= FP32_ATOL
+    assert min(manifest["parity"]["int8"].values()) >= 0.999
+    assert json.loads((tmp_path / "onnx" / MANIFEST_NAME).read_text())["text"]["padding"] == (
+        "right"
+    )
+    images = scene_images(3, seed=8)
+    b64 = [png_b64(image) for image in images]
+    texts = ["make the circle red", "remove the square", "a small blue square"]
+    query = compose_query(b64[0], texts[0])
+    env = {"CIR_ONNX_EXPORT": str(tmp_path / "onnx"), "CIR_ONNX_VARIANT": "fp32"}
+    with ServiceProcess(checkpoint, env=env) as service:
+        meta = httpx.get(f"{service.url}/meta").json()
+        assert meta["backend"] == "onnxruntime" and meta["model"]["family"] == "lvlm"
+        body = {"texts": [texts[2], query], "images": b64}
+        answer = httpx.post(f"{service.url}/vectorize", json=body, timeout=60).json()
+    np.testing.assert_allclose(answer["imageVectors"], model.embed_images(images), atol=FP32_ATOL)
+    np.testing.assert_allclose(
+        answer["textVectors"][0], model.embed_texts(texts[2:])[0], atol=FP32_ATOL
+    )
+    np.testing.assert_allclose(
+        answer["textVectors"][1], model.embed_composed(images[:1], texts[:1])[0], atol=FP32_ATOL
+    )

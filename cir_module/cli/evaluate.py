@@ -56,9 +56,9 @@ def print_eval(
 
     data_split = EvalSplit.load(data, split, name, limit=limit)
     if onnx_variant:  # ``checkpoint`` is a `cir export` folder
-        from cir_module.models.onnx_model import OnnxCIRModel
+        from cir_module.models.onnx_model import load_onnx_model
 
-        model = OnnxCIRModel(checkpoint, onnx_variant)
+        model = load_onnx_model(checkpoint, onnx_variant)
         env = {"CIR_ONNX_EXPORT": str(checkpoint), "CIR_ONNX_VARIANT": onnx_variant}
     else:
         model, env = load_model(checkpoint), {}

@@ -39,8 +39,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cir_module.models.config import CIRConfig
+from cir_module.models.cued_text import cued_token_rows
 from cir_module.models.preprocess import ImagePreprocessor
 from cir_module.models.pyramid import downscale_matrix
+from cir_module.vlm.layers import BatchedVision, decode
 from cir_module.vlm.prompt import mrope_positions
 
 __all__ = ["KINDS", "POOLINGS", "LVLMRetriever", "SoftPromptPool", "patchify", "pool_states"]
@@ -161,6 +163,10 @@ class LVLMRetriever(nn.Module):
         )
         for k, s in enumerate(self.sides[1:], start=1):
             self.register_buffer(f"_down{k}", downscale_matrix(side, s), persistent=False)
+        # One vision pass per copy, its images batched (the weights are the backbone's).
+        self.towers = nn.ModuleList(
+            BatchedVision(backbone.model.visual, g * self.merge) for g in self.grids
+        )
         embed = backbone.get_input_embeddings()
         hidden = embed.embedding_dim
         self.pool = (
@@ -266,16 +272,12 @@ class LVLMRetriever(nn.Module):
         tower with its own grid -> its merged tokens ``[batch, grid * grid, hidden]``."""
         visual = self.backbone.model.visual
         out = []
-        for k, grid in enumerate(self.grids):
+        for k, tower in enumerate(self.towers):
             copy = pixel_values
             if k:
                 down = getattr(self, f"_down{k}")
                 copy = down @ pixel_values @ down.T
-            rows = patchify(copy, self.patch, self.temporal, self.merge)
-            patches = grid * self.merge
-            thw = torch.tensor([[1, patches, patches]], device=rows.device)
-            tokens = visual(rows, grid_thw=thw.expand(copy.shape[0], -1))
-            out.append(tokens.view(copy.shape[0], grid * grid, -1))
+            out.append(tower(visual, patchify(copy, self.patch, self.temporal, self.merge)))
         return out
 
     def _encode(
@@ -314,11 +316,8 @@ class LVLMRetriever(nn.Module):
         positions = torch.cat([prefix, tail.expand(3, -1)], dim=1).unsqueeze(1)
         fixed = torch.ones(batch, prefix.shape[1], dtype=attention_mask.dtype, device=device)
         mask = torch.cat([fixed, attention_mask], dim=1)
-        hidden = self.backbone.model.language_model(
-            inputs_embeds=sequence,
-            attention_mask=mask,
-            position_ids=positions.expand(-1, batch, -1),
-        ).last_hidden_state
+        language = self.backbone.model.language_model
+        hidden = decode(language, sequence, positions.expand(-1, batch, -1), mask)
         return F.normalize(pool_states(hidden, mask, self.config.lvlm.pooling), dim=-1)
 
     @staticmethod
@@ -355,15 +354,14 @@ class LVLMRetriever(nn.Module):
     def tokenize(self, texts: Sequence[str], kind: str = "composed") -> dict[str, torch.Tensor]:
         """Texts -> right-padded ids of each text (truncated to ``text_max_length``) followed
         by the cue of ``kind`` (a composed query's, or a text query's)."""
-        cue = self.cues[kind]
-        rows = [
-            [*ids[: self.text_max_length], *cue]
-            for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        ]
-        width = max(map(len, rows))
-        ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        ids, mask = cued_token_rows(
+            self.tokenizer, texts, self.cues[kind], self.text_max_length, self.pad_id
+        )
+        device = self.device
+        return {
+            "input_ids": torch.from_numpy(ids).to(device),
+            "attention_mask": torch.from_numpy(mask).to(device),
+        }
 
     # -- numpy front end for serving ----------------------------------------------------------
     @torch.inference_mode()

@@ -1,8 +1,9 @@
 """An exported model (``cir export``) served by onnxruntime, with :class:`CIRModel`'s numpy API.
 
 The export folder holds ``manifest.json``, the tokenizer files and one ONNX file per graph
-(``image``, ``text``, ``fusion``) and variant (``fp32``, ``fp16``, ``int8``). Preprocessing is
-Pillow and numpy; torch is not touched on this path.
+(``image``, ``text``, ``fusion``; for the ``lvlm`` family ``image``, ``text``, ``composed``)
+and variant (``fp32``, ``fp16``, ``int8``). :func:`load_onnx_model` opens either. Preprocessing
+is Pillow and numpy; torch is not touched on this path.
 
 Execution providers are tried in the order TensorRT -> CUDA -> CPU; the one in use is
 reported by :meth:`OnnxCIRModel.describe` (and so by ``/meta``), and a fallback is logged as a
@@ -20,13 +21,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cir_module.models.cued_text import cued_token_rows
 from cir_module.models.preprocess import ImagePreprocessor
 
 __all__ = [
     "MANIFEST_NAME",
     "PROVIDER_ORDER",
     "OnnxCIRModel",
+    "OnnxLVLMRetriever",
     "choose_providers",
+    "load_onnx_model",
     "onnxruntime_module",
     "serving_session_options",
 ]
@@ -211,3 +215,45 @@ class OnnxCIRModel:
             "provider": self.provider,
             "export": str(self.folder),
         }
+
+
+class OnnxLVLMRetriever(OnnxCIRModel):
+    """An ``lvlm`` export: each input kind is one whole graph (the language model reads the
+    image and the text together), texts tokenised with their kind's cue."""
+
+    def tokenize(self, texts: Sequence[str], kind: str = "composed") -> dict[str, np.ndarray]:
+        """Texts -> int64 ``input_ids`` and ``attention_mask``, each text followed by the cue
+        of ``kind`` and right-padded (as :meth:`LVLMRetriever.tokenize`)."""
+        settings = self.manifest["text"]
+        ids, mask = cued_token_rows(
+            self.tokenizer, texts, settings["cues"][kind], self.text_max_length, settings["pad_id"]
+        )
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _vectors(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._run(graph, feeds)[0].astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL images -> float32 unit vectors ``[n, dim]``."""
+        return self._vectors("image", {"pixel_values": self.pixels(images)})
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings -> float32 unit vectors ``[n, dim]``."""
+        return self._vectors("text", self.tokenize(texts, kind="text"))
+
+    def embed_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
+        """Pairs (reference image, modification text) -> float32 unit vectors ``[n, dim]``."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        feeds = {"pixel_values": self.pixels(images), **self.tokenize(texts)}
+        return self._vectors("composed", feeds)
+
+
+def load_onnx_model(folder: str | Path, variant: str = "fp32", **kwargs: Any) -> OnnxCIRModel:
+    """The runtime for a ``cir export`` folder, by the family its manifest names."""
+    manifest_file = Path(folder) / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{folder} is not an ONNX export: no {MANIFEST_NAME}")
+    family = json.loads(manifest_file.read_text())["model"].get("family")
+    runtime = OnnxLVLMRetriever if family == "lvlm" else OnnxCIRModel
+    return runtime(folder, variant, **kwargs)

@@ -37,9 +37,9 @@ log = logging.getLogger("cir_module.service")
 
 def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     if settings.onnx_export:
-        from cir_module.models.onnx_model import OnnxCIRModel
+        from cir_module.models.onnx_model import load_onnx_model
 
-        return OnnxCIRModel(
+        return load_onnx_model(
             settings.onnx_export,
             settings.onnx_variant,
             providers=settings.onnx_providers,
