@@ -6,9 +6,13 @@
 | ``factory`` | ``create_model`` / ``load_model``: configs and checkpoints to models |
 | ``model`` | :class:`CIRModel`: pyramid image encoder, text encoder, fusion head; checkpoints |
 | ``backbone`` | the backbone families (``clip``, ``siglip``, ``dual``) behind one interface |
+| ``lvlm`` | :class:`LVLMRetriever`: the ``lvlm`` family, a vision-language model as every
+  encoder (CIR-LVLM: task prompt, soft-prompt pool, pooling; the pyramid in its vision input) |
+| ``cued_text`` | the ``lvlm`` family's text rows (text, then its kind's cue), without torch |
 | ``pyramid``, ``fusion`` | the multi-scale image encoder and the composed-query heads |
 | ``preprocess``, ``tokenizer`` | numpy image preprocessing; the offline word-level tokenizer |
-| ``onnx_model`` | :class:`OnnxCIRModel`: a ``cir export`` folder on onnxruntime, without torch |
+| ``onnx_model`` | :class:`OnnxCIRModel` (and its ``lvlm`` form): a ``cir export`` folder on
+  onnxruntime, without torch |
 
 The names below that need torch are imported on first use, so that ``onnx_model`` (and the
 service serving an export) can be imported where torch is not installed.
@@ -23,6 +27,7 @@ from cir_module.models.config import (
     BackboneSpec,
     CIRConfig,
     FusionSpec,
+    LVLMSpec,
     PyramidSpec,
     get_model_config,
     list_models,
@@ -31,6 +36,7 @@ from cir_module.models.config import (
 if TYPE_CHECKING:
     from cir_module.models.factory import create_model, load_model
     from cir_module.models.fusion import ComposedFusionHead
+    from cir_module.models.lvlm import LVLMRetriever
     from cir_module.models.model import CIRModel
     from cir_module.models.pyramid import PyramidImageEncoder, pyramid_grids
 
@@ -40,6 +46,8 @@ __all__ = [
     "CIRModel",
     "ComposedFusionHead",
     "FusionSpec",
+    "LVLMRetriever",
+    "LVLMSpec",
     "PyramidImageEncoder",
     "PyramidSpec",
     "create_model",
@@ -54,6 +62,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "CIRModel": "cir_module.models.model",
         "ComposedFusionHead": "cir_module.models.fusion",
+        "LVLMRetriever": "cir_module.models.lvlm",
         "PyramidImageEncoder": "cir_module.models.pyramid",
         "create_model": "cir_module.models.factory",
         "load_model": "cir_module.models.factory",

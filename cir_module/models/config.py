@@ -72,7 +72,7 @@ class FusionSpec:
 
 @dataclass
 class LVLMSpec:
-    """The ``lvlm`` family (``cir_module.models.lvlm``): a vision-language model reads every
+    """The ``lvlm`` family (``cir_module.models.lvlm``): a Qwen2-VL model reads every
     input in one pass, CIR-LVLM's way.
 
     ``task_prompt``: an instruction saying what the embedding is for, and a one-word answer

@@ -1,5 +1,5 @@
-"""The ``lvlm`` family: a vision-language model (Qwen2-VL family) as the composed-query
-encoder, after CIR-LVLM, with PMTFR's pyramid patcher in its vision input.
+"""The ``lvlm`` family: a vision-language model (Qwen2-VL) as the composed-query encoder,
+after CIR-LVLM, with PMTFR's pyramid patcher in its vision input.
 
 Every input is one pass of the language model; its hidden states are pooled into the
 embedding (``config.lvlm``, :class:`~cir_module.models.config.LVLMSpec`)::
@@ -418,10 +418,16 @@ class LVLMRetriever(nn.Module):
         source = str(folder or config.backbone.pretrained or "")
         if not source:
             raise ValueError(
-                "the lvlm family loads a Qwen2-VL-family checkpoint: give backbone.pretrained "
+                "the lvlm family loads a Qwen2-VL checkpoint: give backbone.pretrained "
                 "(a hub id or a folder, e.g. `cir vlm train`'s model) or --pretrained"
             )
-        adapter = adapter_for(AutoConfig.from_pretrained(source).model_type)
+        model_type = AutoConfig.from_pretrained(source).model_type
+        if model_type != "qwen2_vl":  # the written-out vision tower is Qwen2-VL's
+            raise ValueError(
+                f"the lvlm family reads Qwen2-VL checkpoints; {source} is {model_type!r} "
+                "(Qwen2.5-VL's windowed vision attention is not written out in vlm/layers.py)"
+            )
+        adapter = adapter_for(model_type)
         side = config.lvlm.image_side or saved_settings(source).get("image_side", DEFAULT_SIDE)
         config = dataclasses.replace(config, lvlm=dataclasses.replace(config.lvlm))
         config.lvlm.image_side = int(side)

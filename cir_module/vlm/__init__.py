@@ -1,5 +1,6 @@
 """What every vision-language-model role shares: the reranker (``cir_module.rerank``), the
-captioners and the query enhancer (``cir_module.enrich``).
+captioners and the query enhancer (``cir_module.enrich``), the ``lvlm`` retrieval family
+(``cir_module.models.lvlm``).
 
 | module | what it holds |
 | --- | --- |
@@ -8,6 +9,8 @@ captioners and the query enhancer (``cir_module.enrich``).
 | ``prompt`` | templates with ``{image}`` marks into token ids, images into patches, M-RoPE |
 | ``chat`` | chat backends: a local checkpoint (transformers) or an OpenAI-compatible endpoint |
 | ``tiny`` | small Qwen2-VL-type models built offline (tokenizer trained here, random weights) |
+| ``layers`` | the vision tower (batched) and decoder layers in plain tensor ops: one code path
+  for torch and ONNX |
 
 The names that need torch or transformers are imported on first use.
 """
