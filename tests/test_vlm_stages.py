@@ -183,7 +183,8 @@ def test_probe_reports_cells_captions_and_judgements(chain):
     rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2, rationales=2)
     assert rewrite["rationale_queries"] == 2 and rewrite["rationale_pairs"] >= 6
     for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val",
-                "rationale_agreement_val", "rationale_agreement_target"):  # fmt: skip
+                "rewrite_choice_top1_val", "rationale_agreement_val",
+                "rationale_agreement_target"):  # fmt: skip
         assert 0.0 <= rewrite[key] <= 1.0, key
     vision = probe_stage(chain["vision"], images=8)
     assert "captions_exact" not in vision and "judge_queries" not in vision

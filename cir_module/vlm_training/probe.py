@@ -7,7 +7,8 @@
 * changes written (compare and judge stages): greedy change lists for reference / image-set
   member pairs of a benchmark split, compared with the scene graphs';
 * target descriptions written (rewrite stage): from the reference's true description, and
-  from the reference image through the model's own caption;
+  from the reference image through the model's own caption; and the rewrite as a choice
+  (which true description it finds likeliest, teacher-forced);
 * judgements (judge and rewrite stages): on a benchmark split, how often the reranker's score
   (P(YES), or describe-and-verify's) ranks the target first among the target, its hard
   negatives and the unchanged reference;
@@ -123,6 +124,33 @@ def _rewrites(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
 
 
 @torch.inference_mode()
+def _rewrite_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
+    """The rewrite alone, as a choice: given the reference's true description and the
+    modification, how often the target's true description is the likeliest (summed token
+    log-probabilities, teacher-forced) among the target's, its hard negatives' and the
+    unchanged reference's. Neither captions nor greedy decoding are involved: this is what
+    the rewrite step knows."""
+    evaluation = EvalSplit.load(data, split, limit=n)
+    scenes = load_scene_graphs(data, split)
+    end = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    head = vlm.adapter.lm_head(vlm.model)
+    top1 = 0
+    for t in evaluation.triplets:
+        names = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
+        prompt = vlm.codec.encode(
+            REWRITE_PROMPT, description=tier.describe(scenes[t.reference]), text=t.caption
+        )
+        scores = []
+        for name in [*names, t.reference]:
+            answer = [*vlm.tokenizer.encode(tier.describe(scenes[name])), end]
+            hidden = vlm.model.model(input_ids=torch.tensor([prompt + answer])).last_hidden_state
+            logits = head(hidden[0, len(prompt) - 1 : -1]).float()
+            scores.append(torch.log_softmax(logits, -1)[torch.arange(len(answer)), answer].sum())
+        top1 += int(torch.stack(scores).argmax() == 0)
+    return {f"rewrite_choice_top1_{split}": top1 / max(len(evaluation.triplets), 1)}
+
+
+@torch.inference_mode()
 def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
     """How often a describe-and-verify model's rationale concludes right, by the scene
     graphs: "satisfied" for the target, "not satisfied" for its hard negatives and for the
@@ -182,6 +210,7 @@ def probe_stage(
         out |= _changes(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
     if stage["stage"] == "rewrite" and judge_queries:
         out |= _rewrites(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
+        out |= _rewrite_choices(vlm, tier, stage["config"]["data"], judge_split, judge_queries)
     if stage["stage"] in ("judge", "rewrite") and judge_queries:
         out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
     if stage["stage"] == "rewrite" and rationales:
