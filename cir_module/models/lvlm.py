@@ -243,11 +243,8 @@ class LVLMRetriever(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What :meth:`compose` needs of a text: the language model reads the text's ids
         together with the image, so there is no separate text embedding (an empty one)."""
-        return (
-            input_ids.new_zeros((input_ids.shape[0], 0), dtype=torch.float32),
-            input_ids,
-            (attention_mask),
-        )
+        empty = input_ids.new_zeros((input_ids.shape[0], 0), dtype=torch.float32)
+        return empty, input_ids, attention_mask
 
     def compose(
         self,
