@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from integration.schema import create_image_collection
 from integration.stack import connect, local_stack
 
 __all__ = [
+    "QueryLatency",
     "composed_query",
     "evaluate_through_weaviate",
     "evaluate_with_client",
@@ -144,17 +147,36 @@ def evaluate_through_weaviate(
         return evaluate_with_client(client, split, captioner, caption_weight)
 
 
+@dataclass
+class QueryLatency:
+    """Wall-clock seconds of each query's two ``nearText`` calls through Weaviate, as the
+    client sees them: the first stage alone, and the same query with ``rerank``."""
+
+    first_stage: list[float] = field(default_factory=list)
+    with_rerank: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """Median and 90th percentile of each, in milliseconds."""
+        out = {}
+        for name, values in (("first_stage", self.first_stage), ("with_rerank", self.with_rerank)):
+            if values:
+                out[f"{name}_median_ms"] = round(1000 * float(np.median(values)), 1)
+                out[f"{name}_p90_ms"] = round(1000 * float(np.percentile(values, 90)), 1)
+        return out
+
+
 def weaviate_rerank_run(
     first_stage_checkpoint: str | Path,
     split: EvalSplit,
     k: int,
     reranker_env: dict[str, str],
-) -> tuple[FirstStage, list[list[str]]]:
+) -> tuple[FirstStage, list[list[str]], QueryLatency]:
     """Start the service (with the reranker settings in ``reranker_env``) and Weaviate; return
-    Weaviate's first stage (top ``k`` per query) and the same queries' top ``k`` reranked by
-    Weaviate's ``rerank`` with those settings."""
+    Weaviate's first stage (top ``k`` per query), the same queries' top ``k`` reranked by
+    Weaviate's ``rerank`` with those settings, and how long each call took."""
     quiet = not log.isEnabledFor(logging.INFO)
     top, cosine, reranked = [], [], []
+    latency = QueryLatency()
     with (
         local_stack(first_stage_checkpoint, env=reranker_env) as stack,
         connect(stack.weaviate) as client,
@@ -163,6 +185,7 @@ def weaviate_rerank_run(
         for t in tqdm(split.triplets, desc="weaviate rerank", disable=quiet, leave=False):
             query = composed_query(split, t)
             not_reference = Filter.by_property("name").not_equal(t.reference)
+            start = time.perf_counter()
             first = collection.query.near_text(
                 query=query,
                 limit=k,
@@ -170,8 +193,10 @@ def weaviate_rerank_run(
                 return_properties=["name"],
                 return_metadata=MetadataQuery(distance=True),
             )
+            latency.first_stage.append(time.perf_counter() - start)
             top.append([o.properties["name"] for o in first.objects])
             cosine.append([1.0 - o.metadata.distance for o in first.objects])
+            start = time.perf_counter()
             second = collection.query.near_text(
                 query=query,
                 limit=k,
@@ -179,7 +204,8 @@ def weaviate_rerank_run(
                 rerank=Rerank(prop="image", query=query),
                 return_properties=["name"],
             )
+            latency.with_rerank.append(time.perf_counter() - start)
             reranked.append([o.properties["name"] for o in second.objects])
     targets = [t.target for t in split.triplets]
     stage = FirstStage(top=top, cosine=np.array(cosine, dtype=np.float32), targets=targets)
-    return stage, reranked
+    return stage, reranked, latency

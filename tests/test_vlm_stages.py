@@ -383,6 +383,11 @@ def test_rerank_eval_through_weaviate_only_runs_the_served_setting(
     assert served["lambda"] == 0.5 and len(served["R@1 CI"]) == 2
     # The same top 4 re-ordered: recall at 4 cannot change, at 1 it may.
     assert 0.0 <= served["R@1"] <= first["R@5"]
+    latency = served["latency"]
+    assert served["k"] == 4 and set(latency) == {
+        f"{call}_{stat}_ms" for call in ("first_stage", "with_rerank") for stat in ("median", "p90")
+    }
+    assert latency["with_rerank_median_ms"] > 0 and latency["first_stage_median_ms"] > 0
 
 
 def test_a_rationale_names_what_the_result_lacks_and_shows_unasked(hard_data, chain):

@@ -177,7 +177,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             "CIR_RERANKER_RATIONALE": "1" if args.rationale else "0",
             **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
         }
-        stage, served = weaviate_rerank_run(args.first_stage, split, args.k, env)
+        stage, served, latency = weaviate_rerank_run(args.first_stage, split, args.k, env)
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
     reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug, rationale=args.rationale)
@@ -192,7 +192,9 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     if served is not None:
         verify = reranker.describe().get("verify")
         name = "describe-and-verify" if verify else InjectionSetting(args.serve_alpha).name
-        rows.append(weaviate_rerank_row(name, args.serve_lambda, served, stage.targets))
+        row = weaviate_rerank_row(name, args.serve_lambda, served, stage.targets)
+        rows.append({**row, "k": args.k, "latency": latency.summary()})
+        print(f"per query through Weaviate, K = {args.k}: {latency.summary()}")
     print(rerank_table(rows))
     if args.json_out:
         write_json(args.json_out, rows)
