@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cir_module.models import CIRModel, load_model
+from cir_module.models import CIRModel, LVLMRetriever, load_model
 from cir_module.models.onnx_model import MANIFEST_NAME
 from onnx_export.graphs import graph_feeds, graphs_of
 from onnx_export.optimize import (
@@ -164,7 +164,7 @@ def export_checkpoint(
     for stale in [*out.glob("*.onnx"), out / MANIFEST_NAME]:  # a previous export's files
         stale.unlink(missing_ok=True)
     model = load_model(checkpoint).float().eval()
-    lvlm = model.describe()["family"] == "lvlm"
+    lvlm = isinstance(model, LVLMRetriever)
     if lvlm and (optimize or ("int8" in variants and int8 == "static")):
         raise ValueError("an lvlm model exports without --optimize and without static int8")
     _eager_attention(model)
@@ -297,7 +297,7 @@ def _validate_variant(
 def _text_settings(model: CIRModel) -> dict[str, Any]:
     """How the runtime tokenises: the tokenizer's padding, or for the lvlm family each input
     kind's cue after the text and the padding id (right padding)."""
-    if model.describe()["family"] == "lvlm":
+    if isinstance(model, LVLMRetriever):
         return {
             "padding": "right",
             "max_length": model.text_max_length,

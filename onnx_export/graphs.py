@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cir_module.models import CIRModel
+from cir_module.models import CIRModel, LVLMRetriever
 
 __all__ = [
     "GRAPHS",
@@ -183,13 +183,9 @@ LVLM_GRAPHS: tuple[GraphSpec, ...] = (
 )
 
 
-def _is_lvlm(model: nn.Module) -> bool:
-    return model.config.backbone.family == "lvlm"
-
-
 def graphs_of(model: nn.Module) -> tuple[GraphSpec, ...]:
     """The graphs ``model`` is exported as."""
-    return LVLM_GRAPHS if _is_lvlm(model) else GRAPHS
+    return LVLM_GRAPHS if isinstance(model, LVLMRetriever) else GRAPHS
 
 
 @torch.no_grad()
@@ -197,7 +193,7 @@ def graph_feeds(model: nn.Module, images: list, texts: list[str]) -> dict[str, t
     """Each graph's inputs for ``images`` and ``texts`` (the export traces on such inputs,
     and checks parity on them)."""
     pixels = model.pixels(images)
-    if _is_lvlm(model):
+    if isinstance(model, LVLMRetriever):
         text = model.tokenize(texts, kind="text")
         composed = model.tokenize(texts)
         return {

@@ -232,7 +232,8 @@ class LVLMRetriever(nn.Module):
     def encode_image_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit image embeddings and the image's tokens at every scale (as the language
         model reads them)."""
-        return self.encode_image(pixel_values), torch.cat(self.image_tokens(pixel_values), 1)
+        scales = self.image_tokens(pixel_values)  # the vision tower once, for both outputs
+        return self._encode("image", pixel_values, None, None, scales), torch.cat(scales, 1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids (from :meth:`tokenize`) -> unit text embeddings ``[batch, dim]``."""
@@ -283,7 +284,10 @@ class LVLMRetriever(nn.Module):
         pixel_values: torch.Tensor | None,
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
+        scales: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """One pass of the language model over an input of ``kind``; ``scales``: the image's
+        tokens when already computed (:meth:`image_tokens`)."""
         embed = self.backbone.get_input_embeddings()
         batch = (pixel_values if pixel_values is not None else input_ids).shape[0]
         device = embed.weight.device
@@ -297,7 +301,7 @@ class LVLMRetriever(nn.Module):
         text = embed(input_ids)
         image: list[torch.Tensor] = []
         if pixel_values is not None:
-            scales = self.image_tokens(pixel_values)
+            scales = scales if scales is not None else self.image_tokens(pixel_values)
             start, end = words([self.vision_start]), words([self.vision_end])
             image = [part for tokens in scales for part in (start, tokens, end)]
         parts = [words(self.heads[kind])]
@@ -308,8 +312,7 @@ class LVLMRetriever(nn.Module):
             parts.append(prompts)
         sequence = torch.cat([*parts, *image, text], dim=1)
         prefix = getattr(self, f"_positions_{kind}")
-        start = prefix.max() + 1
-        tail = start + torch.arange(text.shape[1], device=device)
+        tail = prefix.max() + 1 + torch.arange(text.shape[1], device=device)
         positions = torch.cat([prefix, tail.expand(3, -1)], dim=1).unsqueeze(1)
         fixed = torch.ones(batch, prefix.shape[1], dtype=attention_mask.dtype, device=device)
         mask = torch.cat([fixed, attention_mask], dim=1)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cir_module.models import CIRModel, create_model, load_model
+from cir_module.models import CIRModel, LVLMRetriever, create_model, load_model
 from cir_module.training.auxiliary import AuxiliaryLoss, build_auxiliary_loss
 from cir_module.training.batch_loss import BatchLoss, TextCache
 from cir_module.training.batchnorm import recompute_on_images
@@ -171,7 +171,7 @@ def _start(cfg: TrainConfig, out: Path) -> _Run:
     else:
         model = load_model(cfg.init_from) if cfg.init_from else _build_model(cfg)
     model.to(cfg.device)
-    if _is_lvlm(model) and (cfg.precise_bn or any(
+    if isinstance(model, LVLMRetriever) and (cfg.precise_bn or any(
         w > 0 for weights in cfg.auxiliary_losses.values() for w in weights.values()
     )):  # fmt: skip
         raise ValueError("the lvlm family takes no auxiliary losses and has no BatchNorm")
@@ -343,18 +343,14 @@ def _build_model(cfg: TrainConfig) -> CIRModel:
 def _text_towers(model: CIRModel) -> list[nn.Module]:
     """The backbone's text-side modules (``text_model``/``text_projection``, or ``text``);
     none for the lvlm family, whose language model reads images and texts alike."""
-    if _is_lvlm(model):
+    if isinstance(model, LVLMRetriever):
         return []
     return [m for name, m in model.backbone.named_children() if name.startswith("text")]
 
 
-def _is_lvlm(model: CIRModel) -> bool:
-    return model.config.backbone.family == "lvlm"
-
-
 def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
     """Set ``requires_grad`` by the freeze policy; return the trainable parameters."""
-    if _is_lvlm(model):  # CIR-LVLM keeps the vision encoder frozen: --freeze vision
+    if isinstance(model, LVLMRetriever):  # CIR-LVLM keeps its vision encoder frozen
         if cfg.freeze not in ("none", "vision") or cfg.unfreeze_last:
             raise ValueError("the lvlm family takes --freeze none or vision (no unfreeze-last)")
         model.backbone.model.visual.requires_grad_(cfg.freeze == "none")
