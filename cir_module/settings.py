@@ -31,6 +31,20 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `cir serve` binds.")
     port: int = Field(8080, ge=1, le=65535, description="Port `cir serve` binds.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+    onnx_threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime intra-op threads. Default: the usable cores less one (at "
+        "least 1), so that the HTTP loop and image decoding keep a core of their own.",
+    )
+    gil_switch_interval_ms: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval (sys.setswitchinterval). Python's 5 ms "
+        "keeps the model thread waiting for the HTTP loop after every forward; a short "
+        "interval lets them overlap.",
+    )
     onnx_export: str | None = Field(
         None,
         description="Folder written by `cir export`: when set, the model runs on onnxruntime "
@@ -55,7 +69,11 @@ class ServiceSettings(BaseSettings):
         "runs alone (the reference containers' design).",
     )
     batch_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="How long a batch waits for more requests to join it."
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long an idle model waits for more requests to join a batch. At 0 it "
+        "runs at once; what arrives while it is busy still forms the next batch.",
     )
     embedding_cache_size: int = Field(
         8192, ge=0, description="Candidate image embeddings kept for /rerank (by content hash)."
