@@ -132,7 +132,7 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
         # core: the overhead is taken against the better of the two.
         ort = onnxruntime_module()
         bare = {}
-        for side in [s for s in sides if s.startswith("ours")]:
+        for side in [s for s in sides if s in ("ours-fp32", "ours-int8")]:
             batch = max(1, round(mean_batch(urls[side])))
             model = OnnxCIRModel(export, side.split("-")[1], providers=["CPUExecutionProvider"])
             pixels = model.pixels([decode_base64_image(b) for b in images[:batch]])
@@ -324,6 +324,14 @@ def main() -> None:
     parser.add_argument("--composed-seconds", type=float, default=16.0, help="0: skip")
     parser.add_argument("--roofline-seconds", type=float, default=96.0, help="0: skip")
     parser.add_argument("--skip-weaviate", action="store_true")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+        help="one more fp32 side with these CIR_* settings (repeatable), e.g. "
+        "python-defaults:CIR_GIL_SWITCH_INTERVAL_MS=5,CIR_BATCH_WAIT_MS=2",
+    )
     parser.add_argument("--json-out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -356,6 +364,10 @@ def main() -> None:
             str(work / "onnx"),
             {"CIR_ONNX_EXPORT": str(work / "onnx"), "CIR_ONNX_VARIANT": "int8"},
         )
+    for spec in args.also:  # the same fp32 graphs under other settings: their share, measured
+        name, _, assignments = spec.partition(":")
+        env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        sides[f"fp32:{name}"] = (str(work / "onnx"), {"CIR_ONNX_EXPORT": str(work / "onnx"), **env})
     results = measure(sides, work / "onnx", images, args)
     if args.roofline_seconds > 0:
         served = round(results["ours-fp32"]["mean_batch"])
@@ -374,7 +386,7 @@ def report(results: dict, args, manifest: dict) -> None:
         f"{os.cpu_count()} CPU cores, int8 {args.int8}"
     )
     print(
-        f"{'side':12s} {'img/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'batch':>6s} "
+        f"{'side':20s} {'img/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'batch':>6s} "
         f"{'x ref':>6s} {'x fp32':>6s} {'wv obj/s':>9s} {'x ref':>6s} {'bare img/s':>10s} "
         f"{'overhead':>8s} {'cq/s':>7s} {'x ref':>6s}"
     )
@@ -382,12 +394,14 @@ def report(results: dict, args, manifest: dict) -> None:
     for side, r in sides.items():
         wv = r.get("weaviate", {}).get("objects_per_s", nan)
         ref_wv = ref.get("weaviate", {}).get("objects_per_s", nan)
-        bare = r.get("bare", {}).get("images_per_s", nan)
+        # The extra fp32 sides serve ours-fp32's graphs: its bare session bounds them too.
+        bound = sides["ours-fp32"] if side.startswith("fp32:") else r
+        bare = bound.get("bare", {}).get("images_per_s", nan)
         composed = r.get("composed", {}).get("queries_per_s", nan)
         ref_composed = ref.get("composed", {}).get("queries_per_s", nan)
         fp32 = sides["ours-fp32"]["images_per_s"]
         print(
-            f"{side:12s} {r['images_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+            f"{side:20s} {r['images_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
             f"{r['mean_batch']:6.1f} {r['images_per_s'] / ref['images_per_s']:6.2f} "
             f"{r['images_per_s'] / fp32:6.2f} {wv:9.1f} {wv / ref_wv:6.2f} {bare:10.1f} "
             f"{1 - r['images_per_s'] / bare:8.1%} {composed:7.1f} {composed / ref_composed:6.2f}"

@@ -34,8 +34,7 @@ class ServiceSettings(BaseSettings):
     onnx_threads: int | None = Field(
         None,
         ge=1,
-        description="onnxruntime intra-op threads. Default: the usable cores less one (at "
-        "least 1), so that the HTTP loop and image decoding keep a core of their own.",
+        description="onnxruntime intra-op threads. Default: onnxruntime's, one per core.",
     )
     gil_switch_interval_ms: float = Field(
         0.2,

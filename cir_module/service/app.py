@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -37,12 +36,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("cir_module.service")
 
 
-def _spare_cores() -> int:
-    """The cores this process may use, less one for the HTTP loop (at least 1)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (usable or 1) - 1)
-
-
 def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     if settings.onnx_export:
         from cir_module.models.onnx_model import load_onnx_model
@@ -52,7 +45,7 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
             settings.onnx_variant,
             providers=settings.onnx_providers,
             trt_cache=settings.trt_cache_dir,
-            threads=settings.onnx_threads or _spare_cores(),
+            threads=settings.onnx_threads,
         )
     try:
         import torch
