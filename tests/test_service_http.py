@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cir_module import compose_query
+from cir_module.settings import ServiceSettings
 from tests.conftest import png_b64, scene_images
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,9 @@ def test_health_and_meta(service):
     assert meta["checkpoint"] == Path(service.checkpoint).name
     assert "/tmp" not in json.dumps(meta) and service.checkpoint not in json.dumps(meta)
     assert {"torch", "transformers"} <= set(meta["versions"])
+    # The serving process runs with the short GIL switch interval (Python's is 5 ms).
+    default = ServiceSettings.model_fields["gil_switch_interval_ms"].default
+    assert meta["gil_switch_interval_ms"] == default != 5.0
 
 
 def test_texts_only(service, local_model):

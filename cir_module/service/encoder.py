@@ -63,9 +63,9 @@ EMPTY_DOCUMENT_SCORE = -1.0e9
 # After a request that decoded this many pixels, freed memory is handed back to the system.
 _RELEASE_AFTER_PIXELS = 16_000_000
 # Work this small is done on the event loop: a hop to a worker thread and back costs more
-# than reading the headers of this much base64, or decoding this many pixels (about 0.3 ms
-# for a 256 x 256 PNG), and Weaviate sends one small image per request.
-_INLINE_BASE64_CHARS = 256 * 1024
+# than reading the headers of this much base64, or decoding this many pixels from this many
+# bytes (about 0.3 ms for a 256 x 256 PNG), and Weaviate sends one image per request.
+_INLINE_BYTES = 256 * 1024
 _INLINE_PIXELS = 256 * 256
 
 
@@ -314,15 +314,16 @@ class QueryEncoder:
         self, data: Sequence[str], names: Sequence[str], fallible: Sequence[bool]
     ) -> list[ProbedImage | None]:
         """:meth:`_probe_all`, on the event loop when the base64 is small, else off it."""
-        if sum(len(d) for d in data) <= _INLINE_BASE64_CHARS:
+        if sum(len(d) for d in data) <= _INLINE_BYTES:
             return self._probe_all(data, names, fallible)
         return await anyio.to_thread.run_sync(self._probe_all, data, names, fallible)
 
     async def _decode(
         self, probes: Sequence[ProbedImage], fallible: Sequence[bool]
     ) -> list[Image.Image | None]:
-        """:meth:`_decode_all`, on the event loop when the pixels are few, else off it."""
-        if sum(p.pixels for p in probes) <= _INLINE_PIXELS:
+        """:meth:`_decode_all`, on the event loop when pixels and bytes are few, else off it."""
+        few_bytes = sum(len(p.raw) for p in probes) <= _INLINE_BYTES
+        if few_bytes and sum(p.pixels for p in probes) <= _INLINE_PIXELS:
             return self._decode_all(probes, fallible)
         return await anyio.to_thread.run_sync(self._decode_all, probes, fallible)
 

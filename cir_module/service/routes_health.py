@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -87,6 +88,8 @@ async def meta(request: Request) -> dict:
             "max_wait_ms": state.settings.batch_wait_ms,
             **({"stats": encoder.stats()} if encoder is not None else {}),
         },
+        # What the process runs with, read back from Python rather than from the settings.
+        "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 6),
         "reranker": (
             {**encoder.reranker.describe(), "lambda": encoder.fusion_lambda}
             if encoder is not None and encoder.reranker is not None
