@@ -19,6 +19,7 @@ from cir_module.cli.vlm import stage_config
 from cir_module.data.benchmark import TIERS, describe_changes, generate_benchmark, tier_of
 from cir_module.data.hard import HardObject
 from cir_module.eval.inprocess import EvalSplit
+from cir_module.eval.readers import read_cirr
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
@@ -291,6 +292,15 @@ def test_a_stage_captions_a_benchmark_through_cir_rar_captions_and_a_rerun_resum
     assert report["images"] == 5 and report["objects"] > 0
     for shares in report["attributes"].values():
         assert sum(shares.values()) == pytest.approx(1.0)
+    # --targets-only: only the split's triplet targets (what aligned training needs captions of)
+    targets_out = tmp_path / "targets.json"
+    argv = ["rar", "captions", "--captioner", "vlm", "--model", model, "--data", hard_data]
+    argv += ["--split", "test", "--targets-only", "--limit", "4", "--out", str(targets_out)]
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    targets = sorted({t.target for t in read_cirr(hard_data, "test", "shapes") if t.target})
+    assert sorted(json.loads(targets_out.read_text())) == targets[:4]
+    assert set(targets) < set(test_images)  # a real subset: references and negatives left out
 
 
 def test_the_trained_vlm_captioner_asks_what_the_caption_stage_learned(hard_data, chain):

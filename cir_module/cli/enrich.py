@@ -56,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--split", action="append", help="a model: caption this split's images (repeatable; all)"
     )
     caps.add_argument("--limit", type=int, help="a model: at most this many images per split")
+    caps.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="a model: only the split's triplet targets (the candidates aligned training "
+        "mixes captions into, with --hard-negatives 0)",
+    )
     caps.add_argument("--batch-size", type=int, default=16)
     caps.set_defaults(func=_rar_captions)
     faith = rar_sub.add_parser(
@@ -184,12 +190,16 @@ def _rar_captions(args: argparse.Namespace) -> None:
         return
     from cir_module.data.captions import caption_images
     from cir_module.eval.inprocess import EvalSplit
+    from cir_module.eval.readers import read_cirr
 
     captioner = captioner_from_args(args)
     names, opener = [], {}
     for split in args.split or ["train", "val", "test"]:
         images = EvalSplit.load(args.data, split)
-        chosen = sorted(images.paths)[: args.limit]
+        pool = images.paths
+        if args.targets_only:
+            pool = {t.target for t in read_cirr(args.data, split, "shapes") if t.target}
+        chosen = sorted(pool)[: args.limit]
         names += chosen
         opener.update(dict.fromkeys(chosen, images.open))
     made, seconds = caption_images(captioner, names, lambda n: opener[n](n), args.out)
