@@ -5,8 +5,9 @@ offer ``embed_images`` / ``embed_texts`` / ``embed_composed``. Model calls run o
 dedicated worker thread (the runtimes parallelise inside an op; two concurrent forwards on two
 cores only fight), fed by one :class:`MicroBatcher` per kind of input so that concurrent
 requests share forwards. Image headers are read first, so that a request is admitted
-(:class:`Admission`, in items and pixels) before any pixel is decoded; decoding then runs on
-the default thread pool, off the event loop.
+(:class:`Admission`, in items and pixels) before any pixel is decoded. Small images (what
+Weaviate sends, one per request) are read and decoded on the event loop, where that costs less
+than a hop to a thread; larger ones on the default thread pool, off the loop.
 """
 
 from __future__ import annotations
