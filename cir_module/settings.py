@@ -120,11 +120,13 @@ class ServiceSettings(BaseSettings):
         "all concurrent chunks of the same query.",
     )
     # -- RAR query enhancement and chat --------------------------------------------------------
-    query_enhancement: Literal["off", "keywords", "chat"] = Field(
+    query_enhancement: Literal["off", "keywords", "chat", "vlm"] = Field(
         "off",
         description="Rewrite composed queries before encoding: a modification becomes "
-        "constraint keywords (from its text alone), a question about the image has its "
-        "references resolved. keywords: rules, no model; chat: `chat_model` or `enhancer_url`.",
+        "constraint keywords, a question about the image has its references resolved. "
+        "keywords: rules, no model; chat: `chat_model` or `enhancer_url`, from the text alone; "
+        "vlm: the describe-and-verify `chat_model` (cir vlm train --stage rewrite) reads the "
+        "reference and writes what the edit adds and drops.",
     )
     chat_model: str | None = Field(
         None,
@@ -232,6 +234,11 @@ class ServiceSettings(BaseSettings):
         ):
             raise ValueError(
                 "query_enhancement=chat needs chat_model, or enhancer_url and enhancer_api_model"
+            )
+        if self.query_enhancement == "vlm" and not self.chat_model:
+            raise ValueError(
+                "query_enhancement=vlm needs chat_model: a describe-and-verify folder "
+                "(cir vlm train --stage rewrite)"
             )
         return self
 

@@ -56,9 +56,9 @@ class CountingEnhancer(KeywordDistiller):
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def modifications(self, texts):
+    def modifications(self, texts, images):
         self.seen += list(texts)
-        return super().modifications(texts)
+        return super().modifications(texts, images)
 
 
 def test_query_enhancer_rewrites_by_kind_and_caches_modifications_by_text():

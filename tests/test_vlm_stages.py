@@ -489,3 +489,103 @@ def test_the_rewrite_loss_weighs_what_a_copy_of_the_reference_gets_wrong(hard_da
             assert weight == 1.0, word
         else:
             assert weight == 5.0, word
+
+
+def test_constraints_are_what_the_target_adds_and_drops():
+    from cir_module.enrich.distil import agreement, constraints
+
+    reference = "small red circle at row 1, column 1; large blue cross at row 2, column 2"
+    target = "small red circle at row 1, column 1; large green cross at row 2, column 2"
+    assert constraints(reference, target) == (
+        "large green cross at row 2, column 2; no large blue cross at row 2, column 2"
+    )
+    assert constraints(reference, reference) == ""
+    scores = agreement({"a": "x; y", "b": "z"}, {"a": "y; x", "b": "w"})
+    assert scores == {"queries": 2, "exact": 0.5, "fact_precision": 2 / 3, "fact_recall": 2 / 3}
+
+
+def test_the_vlm_distiller_reads_the_reference_and_is_cached_by_text_and_image(hard_data, chain):
+    from cir_module.enrich import QueryEnhancer
+    from cir_module.enrich.distil import DescribingDistiller, constraints
+
+    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    distiller = DescribingDistiller(reranker)
+    split = EvalSplit.load(hard_data, "val")
+    queries = split.triplets[:2]
+    references = [split.open(t.reference) for t in queries]
+    texts = [t.caption for t in queries]
+    distilled = distiller.modifications(texts, references)
+    written = reranker.prefixes(references, texts)
+    for w, text, out in zip(written, texts, distilled, strict=True):
+        assert out == (constraints(w.caption, w.target) or text)
+    caption = reranker.generate(DESCRIBE_PROMPT, references[:1], 256)[0].strip()
+    asked = distiller.questions(["what is left of it?"], references[:1])
+    assert asked == [f"what is left of it? (the image shows: {caption})"]
+    # One text with two references is two queries: the distillation depends on the image.
+    enhancer = QueryEnhancer(distiller)
+    out = enhancer.enhance([texts[0], texts[0]], [references[0], references[1]])
+    assert out[0] == distilled[0] and enhancer.misses == 2
+    assert enhancer.enhance([texts[0]], [references[0]]) == out[:1] and enhancer.hits == 1
+
+
+def test_rar_distil_writes_resumes_and_scores_and_training_reads_it(
+    hard_data, chain, tmp_path, capsys
+):
+    from cir_module.enrich.distil import query_key
+    from cir_module.training.data import TripletData
+
+    out = tmp_path / "queries.json"
+    folder = str(chain["rewrite"] / "model")
+    argv = ["rar", "distil", "--data", hard_data, "--model", folder, "--split", "train"]
+    argv += ["--limit", "5", "--out", str(out)]
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    first = capsys.readouterr().out.splitlines()
+    assert first[0].startswith("distilled 5 queries")
+    scores = json.loads(first[1])
+    assert scores["queries"] == 5 and 0 <= scores["exact"] <= 1
+    args.func(build_parser().parse_args([*argv[:-4], "--limit", "7", "--out", str(out)]))
+    assert capsys.readouterr().out.startswith("distilled 2 queries")  # the first 5 are there
+    distilled = json.loads(out.read_text())
+    data = TripletData(hard_data, "train")
+    with pytest.raises(ValueError, match="lack"):
+        data.rewrite_queries(distilled)  # 7 of the split's triplets only
+    data.triplets = data.triplets[:7]
+    expected = [distilled[query_key(t.reference, t.caption)] for t in data.triplets]
+    data.rewrite_queries(distilled)
+    assert [t.caption for t in data.triplets] == expected
+
+
+def test_settings_refuse_vlm_enhancement_without_a_chat_model():
+    from pydantic import ValidationError
+
+    from cir_module.settings import ServiceSettings
+
+    with pytest.raises(ValidationError, match="query_enhancement=vlm needs chat_model"):
+        ServiceSettings(query_enhancement="vlm")
+
+
+@pytest.mark.integration
+def test_the_service_sends_the_vlm_distilled_query_to_the_retriever(
+    hard_data, chain, tiny_checkpoint, local_model
+):
+    from cir_module import compose_query
+    from cir_module.enrich.distil import DescribingDistiller
+    from integration.service_process import ServiceProcess
+    from tests.conftest import png_b64
+
+    folder = chain["rewrite"] / "model"
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    reference = split.open(t.reference)
+    env = {"CIR_QUERY_ENHANCEMENT": "vlm", "CIR_CHAT_MODEL": str(folder)}
+    with ServiceProcess(tiny_checkpoint, env=env) as service:
+        body = {"texts": [compose_query(png_b64(reference), t.caption)], "images": []}
+        vector = httpx.post(f"{service.url}/vectorize", json=body).json()["textVectors"][0]
+        meta = httpx.get(f"{service.url}/meta").json()["query_enhancement"]
+    distilled = DescribingDistiller(LVLMReranker.from_pretrained(folder)).modifications(
+        [t.caption], [reference]
+    )[0]
+    assert meta["enhancer"].startswith("vlm:") and meta["misses"] == 1
+    expected = local_model.embed_composed([reference], [distilled])[0]
+    np.testing.assert_allclose(vector, expected, atol=1e-5)

@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--caption-weight", type=float, help="weight of the caption (0.5)")
     add_enhance(tr, default=None)
     tr.add_argument(
+        "--queries", help="JSON of modifications distilled by the VLM (`cir rar distil`)"
+    )
+    tr.add_argument(
         "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"
     )
     tr.add_argument(
@@ -114,6 +117,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         "captions": args.captions,
         "caption_weight": args.caption_weight,
         "enhance": args.enhance,
+        "queries": args.queries,
         "auxiliary_losses": _auxiliary_losses(args),
         "precise_bn": args.precise_bn,
         "save_every": args.save_every,

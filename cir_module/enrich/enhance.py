@@ -8,11 +8,13 @@
 - A ``question`` about the image ("what is the logo on this shirt?") has its references
   resolved with the image: it is the one kind for which the backend sees the picture.
 
-Two kinds of enhancer: :class:`KeywordDistiller` (rules: filler words dropped, spelling
+Three kinds of enhancer: :class:`KeywordDistiller` (rules: filler words dropped, spelling
 variants unified; no model, deterministic, what the synthetic benchmark's ablation uses as
-the stand-in for an LLM) and :class:`BackendEnhancer` (any :class:`ChatBackend`: a local
-transformers model or an OpenAI-compatible endpoint). :class:`QueryEnhancer` classifies,
-dispatches and caches.
+the stand-in for an LLM), :class:`BackendEnhancer` (any :class:`ChatBackend`: a local
+transformers model or an OpenAI-compatible endpoint) and
+:class:`~cir_module.enrich.distil.DescribingDistiller` (the VLM trained here, which reads the
+reference image: the one enhancer whose ``reads_reference`` is true, see its module for why).
+:class:`QueryEnhancer` classifies, dispatches and caches.
 """
 
 from __future__ import annotations
@@ -59,11 +61,13 @@ def classify_query(text: str | None, has_image: bool) -> str:
 
 
 class Enhancer(Protocol):
-    """Rewrites a batch of queries of one kind."""
+    """Rewrites a batch of queries of one kind. ``reads_reference``: whether a modification's
+    rewrite depends on its reference image (then it is cached by text and image)."""
 
     id: str
+    reads_reference: bool
 
-    def modifications(self, texts: Sequence[str]) -> list[str]: ...
+    def modifications(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]: ...
 
     def questions(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]: ...
 
@@ -85,13 +89,14 @@ class KeywordDistiller:
     Negations (not, no, without) are kept: they are constraints too."""
 
     id = "keywords/1"
+    reads_reference = False
 
     def distil(self, text: str) -> str:
         words = [_VARIANTS.get(w, w) for w in _TOKEN.findall(text.lower())]
         kept = [w for w in words if w not in _FILLER]
         return " ".join(kept) if kept else text.strip()
 
-    def modifications(self, texts: Sequence[str]) -> list[str]:
+    def modifications(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         return [self.distil(t) for t in texts]
 
     def questions(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
@@ -113,6 +118,8 @@ class BackendEnhancer:
     """Rewrites with a chat model: modifications from the text alone, questions with the
     image."""
 
+    reads_reference = False  # RAR withholds it: the rewrite must say the change, not the image
+
     def __init__(self, backend: ChatBackend, max_words: int = 30) -> None:
         self.backend = backend
         self.max_words = max_words
@@ -122,7 +129,7 @@ class BackendEnhancer:
         words = reply.replace("\n", " ").split()[: self.max_words]
         return " ".join(words) if words else fallback
 
-    def modifications(self, texts: Sequence[str]) -> list[str]:
+    def modifications(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         requests = [ChatRequest(MODIFICATION_PROMPT.format(text=t)) for t in texts]
         return [
             self._clean(r, t) for r, t in zip(self.backend.complete(requests), texts, strict=True)
@@ -144,7 +151,8 @@ def _image_key(image: Image.Image) -> str:
 
 class QueryEnhancer:
     """Classifies each (text, image) query and rewrites modifications and questions, with an
-    LRU cache: a modification is keyed by its text alone, a question by text and image."""
+    LRU cache: a modification is keyed by its text alone (by text and image when the enhancer
+    reads the reference), a question by text and image."""
 
     def __init__(self, enhancer: Enhancer, cache_size: int = 4096) -> None:
         self.enhancer = enhancer
@@ -167,7 +175,8 @@ class QueryEnhancer:
             if kind not in todo:
                 keys.append(None)
                 continue
-            key = (kind, text) if kind == "modification" else (kind, text, _image_key(image))
+            by_text = kind == "modification" and not self.enhancer.reads_reference
+            key = (kind, text) if by_text else (kind, text, _image_key(image))
             keys.append(key)
             with self._lock:
                 cached = self._cache.get(key)
@@ -180,7 +189,10 @@ class QueryEnhancer:
             todo[kind].append(i)
         if todo["modification"]:
             rows = todo["modification"]
-            self._store(rows, keys, out, self.enhancer.modifications([texts[i] for i in rows]))
+            rewritten = self.enhancer.modifications(
+                [texts[i] for i in rows], [images[i] for i in rows]
+            )
+            self._store(rows, keys, out, rewritten)
         if todo["question"]:
             rows = todo["question"]
             rewritten = self.enhancer.questions([texts[i] for i in rows], [images[i] for i in rows])

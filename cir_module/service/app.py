@@ -142,6 +142,15 @@ def _load_chat(settings: ServiceSettings):
         )
     if settings.query_enhancement == "keywords":
         rewriter = KeywordDistiller()
+    elif settings.query_enhancement == "vlm":
+        from cir_module.enrich.distil import DescribingDistiller
+
+        if not chat.id.startswith("rationale:"):
+            raise ValueError(
+                f"CIR_QUERY_ENHANCEMENT=vlm needs a describe-and-verify CIR_CHAT_MODEL (cir vlm "
+                f"train --stage rewrite); {settings.chat_model} is a plain chat model"
+            )
+        rewriter = DescribingDistiller(chat.reranker)
     elif chat is not None:
         rewriter = BackendEnhancer(chat)
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,6 +61,22 @@ class TripletData:
         """Replace every modification text by ``rewrite(text)`` (query enhancement)."""
         new = {c: rewrite(c) for c in self.captions()}
         self.triplets = [replace(t, caption=new[t.caption]) for t in self.triplets]
+
+    def rewrite_queries(self, distilled: Mapping[str, str]) -> None:
+        """Replace every modification text by its distilled text for its reference
+        (``cir rar distil``'s file: keys from :func:`~cir_module.enrich.distil.query_key`)."""
+        from cir_module.enrich.distil import query_key
+
+        keys = [query_key(t.reference, t.caption) for t in self.triplets]
+        missing = [k for k in keys if k not in distilled]
+        if missing:
+            raise ValueError(
+                f"the distilled queries lack {len(missing)} of {len(keys)} triplets of this "
+                f"split, e.g. {missing[0]!r}: run cir rar distil over the split"
+            )
+        self.triplets = [
+            replace(t, caption=distilled[k]) for t, k in zip(self.triplets, keys, strict=True)
+        ]
 
     def captions(self) -> list[str]:
         return sorted({t.caption for t in self.triplets})
