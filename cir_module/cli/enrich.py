@@ -256,6 +256,8 @@ def _rar_distil(args: argparse.Namespace) -> None:
     made, seconds = distil_queries(DescribingDistiller(reranker), queries, split.open, args.out)
     rate = f", {made / seconds:.2f} queries/s" if made else ""
     print(f"distilled {made} queries to {args.out} in {seconds:.1f} s{rate}")
+    if not (Path(args.data) / "scene_graphs").is_dir():
+        return  # a benchmark without scene graphs (CIRR): nothing to score against
     # Against the scene graphs: what the edit truly adds and drops.
     scenes, describe = load_scene_graphs(args.data, args.split), tier_of(args.data).describe
     truth = {
