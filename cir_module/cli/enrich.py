@@ -91,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rar_eval.add_argument("--limit", type=int)
     rar_eval.add_argument("--enrich-corpus", action="store_true", help="caption the gallery")
     rar_eval.add_argument("--caption-weight", type=float, default=0.5)
-    add_enhance(rar_eval, default="none", choices=("keywords", "vlm"))
+    add_enhance(rar_eval, default="none")
     rar_eval.add_argument("--chat-model", help="--enhance vlm: the describe-and-verify folder")
     rar_eval.add_argument("--json-out")
     rar_eval.set_defaults(func=_rar_eval)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,17 +24,16 @@ def add_dataset_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-name", default="shapes", help="annotation name (rc2 for CIRR)")
 
 
-def add_enhance(
-    parser: argparse.ArgumentParser, default: str | None, choices: Sequence[str] = ("keywords",)
-) -> None:
-    """``--enhance none|keywords[|vlm]``: rewrite modification texts as the service's query
+def add_enhance(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--enhance none|keywords|vlm``: rewrite modification texts as the service's query
     enhancement would (``CIR_QUERY_ENHANCEMENT``, where "none" is its "off")."""
     parser.add_argument(
         "--enhance",
-        choices=["none", *choices],
+        choices=["none", "keywords", "vlm"],
         default=default,
-        help="rewrite modification texts (keywords: the service's rule-based enhancement; "
-        "vlm, where offered: the describe-and-verify --chat-model reads the reference)",
+        help="rewrite modification texts (keywords: the service's rule-based enhancement; vlm: "
+        "the describe-and-verify VLM reads the reference, from --queries in training and "
+        "--chat-model in evaluation)",
     )
 
 

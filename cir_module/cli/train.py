@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--caption-weight", type=float, help="weight of the caption (0.5)")
     add_enhance(tr, default=None)
     tr.add_argument(
-        "--queries", help="JSON of modifications distilled by the VLM (`cir rar distil`)"
+        "--queries", help="--enhance vlm: the distilled modifications (`cir rar distil`)"
     )
     tr.add_argument(
         "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"

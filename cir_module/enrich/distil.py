@@ -17,9 +17,9 @@ A question about the image is answered with it: its text is kept and the referen
 appended, so that "this" and "that" name what the image shows.
 
 :func:`distil_queries` runs the same steps over a benchmark split's queries into a resumable
-JSON file, the texts a retriever is trained on (``cir train --queries``) so that training
-sees what the service will send; :func:`agreement` scores such a file against true
-constraints.
+JSON file, the texts a retriever is trained on (``cir train --enhance vlm --queries``) so
+that training sees what the service will send; :func:`agreement` scores such a file against
+true constraints.
 """
 
 from __future__ import annotations

@@ -76,11 +76,12 @@ class TrainConfig:
     seed: int = 0
     # RAR training alignment: ``captions`` (JSON, image name -> caption, `cir rar captions`)
     # makes every candidate the enriched vector Weaviate stores, (1 - w) image + w caption
-    # text; ``enhance`` rewrites the modification texts as the service would, by rules, and
-    # ``queries`` (JSON, `cir rar distil`) by the VLM that reads each reference.
+    # text; ``enhance`` rewrites the modification texts as the service would: by rules
+    # (keywords), or as the VLM that reads each reference distilled them (vlm: ``queries``,
+    # JSON from `cir rar distil`).
     captions: str | None = None
     caption_weight: float = 0.5
-    enhance: str = "none"  # none | keywords
+    enhance: str = "none"  # none | keywords | vlm
     queries: str | None = None
     # Auxiliary losses by name, each with its named weights (training/auxiliary.py), e.g.
     # {"scene": {"embedding": 0.5, "tokens": 2.0}} for `--scene-loss 0.5 --token-scene-loss 2`.
@@ -185,12 +186,12 @@ def _start(cfg: TrainConfig, out: Path) -> _Run:
         [*params, *logit_scale.parameters(), *heads], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     data = TripletData(cfg.data, cfg.split, cfg.dataset_name)
-    if cfg.enhance != "none" and cfg.queries:
-        raise ValueError("enhance and queries both rewrite the modifications: give one")
-    if cfg.enhance != "none":
-        data.rewrite_captions(_enhancer(cfg.enhance))
-    if cfg.queries:
+    if (cfg.enhance == "vlm") != bool(cfg.queries):
+        raise ValueError("enhance=vlm takes the distilled modifications (queries), and only it")
+    if cfg.enhance == "vlm":
         data.rewrite_queries(json.loads(Path(cfg.queries).read_text()))
+    elif cfg.enhance != "none":
+        data.rewrite_captions(_enhancer(cfg.enhance))
     corpus = None
     if cfg.captions:  # the captions of this split's images (the file may cover them all)
         corpus = {
@@ -379,7 +380,7 @@ def _enhancer(name: str):
     from cir_module.enrich.enhance import KeywordDistiller
 
     if name != "keywords":
-        raise ValueError(f"enhance must be none or keywords, not {name!r}")
+        raise ValueError(f"enhance must be none, keywords or vlm, not {name!r}")
     return KeywordDistiller().distil
 
 
