@@ -242,3 +242,12 @@ def test_weaviate_generate_asks_the_services_chat_model_about_each_result(
         # The candidate first, then the reference: the order Weaviate sends them in.
         images = (stored[obj.properties["title"]], IMAGES[0])
         assert obj.generative.text == local.complete([ChatRequest(prompt, images)])[0]
+
+
+def test_vlm_enhancement_refuses_a_plain_chat_model(tiny_chat_model):
+    from cir_module.service.app import _load_chat
+    from cir_module.settings import ServiceSettings
+
+    settings = ServiceSettings(query_enhancement="vlm", chat_model=str(tiny_chat_model))
+    with pytest.raises(ValueError, match="needs a describe-and-verify CIR_CHAT_MODEL"):
+        _load_chat(settings)
