@@ -243,17 +243,15 @@ def _rar_distil(args: argparse.Namespace) -> None:
         query_key,
     )
     from cir_module.eval.inprocess import EvalSplit
-    from cir_module.rerank.describe import DescribingReranker
-    from cir_module.rerank.scorer import LVLMReranker
+    from cir_module.rerank.describe import load_describing
 
-    reranker = LVLMReranker.from_pretrained(args.model)
-    if not isinstance(reranker, DescribingReranker):
-        sys.exit(
-            f"{args.model} is not a describe-and-verify folder (cir vlm train --stage rewrite)"
-        )
+    try:
+        distiller = DescribingDistiller(load_describing(args.model))
+    except ValueError as exc:
+        sys.exit(str(exc))
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     queries = [(t.reference, t.caption) for t in split.triplets]
-    made, seconds = distil_queries(DescribingDistiller(reranker), queries, split.open, args.out)
+    distilled, made, seconds = distil_queries(distiller, queries, split.open, args.out)
     rate = f", {made / seconds:.2f} queries/s" if made else ""
     print(f"distilled {made} queries to {args.out} in {seconds:.1f} s{rate}")
     if not (Path(args.data) / "scene_graphs").is_dir():
@@ -267,7 +265,7 @@ def _rar_distil(args: argparse.Namespace) -> None:
         for t in split.triplets
         if t.target
     }
-    print(json.dumps(agreement(json.loads(Path(args.out).read_text()), truth)))
+    print(json.dumps(agreement(distilled, truth)))
 
 
 def _rar_eval(args: argparse.Namespace) -> None:

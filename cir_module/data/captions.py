@@ -11,21 +11,16 @@ resumably (``cir rar captions --captioner vlm``: the VLM trained here).
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from cir_module.data.benchmark import load_scene_graphs, tier_of
 from cir_module.data.shapes import COLORS, SHAPES, Scene, describe
 from cir_module.enrich.captioners import Captioner, CaptionItem, clip_words
+from cir_module.enrich.resumable import fill_json
 
 __all__ = ["SceneGraphCaptioner", "caption_images"]
 
@@ -95,21 +90,10 @@ def caption_images(
     """Caption the images ``names`` (``open_image(name)`` gives each one) into the JSON file
     ``out`` (``{name: caption}``). Resumable: names already in ``out`` are skipped, and the
     file is rewritten (atomically) after every ``chunk`` images. Returns how many captions
-    this call wrote and the seconds it spent captioning them."""
-    out = Path(out)
-    captions: dict[str, str] = json.loads(out.read_text()) if out.is_file() else {}
-    todo = [n for n in names if n not in captions]
-    seconds = 0.0
-    quiet = not logging.getLogger(__name__).isEnabledFor(logging.INFO)
-    with tqdm(total=len(todo), desc="caption", unit="image", disable=quiet) as bar:
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            items = [CaptionItem(n, open_image(n), {"name": n}) for n in part]
-            began = time.perf_counter()
-            captions.update(zip(part, captioner.caption(items), strict=True))
-            seconds += time.perf_counter() - began
-            tmp = out.with_suffix(out.suffix + ".tmp")
-            tmp.write_text(json.dumps(captions, indent=0))
-            os.replace(tmp, out)
-            bar.update(len(part))
-    return len(todo), seconds
+    this call wrote and the seconds it spent opening and captioning them."""
+
+    def caption(part: list[str]) -> list[str]:
+        return captioner.caption([CaptionItem(n, open_image(n), {"name": n}) for n in part])
+
+    _, made, seconds = fill_json(out, names, caption, chunk, desc="caption")
+    return made, seconds

@@ -24,20 +24,15 @@ true constraints.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
+from cir_module.enrich.resumable import fill_json
 from cir_module.rerank.describe import DescribingReranker, facts
-from cir_module.vlm.prompt import DESCRIBE_PROMPT
 
 __all__ = ["DescribingDistiller", "agreement", "constraints", "distil_queries", "query_key"]
-
-log = logging.getLogger(__name__)
 
 
 def constraints(reference: str, target: str) -> str:
@@ -66,10 +61,8 @@ class DescribingDistiller:
         return [constraints(w.caption, w.target) or t for w, t in zip(written, texts, strict=True)]
 
     def questions(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
-        captions = self.reranker.generate(
-            DESCRIBE_PROMPT, list(images), self.reranker.describe_tokens
-        )
-        return [f"{t} (the image shows: {c.strip()})" for t, c in zip(texts, captions, strict=True)]
+        captions = self.reranker.captions(images)
+        return [f"{t} (the image shows: {c})" for t, c in zip(texts, captions, strict=True)]
 
 
 def query_key(reference: str, text: str) -> str:
@@ -83,26 +76,18 @@ def distil_queries(
     open_image: Callable[[str], Image.Image],
     out: str | Path,
     chunk: int = 32,
-) -> tuple[int, float]:
+) -> tuple[dict[str, str], int, float]:
     """Distil ``(reference name, modification)`` queries into the JSON file ``out``
-    ({:func:`query_key`: distilled text}), ``chunk`` at a time, the file rewritten after each
-    chunk: a rerun skips the queries already there. Returns how many were distilled now and
-    the seconds it took."""
-    import time
+    ({:func:`query_key`: distilled text}), ``chunk`` at a time, resumably
+    (:func:`~cir_module.enrich.resumable.fill_json`). Returns the file's whole mapping, how
+    many queries this call distilled, and the seconds it spent."""
+    pairs = {query_key(r, t): (r, t) for r, t in queries}
 
-    path = Path(out)
-    done: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    todo = list(dict.fromkeys(q for q in queries if query_key(*q) not in done))
-    quiet = not log.isEnabledFor(logging.INFO)
-    start = time.perf_counter()
-    for first in tqdm(range(0, len(todo), chunk), desc="distil", disable=quiet, leave=False):
-        batch = todo[first : first + chunk]
-        texts = distiller.modifications([t for _, t in batch], [open_image(r) for r, _ in batch])
-        done.update({query_key(*q): d for q, d in zip(batch, texts, strict=True)})
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(done, indent=0))
-        tmp.replace(path)  # a stop mid-write leaves the last whole file
-    return len(todo), time.perf_counter() - start
+    def distil(keys: list[str]) -> list[str]:
+        batch = [pairs[k] for k in keys]
+        return distiller.modifications([t for _, t in batch], [open_image(r) for r, _ in batch])
+
+    return fill_json(out, list(pairs), distil, chunk, desc="distil")
 
 
 def agreement(distilled: Mapping[str, str], truth: Mapping[str, str]) -> dict[str, float]:

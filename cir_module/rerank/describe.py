@@ -39,7 +39,14 @@ from cir_module.rerank.scorer import LVLMReranker
 from cir_module.vlm.chat import ChatRequest
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, REWRITE_PROMPT
 
-__all__ = ["DescribedTarget", "DescribingReranker", "Rationale", "RationaleChat", "facts"]
+__all__ = [
+    "DescribedTarget",
+    "DescribingReranker",
+    "Rationale",
+    "RationaleChat",
+    "facts",
+    "load_describing",
+]
 
 
 def facts(description: str) -> list[str]:
@@ -101,6 +108,12 @@ class DescribingReranker(LVLMReranker):
     def describe(self) -> dict:
         return {**super().describe(), "verify": "describe"}
 
+    def captions(self, images: Sequence[Image.Image]) -> list[str]:
+        """Each image's caption (``DESCRIBE_PROMPT``, greedy): one fact per object."""
+        return [
+            c.strip() for c in self.generate(DESCRIBE_PROMPT, list(images), self.describe_tokens)
+        ]
+
     @torch.inference_mode()
     def prefix(self, reference: Image.Image, text: str) -> DescribedTarget:
         """The reference captioned, and the caption rewritten by the modification."""
@@ -113,8 +126,7 @@ class DescribingReranker(LVLMReranker):
         """:meth:`prefix` for many queries at once: each step batched across them (the
         rewrites left-padded), so an evaluation pays one generation per batch, not per query.
         Greedy either way; batched arithmetic may round differently in the last bits."""
-        captions = self.generate(DESCRIBE_PROMPT, list(references), self.describe_tokens)
-        captions = [c.strip() for c in captions]
+        captions = self.captions(references)
         prompts = [
             self._encode(REWRITE_PROMPT, description=c, text=t)
             for c, t in zip(captions, texts, strict=True)
@@ -179,9 +191,8 @@ class DescribingReranker(LVLMReranker):
         when it is at hand) and each result's caption, compared fact by fact."""
         written = written or self.prefix(reference, text)
         target = facts(written.target)
-        shown = self.generate(DESCRIBE_PROMPT, list(candidates), self.describe_tokens)
         out = []
-        for caption in (c.strip() for c in shown):
+        for caption in self.captions(candidates):
             result = facts(caption)
             out.append(
                 Rationale(
@@ -201,6 +212,17 @@ class DescribingReranker(LVLMReranker):
         return self.score(reference, text, candidates)
 
 
+def load_describing(path: str, **kwargs) -> DescribingReranker:
+    """The describe-and-verify model in ``path``; ValueError when the folder is another kind
+    of reranker."""
+    reranker = LVLMReranker.from_pretrained(path, **kwargs)
+    if not isinstance(reranker, DescribingReranker):
+        raise ValueError(
+            f"{path} is not a describe-and-verify model (cir vlm train --stage rewrite)"
+        )
+    return reranker
+
+
 class RationaleChat:
     """A chat backend that answers with :meth:`DescribingReranker.explain`'s rationale.
 
@@ -214,12 +236,7 @@ class RationaleChat:
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> RationaleChat:
-        reranker = LVLMReranker.from_pretrained(path, **kwargs)
-        if not isinstance(reranker, DescribingReranker):
-            raise ValueError(
-                f"{path} is not a describe-and-verify model (cir vlm train --stage rewrite)"
-            )
-        return cls(reranker)
+        return cls(load_describing(path, **kwargs))
 
     def complete(
         self, requests: Sequence[ChatRequest], max_new_tokens: int | None = None
@@ -231,7 +248,7 @@ class RationaleChat:
             candidate, reference = request.images
             return self.reranker.explain(reference, request.text.strip(), candidate).text()
         if len(request.images) == 1:
-            return self.reranker.generate(DESCRIBE_PROMPT, list(request.images), 256)[0].strip()
+            return self.reranker.captions(request.images)[0]
         raise InputError(
             "this chat model writes rationales: send the result's image and the query's "
             "reference image (two images), with the modification as the text"

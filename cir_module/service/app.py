@@ -131,11 +131,8 @@ def _load_chat(settings: ServiceSettings):
     chat = _chat_backend(settings.chat_model) if settings.chat_model else None
     if settings.query_enhancement == "off":
         return chat, None
-    if (
-        settings.query_enhancement == "chat"
-        and chat is not None
-        and chat.id.startswith("rationale:")
-    ):
+    writes_rationales = chat is not None and chat.id.startswith("rationale:")
+    if settings.query_enhancement == "chat" and writes_rationales:
         raise ValueError(
             f"CIR_CHAT_MODEL={settings.chat_model} writes rationales about two images and "
             "cannot distil queries from text: use CIR_QUERY_ENHANCEMENT=keywords or off"
@@ -145,7 +142,7 @@ def _load_chat(settings: ServiceSettings):
     elif settings.query_enhancement == "vlm":
         from cir_module.enrich.distil import DescribingDistiller
 
-        if not chat.id.startswith("rationale:"):
+        if not writes_rationales:
             raise ValueError(
                 f"CIR_QUERY_ENHANCEMENT=vlm needs a describe-and-verify CIR_CHAT_MODEL (cir vlm "
                 f"train --stage rewrite); {settings.chat_model} is a plain chat model"
