@@ -9,7 +9,12 @@ from pathlib import Path
 from cir_module.eval import CIRTriplet
 from cir_module.eval.inprocess import EvalSplit, RankedResult
 from cir_module.eval.report import eval_summary, eval_table, rar_row, rerank_table, write_json
-from cir_module.eval.rerank_sweep import InjectionSetting, injection_settings, weaviate_rerank_row
+from cir_module.eval.rerank_sweep import (
+    InjectionSetting,
+    injection_settings,
+    r1_difference,
+    weaviate_rerank_row,
+)
 
 SPLIT = EvalSplit(
     root=Path("data"),
@@ -62,13 +67,28 @@ def test_rerank_table_rows() -> None:
         weaviate_rerank_row("alpha=0.6, layers=all", 0.06, [["a", "b"], ["c", "d"]], ["a", "d"]),
     ]  # fmt: skip
     rows[1]["R@1 CI"] = [41.25, 58.5]
+    rows[1] |= {"dR@1": -1.25, "dR@1 CI": [-3.0, 0.5], "mean |dP|": 0.00123}
     assert rows[2]["R@1 CI"] == [0.0, 100.0]
-    assert rerank_table(rows).splitlines() == [
-        "setting                                   lambda    R@1    R@1 95% CI    R@5   R@10",
-        "first stage only                                   91.7                100.0  100.0",
-        "alpha=0.6, layers=last                       0.1   50.0  [41.2, 58.5]   75.0  100.0",
-        "Weaviate rerank: alpha=0.6, layers=all      0.06   50.0  [0.0, 100.0]  100.0  100.0",
+    lines = rerank_table(rows).splitlines()
+    assert [line.rstrip() for line in lines] == [
+        "setting                                           lambda    R@1    R@1 95% CI    R@5"
+        "   R@10   dR@1    dR@1 95% CI  mean |dP|",
+        "first stage only                                           91.7                100.0"
+        "  100.0",
+        "alpha=0.6, layers=last                               0.1   50.0  [41.2, 58.5]   75.0"
+        "  100.0   -1.2   [-3.0, +0.5]   1.23e-03",
+        "Weaviate rerank: alpha=0.6, layers=all              0.06   50.0  [0.0, 100.0]  100.0"
+        "  100.0",
     ]
+
+
+def test_r1_difference_is_paired() -> None:
+    targets = ["a", "b", "c", "d"]
+    ranked = [["a"], ["x"], ["c"], ["d"]]  # hits 1 0 1 1
+    baseline = [["a"], ["b"], ["x"], ["x"]]  # hits 1 1 0 0
+    delta, low, high = r1_difference(ranked, baseline, targets)
+    assert delta == 25.0 and low <= delta <= high and low >= -100 and high <= 100
+    assert r1_difference(ranked, ranked, targets) == (0.0, 0.0, 0.0)  # every draw pairs
 
 
 def test_injection_settings_of_the_sweep() -> None:

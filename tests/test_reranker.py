@@ -83,8 +83,9 @@ def test_choose_layers():
     assert (choose_layers(6, "first"), choose_layers(6, "middle"), choose_layers(6, "last")) == (
         [0],
         [3],
-        [5],
+        [4],  # the next to last: the last layer's output at the first token is never read
     )
+    assert choose_layers(1, "last") == [0]
     assert choose_layers(6, [4, 1, 4]) == [1, 4]
     with pytest.raises(ValueError, match=r"within 0\.\.5"):
         choose_layers(6, [6])
@@ -117,9 +118,15 @@ def test_alpha_zero_is_bit_identical_and_hooks_leave(reranker, raug):
         at_zero = full_prompt_logits(reranker)
     with injected(reranker.layers, raug * 50, alpha=1.0, which=[0]):
         steered = full_prompt_logits(reranker)
+    # Steering the very last layer moves nothing the answer reads (why "last" is the next to
+    # last layer): only position 0's own logits change.
+    with injected(reranker.layers, raug * 50, alpha=1.0, which=[len(reranker.layers) - 1]):
+        very_last = full_prompt_logits(reranker)
     after = full_prompt_logits(reranker)
     assert torch.equal(at_zero, before) and torch.equal(after, before)
     assert not torch.allclose(steered, before)
+    torch.testing.assert_close(very_last[:, 1:], before[:, 1:])
+    assert not torch.allclose(very_last[:, 0], before[:, 0])
     assert all(not layer._forward_hooks for layer in reranker.layers)
 
 
@@ -144,6 +151,51 @@ def test_extracted_vectors_are_mean_differences_at_the_last_token(reranker, raug
         extract_raug(reranker.model.model, tok, reranker.layers, PAIRS, method="median")
 
 
+def _states_at(reranker: LVLMReranker, text: str, position: int) -> torch.Tensor:
+    """Every decoder layer's output at ``position`` of the whole prompt (reference, text,
+    candidate) run as one forward, the way :meth:`LVLMReranker.score_naive` reads it."""
+    ids = reranker._encode(reranker.prompt.prefix + reranker.prompt.suffix, text=text)
+    pixels, grid = reranker._pixels(IMAGES[:2])
+    seen = []
+
+    def keep(_module, _inputs, output) -> None:
+        seen.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [layer.register_forward_hook(keep) for layer in reranker.layers]
+    try:
+        with torch.inference_mode():
+            reranker.model.model(
+                input_ids=torch.tensor([ids]), pixel_values=pixels, image_grid_thw=grid
+            )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack([h[0, position] for h in seen]).float()
+
+
+def test_prompt_form_reads_the_query_prefix_end_unsteered(reranker, raug):
+    from cir_module.rerank import extract_raug_in_prompt
+
+    text, reasoning = "make the circle red", PAIRS[0][1]
+    reasoned = reranker.prompt.with_reasoning(text, reasoning)
+    # The state the candidate image continues from: the last token of each query prefix.
+    ends = [len(reranker._encode(reranker.prompt.prefix, text=t)) - 1 for t in (text, reasoned)]
+    expected = _states_at(reranker, reasoned, ends[1]) - _states_at(reranker, text, ends[0])
+    got = extract_raug_in_prompt(reranker, [(IMAGES[0], text, reasoning)])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, raug, atol=1e-3)  # not the text-only form's vectors
+
+    reranker.raug = raug * 50  # a loaded RAug-Rep does not steer what is read
+    try:
+        steered = extract_raug_in_prompt(reranker, [(IMAGES[0], text, reasoning)])
+        assert reranker.raug is not None  # restored
+    finally:
+        reranker.raug = None
+    torch.testing.assert_close(steered, got)
+    with pytest.raises(ValueError, match="method"):
+        extract_raug_in_prompt(reranker, [(IMAGES[0], text, reasoning)], method="median")
+
+
 def test_raug_file_round_trip_and_cot_errors(raug, tmp_path):
     path = save_raug(raug, tmp_path / "raug.safetensors", method="mean", pairs=3)
     vectors, meta = load_raug(path)
@@ -154,6 +206,8 @@ def test_raug_file_round_trip_and_cot_errors(raug, tmp_path):
         read_cot(cot)
     cot.write_text(json.dumps({"question": "q", "reasoning": "r"}) + "\n")
     assert read_cot(cot) == [("q", "r")]
+    with pytest.raises(ValueError, match=r"cot\.jsonl:1: expected \{reference, text, reasoning\}"):
+        read_cot(cot, keys=("reference", "text", "reasoning"))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
@@ -283,12 +337,20 @@ def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
         random_like,
         rerank_sweep,
     )
-    from cir_module.rerank.training import RerankTrainConfig, reasoning_pairs, train_reranker
+    from cir_module.rerank.training import (
+        RerankTrainConfig,
+        reasoning_pairs,
+        reasoning_records,
+        train_reranker,
+    )
 
     root = tmp_path / "bench"
     generate_benchmark(root, seed=2, n_train=16, n_val=0, n_test=4, image_size=64)
     pairs = reasoning_pairs(root, limit=5)
     assert len(pairs) == 5 and all("The target must show" in r for _, r in pairs)
+    records = reasoning_records(root, limit=5)  # the same draw, with what the prompt form needs
+    assert [(r["question"], r["reasoning"]) for r in records] == pairs
+    assert all(Path(r["reference"]).is_file() and r["text"] in r["question"] for r in records)
     cfg = RerankTrainConfig(
         data=str(root), out=str(tmp_path / "run"), steps=3, batch_size=4, hidden=32, layers=2,
         vision_depth=1,
@@ -315,6 +377,10 @@ def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
     # lambda = 0 keeps the first-stage order whatever the injection.
     assert rows[1]["R@1"] == rows[3]["R@1"] == rows[0]["R@1"]
     assert trained.alpha == 0.6 and trained.injection_layers == [0, 1]  # restored
+    # Rows after the no-injection run are read against it, query by query.
+    assert "dR@1" not in rows[1] and "dR@1" not in rows[2]
+    assert rows[3]["dR@1"] == 0.0 and rows[3]["dR@1 CI"] == [0.0, 0.0]  # lambda 0: same order
+    assert rows[3]["mean |dP|"] == rows[4]["mean |dP|"] > 0  # the injection moved P(YES)
     for row in rows:
         low, high = row["R@1 CI"]
         assert low <= row["R@1"] <= high

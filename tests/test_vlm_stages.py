@@ -54,7 +54,7 @@ def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("stages")
     folders: dict[str, Path] = {}
     for stage in STAGES:
-        init = folders[STARTS_FROM[stage]] if stage in STARTS_FROM else None
+        init = folders[STARTS_FROM[stage][0]] if stage in STARTS_FROM else None
         cfg = StageConfig(
             stage=stage, data=hard_data, out=str(root / stage), init=init, steps=3, **TINY
         )

@@ -21,7 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``rerank`` and ``raug`` with their verbs."""
     rr = sub.add_parser("rerank", help="the LVLM reranker on the synthetic benchmark")
     rr_sub = rr.add_subparsers(dest="rerank_command", required=True)
-    cot = rr_sub.add_parser("cot", help="template reasoning paths from the scene graphs")
+    cot = rr_sub.add_parser(
+        "cot",
+        help="template reasoning paths from the scene graphs, each with its question, "
+        "modification and reference image",
+    )
     cot.add_argument("--data", required=True)
     cot.add_argument("--out", required=True, help="JSON lines file to write")
     cot.add_argument("--split", default="train")
@@ -97,6 +101,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--data", required=True, help='JSON lines {"question", "reasoning"}')
     extract.add_argument("--out", required=True, help="safetensors file to write")
     extract.add_argument("--method", choices=["mean", "pca"], default="mean")
+    extract.add_argument(
+        "--form",
+        choices=["text", "prompt"],
+        default="text",
+        help="text: a text-only turn, question alone vs question + reasoning (the paper's); "
+        "prompt: the reranker's own query prefix with the reference image, without vs with "
+        "the reasoning path after the modification (records need reference and text)",
+    )
     extract.set_defaults(func=_raug_extract)
 
 
@@ -127,13 +139,11 @@ def _rerank_cot(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from cir_module.rerank.training import reasoning_pairs
+    from cir_module.rerank.training import reasoning_records
 
-    pairs = reasoning_pairs(args.data, args.split, args.limit, args.seed)
-    Path(args.out).write_text(
-        "".join(json.dumps({"question": q, "reasoning": r}) + "\n" for q, r in pairs)
-    )
-    print(f"wrote {len(pairs)} (question, reasoning) pairs to {args.out}")
+    records = reasoning_records(args.data, args.split, args.limit, args.seed)
+    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records))
+    print(f"wrote {len(records)} reasoning paths to {args.out}")
 
 
 def _rerank_train(args: argparse.Namespace) -> None:
@@ -201,21 +211,40 @@ def _rerank_eval(args: argparse.Namespace) -> None:
 
 
 def _raug_extract(args: argparse.Namespace) -> None:
-    from cir_module.rerank import LVLMReranker, extract_raug, read_cot, save_raug
+    from PIL import Image
+
+    from cir_module.rerank import (
+        LVLMReranker,
+        extract_raug,
+        extract_raug_in_prompt,
+        read_cot,
+        save_raug,
+    )
     from cir_module.rerank.raug import layer_norms
 
-    pairs = read_cot(args.data)
     reranker = LVLMReranker.from_pretrained(args.reranker)
-    vectors = extract_raug(
-        reranker.model.model, reranker.tokenizer, reranker.layers, pairs, args.method
-    )
+    if args.form == "prompt":
+        records = read_cot(args.data, keys=("reference", "text", "reasoning"))
+        examples = [(Image.open(ref).convert("RGB"), t, r) for ref, t, r in records]
+        vectors = extract_raug_in_prompt(reranker, examples, args.method)
+        position = "last token of the query prefix, decoder layer outputs"
+    else:
+        records = read_cot(args.data)
+        vectors = extract_raug(
+            reranker.model.model, reranker.tokenizer, reranker.layers, records, args.method
+        )
+        position = "last token, decoder layer outputs"
     path = save_raug(
         vectors,
         args.out,
         model=str(args.reranker),
         method=args.method,
-        pairs=len(pairs),
-        position="last token, decoder layer outputs",
+        form=args.form,
+        pairs=len(records),
+        position=position,
     )
-    print(f"wrote {tuple(vectors.shape)} RAug-Rep ({args.method}, {len(pairs)} pairs) to {path}")
+    print(
+        f"wrote {tuple(vectors.shape)} RAug-Rep ({args.method}, {args.form} form, "
+        f"{len(records)} pairs) to {path}"
+    )
     print(f"per-layer norms: {layer_norms(vectors)}")

@@ -72,18 +72,25 @@ def eval_summary(
 
 def rerank_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """``cir rerank eval``'s table: setting, lambda (blank for the first stage), R@1 with its
-    95 % bootstrap interval when the row has one, R@5 and R@10, in percent."""
+    95 % bootstrap interval when the row has one, R@5 and R@10, in percent; then, for rows
+    read against the no-injection run, the change in R@1 with its paired interval and the
+    mean absolute change of P(YES)."""
     head = (
-        f"{'setting':40s} {'lambda':>7s} {'R@1':>6s} {'R@1 95% CI':>13s} {'R@5':>6s} {'R@10':>6s}"
+        f"{'setting':48s} {'lambda':>7s} {'R@1':>6s} {'R@1 95% CI':>13s} {'R@5':>6s} "
+        f"{'R@10':>6s} {'dR@1':>6s} {'dR@1 95% CI':>14s} {'mean |dP|':>10s}"
     )
     lines = [head]
     for row in rows:
         lam = "" if row["lambda"] is None else f"{row['lambda']:g}"
         ci = "[{:.1f}, {:.1f}]".format(*row["R@1 CI"]) if "R@1 CI" in row else ""
-        lines.append(
-            f"{row['setting']:40s} {lam:>7s} {row['R@1']:6.1f} {ci:>13s} {row['R@5']:6.1f} "
+        line = (
+            f"{row['setting']:48s} {lam:>7s} {row['R@1']:6.1f} {ci:>13s} {row['R@5']:6.1f} "
             f"{row['R@10']:6.1f}"
         )
+        if "dR@1" in row:
+            dci = "[{:+.1f}, {:+.1f}]".format(*row["dR@1 CI"])
+            line += f" {row['dR@1']:+6.1f} {dci:>14s} {row['mean |dP|']:10.2e}"
+        lines.append(line)
     return "\n".join(lines)
 
 

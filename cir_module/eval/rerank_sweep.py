@@ -5,6 +5,8 @@ The first stage ranks the whole gallery once (reference excluded, as CIRR does):
 here (:func:`first_stage`), or Weaviate's ``nearText`` (``integration.evaluate``). For each
 injection setting the reranker scores every query's top K once (P(YES)); every fusion weight
 lambda then re-orders the top K by cosine + lambda * P(YES) without further model calls.
+Every row after the no-injection run is also read against it, query by query: the change in
+R@1 with a paired bootstrap interval, and how far P(YES) moved.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "oracle_texts",
     "p_yes",
     "query_prefixes",
+    "r1_difference",
     "r1_interval",
     "random_like",
     "rerank_sweep",
@@ -124,14 +127,36 @@ def query_prefixes(reranker, references: Sequence, texts: Sequence[str]) -> list
     return states
 
 
+def _hits(ranked: Sequence[Sequence[str]], targets: Sequence[str]) -> np.ndarray:
+    return np.array([bool(r) and r[0] == t for r, t in zip(ranked, targets, strict=True)], float)
+
+
+def _bootstrap(values: np.ndarray, samples: int, seed: int) -> tuple[float, float]:
+    """95 % percentile interval of the mean, in percent (queries resampled with replacement)."""
+    draws = np.random.default_rng(seed).integers(0, len(values), (samples, len(values)))
+    means = 100 * values[draws].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def r1_interval(
     ranked: Sequence[Sequence[str]], targets: Sequence[str], samples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """A 95 % bootstrap interval of R@1 in percent (queries resampled with replacement)."""
-    hits = np.array([bool(r) and r[0] == t for r, t in zip(ranked, targets, strict=True)], float)
-    draws = np.random.default_rng(seed).integers(0, len(hits), (samples, len(hits)))
-    means = 100 * hits[draws].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return _bootstrap(_hits(ranked, targets), samples, seed)
+
+
+def r1_difference(
+    ranked: Sequence[Sequence[str]],
+    baseline: Sequence[Sequence[str]],
+    targets: Sequence[str],
+    samples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """R@1 of ``ranked`` minus R@1 of ``baseline`` on the same queries, in points, with a
+    paired 95 % bootstrap interval (the same resampled queries for both): much narrower than
+    two separate intervals when the rankings mostly agree."""
+    diff = _hits(ranked, targets) - _hits(baseline, targets)
+    return (float(100 * diff.mean()), *_bootstrap(diff, samples, seed))
 
 
 def oracle_texts(reranker: LVLMReranker, split: EvalSplit) -> list[str]:
@@ -174,7 +199,9 @@ def rerank_sweep(
     """One row per (injection setting, lambda): R@1/5/10 after fusing and re-ordering, with a
     95 % bootstrap interval of R@1. ``controls`` adds the reasoning path written in the prompt
     (no injection) and, with RAug-Rep loaded, a random vector of the same norms injected at
-    each setting's alpha."""
+    each setting's alpha. With a setting of alpha 0 among ``settings`` (no injection), every
+    later row also carries ``dR@1`` (against it at the same lambda, with a paired interval)
+    and ``mean |dP|``, the mean absolute change of P(YES) over the top K."""
     rows = [_row("first stage only", None, stage.top, stage.targets)]
     raug, alpha, layers = reranker.raug, reranker.alpha, reranker.injection_layers
     runs: list[tuple[str, InjectionSetting, torch.Tensor | None, list[str] | None]] = [
@@ -188,18 +215,28 @@ def rerank_sweep(
             runs += [
                 (f"control: random vector, {s.name}", s, noise, None) for s in settings if s.alpha
             ]
+    base: tuple[np.ndarray, dict[float, list[list[str]]]] | None = None  # no injection
     try:
         for name, setting, vectors, texts in runs:
             reranker.raug, reranker.alpha = vectors, setting.alpha
             reranker.injection_layers = choose_layers(reranker.num_layers, setting.layers)
             refine = p_yes(reranker, split, stage, texts)
+            by_lambda = {}
             for lam in lambdas:
                 order = np.argsort(-fuse_scores(stage.cosine, refine, lam), axis=1, kind="stable")
                 ranked = [
                     [names[j] for j in row] for names, row in zip(stage.top, order, strict=True)
                 ]
-                rows.append(_row(name, lam, ranked, stage.targets))
+                by_lambda[lam] = ranked
+                row = _row(name, lam, ranked, stage.targets)
+                if base is not None:
+                    delta, low, high = r1_difference(ranked, base[1][lam], stage.targets)
+                    moved = float(np.abs(refine - base[0]).mean())
+                    row |= {"dR@1": delta, "dR@1 CI": [low, high], "mean |dP|": moved}
+                rows.append(row)
                 log.info("%s", rows[-1])
+            if base is None and setting.alpha == 0 and texts is None:
+                base = refine, by_lambda
     finally:
         reranker.raug, reranker.alpha, reranker.injection_layers = raug, alpha, layers
     return rows

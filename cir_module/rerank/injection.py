@@ -19,7 +19,11 @@ LAYER_CHOICES = ("all", "first", "middle", "last")
 
 
 def choose_layers(num_layers: int, which: str | Sequence[int]) -> list[int]:
-    """Layer indices for ``all`` / ``first`` / ``middle`` / ``last`` or an explicit list."""
+    """Layer indices for ``all`` / ``first`` / ``middle`` / ``last`` or an explicit list.
+
+    ``last`` is the last layer whose steered output is still read: the next to last. The
+    injection moves a layer's output at the first token, which only later layers attend to,
+    so steering the very last layer cannot change the answer at the prompt's end."""
     if not isinstance(which, str):
         layers = sorted({int(i) for i in which})
         if not layers or layers[0] < 0 or layers[-1] >= num_layers:
@@ -29,7 +33,7 @@ def choose_layers(num_layers: int, which: str | Sequence[int]) -> list[int]:
         "all": list(range(num_layers)),
         "first": [0],
         "middle": [num_layers // 2],
-        "last": [num_layers - 1],
+        "last": [max(num_layers - 2, 0)],
     }
     if which not in choices:
         raise ValueError(f"layers must be one of {LAYER_CHOICES} or a list of indices")

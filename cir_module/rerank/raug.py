@@ -9,9 +9,14 @@ outputs, before the final norm). Two extractors of p_L from the differences D_L 
 - ``pca``: the first principal component of D_L, signed to agree with the mean and scaled to
   the mean's projection on it: the direction most pairs share, with less of each pair's noise.
 
-The data is JSON lines ``{"question": ..., "reasoning": ...}``; text only (the reasoning
-paths here describe what the reference shows, what the text changes, what the target must
-show, so the images are not needed to read them).
+Where the two are read (``FORMS``):
+
+- ``text`` (the paper's): a text-only chat turn, the question alone and followed by the
+  reasoning. The data is JSON lines ``{"question": ..., "reasoning": ...}``.
+- ``prompt``: the reranker's own query prefix (reference image, modification, up to where the
+  candidate image goes), without and with the reasoning path written after the modification,
+  exactly the CIR-CoT prompt a judge trained here reads. The records also need
+  ``"reference"`` (an image file) and ``"text"`` (the modification).
 """
 
 from __future__ import annotations
@@ -22,29 +27,43 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from cir_module.rerank.injection import capture_last_token
 
-__all__ = ["EXTRACTORS", "extract_raug", "load_raug", "read_cot", "save_raug"]
+__all__ = [
+    "EXTRACTORS",
+    "FORMS",
+    "extract_raug",
+    "extract_raug_in_prompt",
+    "load_raug",
+    "read_cot",
+    "save_raug",
+]
 
 log = logging.getLogger(__name__)
 
 EXTRACTORS = ("mean", "pca")
+FORMS = ("text", "prompt")
 QUESTION = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def read_cot(path: str | Path) -> list[tuple[str, str]]:
-    """(question, reasoning) pairs from a JSON-lines file, with the line of any bad record."""
+def read_cot(
+    path: str | Path, keys: Sequence[str] = ("question", "reasoning")
+) -> list[tuple[str, ...]]:
+    """The ``keys`` of every record of a JSON-lines file (by default (question, reasoning)
+    pairs), with the line of any bad record."""
     pairs = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            pairs.append((str(record["question"]), str(record["reasoning"])))
+            pairs.append(tuple(str(record[k]) for k in keys))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{n}: expected {{question, reasoning}}: {exc}") from None
+            expected = ", ".join(keys)
+            raise ValueError(f"{path}:{n}: expected {{{expected}}}: {exc}") from None
     if not pairs:
         raise ValueError(f"{path} holds no (question, reasoning) pairs")
     return pairs
@@ -73,6 +92,37 @@ def extract_raug(
                 model(input_ids=torch.tensor([ids], device=device))
             states.append(torch.stack([c[0] for c in captured]).float())
         diffs.append(states[1] - states[0])
+    return _combine(diffs, method)
+
+
+@torch.inference_mode()
+def extract_raug_in_prompt(
+    reranker, examples: Iterable[tuple[Image.Image, str, str]], method: str = "mean"
+) -> torch.Tensor:
+    """p_L for every decoder layer from (reference image, modification, reasoning) examples,
+    read in the reranker's own query prefix without and with the reasoning path (form
+    ``prompt``); the model unsteered while it is read."""
+    if method not in EXTRACTORS:
+        raise ValueError(f"method must be one of {EXTRACTORS}, not {method!r}")
+    quiet = not log.isEnabledFor(logging.INFO)
+    saved, reranker.raug = reranker.raug, None
+    diffs = []
+    try:
+        for reference, text, reasoning in tqdm(
+            list(examples), desc="raug", disable=quiet, leave=False
+        ):
+            states = []
+            for field in (text, reranker.prompt.with_reasoning(text, reasoning)):
+                with capture_last_token(reranker.layers) as captured:
+                    reranker.prefix(reference, field)
+                states.append(torch.stack([c[0] for c in captured]).float())
+            diffs.append(states[1] - states[0])
+    finally:
+        reranker.raug = saved
+    return _combine(diffs, method)
+
+
+def _combine(diffs: list[torch.Tensor], method: str) -> torch.Tensor:
     if not diffs:
         raise ValueError("no (question, reasoning) pairs")
     d = torch.stack(diffs, dim=1)  # layers x pairs x hidden

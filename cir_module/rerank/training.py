@@ -36,6 +36,7 @@ __all__ = [
     "describe_pair",
     "reasoning_pairs",
     "reasoning_path",
+    "reasoning_records",
     "train_reranker",
 ]
 
@@ -83,19 +84,36 @@ def reasoning_path(describe, scenes: dict, triplet) -> str:
     )
 
 
-def reasoning_pairs(root: str | Path, split: str = "train", limit: int = 256, seed: int = 0):
-    """(question, reasoning) pairs from the benchmark's scene graphs: what the reference
-    shows, what the text changes, what the target must show."""
+def reasoning_records(
+    root: str | Path, split: str = "train", limit: int = 256, seed: int = 0
+) -> list[dict[str, str]]:
+    """Reasoning paths from the benchmark's scene graphs (what the reference shows, what the
+    text changes, what the target must show), each with its question (the text-only form of
+    RAug-Rep extraction), and its reference image and modification (the prompt form)."""
     root = Path(root)
     scenes = load_scene_graphs(root, split)
     describe = tier_of(root).describe
-    triplets = EvalSplit.load(root, split).triplets
+    data = EvalSplit.load(root, split)
     rng = random.Random(seed)
-    pairs = []
-    for t in rng.sample(triplets, min(limit, len(triplets))):
-        question = f"Modification: {t.caption}. Is the candidate the reference changed as asked?"
-        pairs.append((question, reasoning_path(describe, scenes, t)))
-    return pairs
+    records = []
+    for t in rng.sample(data.triplets, min(limit, len(data.triplets))):
+        records.append(
+            {
+                "question": f"Modification: {t.caption}. Is the candidate the reference changed "
+                "as asked?",
+                "reasoning": reasoning_path(describe, scenes, t),
+                "text": t.caption,
+                "reference": str(data.image_path(t.reference)),
+            }
+        )
+    return records
+
+
+def reasoning_pairs(
+    root: str | Path, split: str = "train", limit: int = 256, seed: int = 0
+) -> list[tuple[str, str]]:
+    """(question, reasoning) pairs of :func:`reasoning_records`."""
+    return [(r["question"], r["reasoning"]) for r in reasoning_records(root, split, limit, seed)]
 
 
 def _examples(split: EvalSplit, rng: random.Random, n: int, easy: float):

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 
 __all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 
-# The stages, and the stage whose folder each later one starts from: a chain vision ->
-# caption -> compare -> judge (the P(YES) reranker), and a branch caption -> rewrite (the
-# text step of describe-and-verify reranking; the model keeps captioning).
+# The stages, and the stages whose folder each later one may start from (the usual one
+# first): a chain vision -> caption -> compare -> judge (the P(YES) reranker), and a branch
+# caption -> rewrite (the text step of describe-and-verify reranking; the model keeps
+# captioning). The judge may also start straight from caption: the compare stage forgets
+# captions, and a judge shown the reasoning path verifies a description.
 STAGES = ("vision", "caption", "compare", "judge", "rewrite")
-STARTS_FROM = {"caption": "vision", "compare": "caption", "judge": "compare", "rewrite": "caption"}
+STARTS_FROM = {
+    "caption": ("vision",),
+    "compare": ("caption",),
+    "judge": ("compare", "caption"),
+    "rewrite": ("caption",),
+}
 
 
 @dataclass
@@ -64,7 +71,7 @@ class StageConfig:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; the stages are {STAGES}")
         if self.stage != "vision" and not self.init:
-            previous = STARTS_FROM[self.stage]
+            previous = " or ".join(STARTS_FROM[self.stage])
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")

@@ -130,12 +130,12 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
         (folder / RERANKER_SETTINGS).write_text(json.dumps({"image_side": image_side_for(tier)}))
         return
     init = Path(cfg.init)
-    previous = STARTS_FROM[cfg.stage]
+    allowed = STARTS_FROM[cfg.stage]
     stage = read_stage(init)
-    if stage.get("stage") != previous or not stage.get("complete"):
+    if stage.get("stage") not in allowed or not stage.get("complete"):
         raise ValueError(
-            f"{init} is not a complete {previous} stage (stage.json: {stage or 'missing'}); "
-            f"run or resume `cir vlm train --stage {previous}` first"
+            f"{init} is not a complete {' or '.join(allowed)} stage (stage.json: "
+            f"{stage or 'missing'}); run or resume `cir vlm train --stage {allowed[0]}` first"
         )
     shutil.copytree(init / MODEL, folder)
     shutil.copy2(init / READER, out / READER)
