@@ -159,12 +159,18 @@ def test_a_stopped_stage_is_ended_where_it_stands_by_resuming_with_fewer_steps(h
 def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
     hard_data, chain, tmp_path
 ):
-    with pytest.raises(ValueError, match="not a complete compare stage"):
+    with pytest.raises(ValueError, match="not a complete compare or caption stage"):
         train_stage(
             StageConfig(
                 stage="judge", data=hard_data, out=str(tmp_path / "j"), init=str(chain["vision"])
             )
         )
+    # The judge may also start straight from the caption stage.
+    from_caption = StageConfig(
+        stage="judge", data=hard_data, out=str(tmp_path / "jc"), init=str(chain["caption"]),
+        **{**TINY, "steps": 1},
+    )  # fmt: skip
+    assert train_stage(from_caption).complete
     with pytest.raises(ValueError, match="starts from the vision stage"):
         StageConfig(stage="caption", data=hard_data, out=str(tmp_path / "c"))
     with pytest.raises(ValueError, match="holds the vision stage"):
