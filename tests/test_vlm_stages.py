@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 from pathlib import Path
 
 import httpx
@@ -595,3 +596,39 @@ def test_the_service_sends_the_vlm_distilled_query_to_the_retriever(
     assert meta["enhancer"].startswith("vlm:") and meta["misses"] == 1
     expected = local_model.embed_composed([reference], [distilled])[0]
     np.testing.assert_allclose(vector, expected, atol=1e-5)
+
+
+def test_the_judge_reads_which_candidate_cells_differ_from_the_target(hard_data, chain, tmp_path):
+    cfg = StageConfig(
+        stage="judge", data=hard_data, out=str(tmp_path / "jm"), init=str(chain["caption"]),
+        **{**TINY, "steps": 2, "match_weight": 1.0},
+    )  # fmt: skip
+    # A caption folder saved before the match head existed: its read-out lacks it.
+    caption = tmp_path / "caption"
+    shutil.copytree(chain["caption"], caption)
+    saved = torch.load(caption / "reader.pt", weights_only=True)
+    old = {k: v for k, v in saved.items() if not k.startswith("match.")}
+    assert len(old) < len(saved)
+    torch.save(old, caption / "reader.pt")
+    cfg = dataclasses.replace(cfg, init=str(caption))
+    assert train_stage(cfg).complete
+    lines = [json.loads(x) for x in (tmp_path / "jm" / "train_log.jsonl").read_text().splitlines()]
+    assert all(0 <= line["match_acc"] <= 1 for line in lines)
+
+    vlm, reader, tier = load_stage(tmp_path / "jm")
+    stage = STAGE_LOSSES["judge"](cfg, vlm, reader, tier, random.Random(0))
+    for t in stage.split.triplets[:10]:
+        target, reference = stage.scenes[t.target], stage.scenes[t.reference]
+        assert stage._differs(target, target) == [False] * tier.grid_cells
+        changed = {o.cell for o in set(target) ^ set(reference)}
+        assert (
+            changed and {c for c, d in enumerate(stage._differs(target, reference)) if d} == changed
+        )
+    # The judge's loss reaches the match read-out (and it is off at the default weight).
+    stage.loss().backward()
+    assert "match_acc" in stage.metrics and reader.match[1].weight.grad.abs().sum() > 0
+    reader.zero_grad(set_to_none=True)
+    plain = STAGE_LOSSES["judge"](dataclasses.replace(cfg, match_weight=0.0), vlm, reader, tier,
+                                  random.Random(0))  # fmt: skip
+    plain.loss().backward()
+    assert "match_acc" not in plain.metrics and reader.match[1].weight.grad is None

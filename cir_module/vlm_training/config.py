@@ -51,13 +51,16 @@ class StageConfig:
     vision_lr_scale: float = 0.3
     # The judge stage: candidates per query (the target first), the share of negatives
     # drawn from other queries' targets, the share of batches whose prompts carry the
-    # reasoning path, the weight of learning to write that path (the rationale), and the
-    # weight of writing what changed from reference to candidate after the answer.
+    # reasoning path, the weight of learning to write that path (the rationale), the
+    # weight of writing what changed from reference to candidate after the answer ...
     group: int = 6
     easy_negatives: float = 0.3
     reasoning_share: float = 0.3
     rationale_weight: float = 0.5
     changes_weight: float = 0.3
+    # ... and the weight of the read-out, at the candidate image's tokens, of which cells
+    # differ from what the target must show (0: off).
+    match_weight: float = 0.0
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25

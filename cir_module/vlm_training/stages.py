@@ -276,9 +276,34 @@ class JudgeStage(StageLoss):
             return ids, (0, 0)
         return ids, (len(head), len(head) + len(body))
 
+    def _differs(self, target: Any, candidate: Any) -> list[bool]:
+        """Per cell, whether the candidate shows something else there than the target."""
+        want, have = ({o.cell: o for o in scene} for scene in (target, candidate))
+        return [want.get(c) != have.get(c) for c in range(self.tier.grid_cells)]
+
+    def match(self, input_ids: torch.Tensor, hidden: torch.Tensor, differs: list) -> torch.Tensor:
+        """The read-out's loss on the language model's states at each candidate image's
+        tokens (the row's last image; one token per cell): does the cell differ from what the
+        target must show. Differing cells are rare (one or two of a row's cells), so they
+        weigh as much as all the others together."""
+        cells = self.tier.grid_cells
+        slots = input_ids == self.vlm.codec.image_token_id
+        at = torch.stack([row.nonzero().flatten()[-cells:] for row in slots])
+        states = hidden[torch.arange(len(at))[:, None], at]  # rows x cells x hidden
+        logits = self.reader.match(states).squeeze(-1)
+        labels = torch.tensor(differs, dtype=logits.dtype)
+        weight = (labels.numel() - labels.sum()).clamp(min=1) / labels.sum().clamp(min=1)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
+        found = (logits > 0) == labels.bool()
+        self.metrics["match_acc"] = (
+            found[labels.bool()].float().mean().item() if labels.any() else 1.0
+        )
+        return loss
+
     def loss(self) -> torch.Tensor:
         cfg, tok = self.cfg, self.tokenizer
         rows, prompt_ends, labels, images, scenes, spans = [], [], [], [], [], []
+        differs: list[list[bool]] = []  # per row and cell: the candidate is not the target there
         # A whole batch carries reasoning paths or none: rows with one are four times as
         # long, and a batch is padded to its longest row.
         reasoned = self.rng.random() < cfg.reasoning_share
@@ -299,6 +324,7 @@ class JudgeStage(StageLoss):
                 spans.append(span if i == 0 else (0, 0))  # the rationale once per query
                 images += [reference, self.split.open(candidate)]
                 scenes += [self.scenes[t.reference], self.scenes[candidate]]
+                differs.append(self._differs(self.scenes[t.target], self.scenes[candidate]))
         input_ids, mask = _right_pad(rows, tok.pad_token_id)
         hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
         head = self.vlm.adapter.lm_head(self.vlm.model)
@@ -324,6 +350,8 @@ class JudgeStage(StageLoss):
             if in_rationale.any():
                 self.metrics["rationale_acc"] = _accuracy(lm[in_rationale], targets[in_rationale])
         loss = loss + cfg.reader_weight * self.read(tokens, scenes)
+        if cfg.match_weight:
+            loss = loss + cfg.match_weight * self.match(input_ids, hidden, differs)
         self.metrics |= {
             "answer_loss": answer.item(),
             "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
