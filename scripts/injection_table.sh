@@ -3,16 +3,17 @@
 # from template reasoning paths of the training split (mean and pca; read in the judge's own
 # prompt, and in the paper's text-only turn), injected into a P(YES) judge (`cir vlm train
 # --stage judge`) at every alpha on all layers and at alpha 0.6 on the first, middle and last
-# layer, each fused at every lambda over the first stage's top 10. Every file's sweep also
-# runs both controls (the reasoning path written in the prompt; a random vector of the same
-# norms) and reads each row against no injection with a paired bootstrap interval.
+# layer, each fused at every lambda over the first stage's top 10. Each sweep also runs both
+# controls (the reasoning path written in the prompt; a random vector of the same norms at
+# each setting). Every row is read against no injection (dR@1 with a paired bootstrap
+# interval, mean |dP|) and its change of P(YES) correlated with the written path's.
 # Each step is skipped when its output exists, so the same command resumes.
 # Usage: scripts/injection_table.sh DATA JUDGE OUT [QUERIES] [FORMS...]
 set -euo pipefail
 DATA=${1:?benchmark folder}
 JUDGE=${2:?judge checkpoint folder}
 OUT=${3:?output folder}
-QUERIES=${4:-500}
+QUERIES=${4:-1000}
 shift $(( $# < 4 ? $# : 4 ))
 FORMS=("${@:-prompt}")
 CIR=${CIR:-.venv/bin/cir}

@@ -68,15 +68,16 @@ def test_rerank_table_rows() -> None:
     ]  # fmt: skip
     rows[1]["R@1 CI"] = [41.25, 58.5]
     rows[1] |= {"dR@1": -1.25, "dR@1 CI": [-3.0, 0.5], "mean |dP|": 0.00123}
+    rows[1]["r(dP, dP written)"] = 0.4567
     assert rows[2]["R@1 CI"] == [0.0, 100.0]
     lines = rerank_table(rows).splitlines()
     assert [line.rstrip() for line in lines] == [
         "setting                                           lambda    R@1    R@1 95% CI    R@5"
-        "   R@10   dR@1    dR@1 95% CI  mean |dP|",
+        "   R@10   dR@1    dR@1 95% CI  mean |dP| r(written)",
         "first stage only                                           91.7                100.0"
         "  100.0",
         "alpha=0.6, layers=last                               0.1   50.0  [41.2, 58.5]   75.0"
-        "  100.0   -1.2   [-3.0, +0.5]   1.23e-03",
+        "  100.0   -1.2   [-3.0, +0.5]   1.23e-03     +0.457",
         "Weaviate rerank: alpha=0.6, layers=all              0.06   50.0  [0.0, 100.0]  100.0"
         "  100.0",
     ]

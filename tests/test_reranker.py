@@ -393,15 +393,25 @@ def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
     assert all("\nReasoning: The reference shows" in text for text in texts)
     raug = trained.raug
     controlled = rerank_sweep(
-        trained, split, stage, [InjectionSetting(0.6, "last")], lambdas=[0.0, 1.0], controls=True
+        trained,
+        split,
+        stage,
+        [InjectionSetting(0.0), InjectionSetting(0.6, "last")],
+        lambdas=[0.0, 1.0],
+        controls=True,
     )
     names = [row["setting"] for row in controlled]
     assert names == [
         "first stage only",
+        *["alpha=0, layers=all"] * 2,
         *["alpha=0.6, layers=last"] * 2,
         *["control: reasoning path in the prompt"] * 2,
         *["control: random vector, alpha=0.6, layers=last"] * 2,
     ]
+    # Each injected row's change of P(YES) is correlated with the written path's change.
+    correlated = [row["setting"] for row in controlled if "r(dP, dP written)" in row]
+    assert correlated == [names[3]] * 2 + [names[7]] * 2
+    assert all(-1 <= row.get("r(dP, dP written)", 0) <= 1 for row in controlled)
     assert trained.raug is raug  # restored
     oracle = p_yes(trained, split, stage, texts)
     assert not np.allclose(oracle, p_yes(trained, split, stage), atol=1e-6)

@@ -74,10 +74,11 @@ def rerank_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """``cir rerank eval``'s table: setting, lambda (blank for the first stage), R@1 with its
     95 % bootstrap interval when the row has one, R@5 and R@10, in percent; then, for rows
     read against the no-injection run, the change in R@1 with its paired interval and the
-    mean absolute change of P(YES)."""
+    mean absolute change of P(YES); and, with the controls, how that change correlates with
+    the one the written reasoning path makes."""
     head = (
         f"{'setting':48s} {'lambda':>7s} {'R@1':>6s} {'R@1 95% CI':>13s} {'R@5':>6s} "
-        f"{'R@10':>6s} {'dR@1':>6s} {'dR@1 95% CI':>14s} {'mean |dP|':>10s}"
+        f"{'R@10':>6s} {'dR@1':>6s} {'dR@1 95% CI':>14s} {'mean |dP|':>10s} {'r(written)':>10s}"
     )
     lines = [head]
     for row in rows:
@@ -90,6 +91,8 @@ def rerank_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if "dR@1" in row:
             dci = "[{:+.1f}, {:+.1f}]".format(*row["dR@1 CI"])
             line += f" {row['dR@1']:+6.1f} {dci:>14s} {row['mean |dP|']:10.2e}"
+        if "r(dP, dP written)" in row:
+            line += f" {row['r(dP, dP written)']:+10.3f}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 QUERY_CHUNK = 16  # queries whose reasoning a describe-and-verify reranker writes together
+ORACLE = "control: reasoning path in the prompt"
 
 
 @dataclass
@@ -201,21 +202,24 @@ def rerank_sweep(
     (no injection) and, with RAug-Rep loaded, a random vector of the same norms injected at
     each setting's alpha. With a setting of alpha 0 among ``settings`` (no injection), every
     later row also carries ``dR@1`` (against it at the same lambda, with a paired interval)
-    and ``mean |dP|``, the mean absolute change of P(YES) over the top K."""
+    and ``mean |dP|``, the mean absolute change of P(YES) over the top K; with the controls,
+    ``r(dP, dP written)``: the correlation, over every query's top K, of the row's change of
+    P(YES) with the change the written reasoning path makes (1: the injection moves the
+    judgement as the reasoning does; about 0 for the random vector)."""
     rows = [_row("first stage only", None, stage.top, stage.targets)]
     raug, alpha, layers = reranker.raug, reranker.alpha, reranker.injection_layers
     runs: list[tuple[str, InjectionSetting, torch.Tensor | None, list[str] | None]] = [
         (setting.name, setting, raug, None) for setting in settings
     ]
     if controls:
-        runs.append(("control: reasoning path in the prompt", InjectionSetting(0.0), raug,
-                     oracle_texts(reranker, split)))  # fmt: skip
+        runs.append((ORACLE, InjectionSetting(0.0), raug, oracle_texts(reranker, split)))
         if raug is not None:
             noise = random_like(raug)
             runs += [
                 (f"control: random vector, {s.name}", s, noise, None) for s in settings if s.alpha
             ]
     base: tuple[np.ndarray, dict[float, list[list[str]]]] | None = None  # no injection
+    moves: dict[str, np.ndarray] = {}  # each later run's P(YES) minus the base's
     try:
         for name, setting, vectors, texts in runs:
             reranker.raug, reranker.alpha = vectors, setting.alpha
@@ -235,11 +239,27 @@ def rerank_sweep(
                     row |= {"dR@1": delta, "dR@1 CI": [low, high], "mean |dP|": moved}
                 rows.append(row)
                 log.info("%s", rows[-1])
-            if base is None and setting.alpha == 0 and texts is None:
+            if base is not None:
+                moves[name] = refine - base[0]
+            elif setting.alpha == 0 and texts is None:
                 base = refine, by_lambda
     finally:
         reranker.raug, reranker.alpha, reranker.injection_layers = raug, alpha, layers
+    # Does the injection move P(YES) the way writing the reasoning path does? Read whatever
+    # the judge's quality: the correlation of the two changes over every (query, candidate).
+    written = moves.get(ORACLE)
+    if written is not None:
+        for row in rows:
+            moved = moves.get(row["setting"])
+            if moved is not None and row["setting"] != ORACLE:
+                row["r(dP, dP written)"] = _correlation(moved, written)
     return rows
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    scale = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / scale if scale > 0 else 0.0
 
 
 def weaviate_rerank_row(

@@ -294,10 +294,12 @@ class JudgeStage(StageLoss):
         labels = torch.tensor(differs, dtype=logits.dtype)
         weight = (labels.numel() - labels.sum()).clamp(min=1) / labels.sum().clamp(min=1)
         loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
-        found = (logits > 0) == labels.bool()
-        self.metrics["match_acc"] = (
-            found[labels.bool()].float().mean().item() if labels.any() else 1.0
-        )
+        # Balanced accuracy (chance 0.5): the share of differing cells found and the share of
+        # matching cells passed, averaged, so that "all differ" scores no better than chance.
+        said, truth = logits > 0, labels.bool()
+        found = said[truth].float().mean() if truth.any() else torch.tensor(1.0)
+        passed = (~said[~truth]).float().mean() if (~truth).any() else torch.tensor(1.0)
+        self.metrics["match_acc"] = ((found + passed) / 2).item()
         return loss
 
     def loss(self) -> torch.Tensor:
