@@ -174,7 +174,7 @@ def _states_at(reranker: LVLMReranker, text: str, position: int) -> torch.Tensor
 
 
 def test_prompt_form_reads_the_query_prefix_end_unsteered(reranker, raug):
-    from cir_module.rerank import extract_raug_in_prompt
+    from cir_module.rerank.raug import extract_raug_in_prompt
 
     text, reasoning = "make the circle red", PAIRS[0][1]
     reasoned = reranker.prompt.with_reasoning(text, reasoning)

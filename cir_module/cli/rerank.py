@@ -213,14 +213,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
 def _raug_extract(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from cir_module.rerank import (
-        LVLMReranker,
-        extract_raug,
-        extract_raug_in_prompt,
-        read_cot,
-        save_raug,
-    )
-    from cir_module.rerank.raug import layer_norms
+    from cir_module.rerank import LVLMReranker, extract_raug, read_cot, save_raug
+    from cir_module.rerank.raug import extract_raug_in_prompt, layer_norms
 
     reranker = LVLMReranker.from_pretrained(args.reranker)
     if args.form == "prompt":

@@ -19,27 +19,17 @@ if TYPE_CHECKING:
     from cir_module.rerank.injection import LAYER_CHOICES, choose_layers, injected
     from cir_module.rerank.load import load_reranker
     from cir_module.rerank.onnx_reranker import OnnxReranker
-    from cir_module.rerank.raug import (
-        EXTRACTORS,
-        FORMS,
-        extract_raug,
-        extract_raug_in_prompt,
-        load_raug,
-        read_cot,
-        save_raug,
-    )
+    from cir_module.rerank.raug import EXTRACTORS, extract_raug, load_raug, read_cot, save_raug
     from cir_module.rerank.scorer import LVLMReranker
 
 __all__ = [
     "EXTRACTORS",
-    "FORMS",
     "LAYER_CHOICES",
     "LVLMReranker",
     "OnnxReranker",
     "RerankPrompt",
     "choose_layers",
     "extract_raug",
-    "extract_raug_in_prompt",
     "fuse_scores",
     "injected",
     "load_raug",
@@ -57,15 +47,7 @@ __getattr__, __dir__ = lazy_exports(
         "load_reranker": "cir_module.rerank.load",
         "OnnxReranker": "cir_module.rerank.onnx_reranker",
         **dict.fromkeys(
-            (
-                "EXTRACTORS",
-                "FORMS",
-                "extract_raug",
-                "extract_raug_in_prompt",
-                "load_raug",
-                "read_cot",
-                "save_raug",
-            ),
+            ("EXTRACTORS", "extract_raug", "load_raug", "read_cot", "save_raug"),
             "cir_module.rerank.raug",
         ),
         "LVLMReranker": "cir_module.rerank.scorer",
