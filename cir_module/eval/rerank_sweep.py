@@ -225,6 +225,8 @@ def rerank_sweep(
             reranker.raug, reranker.alpha = vectors, setting.alpha
             reranker.injection_layers = choose_layers(reranker.num_layers, setting.layers)
             refine = p_yes(reranker, split, stage, texts)
+            if base is not None:
+                moves[name] = refine - base[0]
             by_lambda = {}
             for lam in lambdas:
                 order = np.argsort(-fuse_scores(stage.cosine, refine, lam), axis=1, kind="stable")
@@ -235,13 +237,11 @@ def rerank_sweep(
                 row = _row(name, lam, ranked, stage.targets)
                 if base is not None:
                     delta, low, high = r1_difference(ranked, base[1][lam], stage.targets)
-                    moved = float(np.abs(refine - base[0]).mean())
+                    moved = float(np.abs(moves[name]).mean())
                     row |= {"dR@1": delta, "dR@1 CI": [low, high], "mean |dP|": moved}
                 rows.append(row)
                 log.info("%s", rows[-1])
-            if base is not None:
-                moves[name] = refine - base[0]
-            elif setting.alpha == 0 and texts is None:
+            if base is None and setting.alpha == 0 and texts is None:
                 base = refine, by_lambda
     finally:
         reranker.raug, reranker.alpha, reranker.injection_layers = raug, alpha, layers

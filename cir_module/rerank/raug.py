@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -69,7 +71,6 @@ def read_cot(
     return pairs
 
 
-@torch.inference_mode()
 def extract_raug(
     model: torch.nn.Module,
     tokenizer,
@@ -78,51 +79,58 @@ def extract_raug(
     method: str = "mean",
 ) -> torch.Tensor:
     """p_L for every decoder layer (layers x hidden), from (question, reasoning) pairs."""
-    if method not in EXTRACTORS:
-        raise ValueError(f"method must be one of {EXTRACTORS}, not {method!r}")
     device = next(model.parameters()).device
-    quiet = not log.isEnabledFor(logging.INFO)
-    diffs = []
-    for question, reasoning in tqdm(list(pairs), desc="raug", disable=quiet, leave=False):
+
+    def forwards(pair: tuple[str, str]) -> list[Callable[[], object]]:
+        question, reasoning = pair
         q_ids = tokenizer.encode(QUESTION.format(question=question), add_special_tokens=False)
         c_ids = q_ids + tokenizer.encode(reasoning, add_special_tokens=False)
-        states = []
-        for ids in (q_ids, c_ids):
-            with capture_last_token(layers) as captured:
-                model(input_ids=torch.tensor([ids], device=device))
-            states.append(torch.stack([c[0] for c in captured]).float())
-        diffs.append(states[1] - states[0])
-    return _combine(diffs, method)
+        return [
+            partial(model, input_ids=torch.tensor([ids], device=device)) for ids in (q_ids, c_ids)
+        ]
+
+    return _extract(layers, pairs, forwards, method)
 
 
-@torch.inference_mode()
 def extract_raug_in_prompt(
     reranker, examples: Iterable[tuple[Image.Image, str, str]], method: str = "mean"
 ) -> torch.Tensor:
     """p_L for every decoder layer from (reference image, modification, reasoning) examples,
     read in the reranker's own query prefix without and with the reasoning path (form
     ``prompt``); the model unsteered while it is read."""
+
+    def forwards(example: tuple[Image.Image, str, str]) -> list[Callable[[], object]]:
+        reference, text, reasoning = example
+        reasoned = reranker.prompt.with_reasoning(text, reasoning)
+        return [partial(reranker.prefix, reference, field) for field in (text, reasoned)]
+
+    saved, reranker.raug = reranker.raug, None
+    try:
+        return _extract(reranker.layers, examples, forwards, method)
+    finally:
+        reranker.raug = saved
+
+
+@torch.inference_mode()
+def _extract(
+    layers: torch.nn.ModuleList,
+    examples: Iterable[Any],
+    forwards: Callable[[Any], list[Callable[[], object]]],
+    method: str,
+) -> torch.Tensor:
+    """p_L from each example's two forwards (without, then with the reasoning path): the
+    difference of every layer's output at the last token, combined by ``method``."""
     if method not in EXTRACTORS:
         raise ValueError(f"method must be one of {EXTRACTORS}, not {method!r}")
     quiet = not log.isEnabledFor(logging.INFO)
-    saved, reranker.raug = reranker.raug, None
     diffs = []
-    try:
-        for reference, text, reasoning in tqdm(
-            list(examples), desc="raug", disable=quiet, leave=False
-        ):
-            states = []
-            for field in (text, reranker.prompt.with_reasoning(text, reasoning)):
-                with capture_last_token(reranker.layers) as captured:
-                    reranker.prefix(reference, field)
-                states.append(torch.stack([c[0] for c in captured]).float())
-            diffs.append(states[1] - states[0])
-    finally:
-        reranker.raug = saved
-    return _combine(diffs, method)
-
-
-def _combine(diffs: list[torch.Tensor], method: str) -> torch.Tensor:
+    for example in tqdm(list(examples), desc="raug", disable=quiet, leave=False):
+        states = []
+        for forward in forwards(example):
+            with capture_last_token(layers) as captured:
+                forward()
+            states.append(torch.stack([c[0] for c in captured]).float())
+        diffs.append(states[1] - states[0])
     if not diffs:
         raise ValueError("no (question, reasoning) pairs")
     d = torch.stack(diffs, dim=1)  # layers x pairs x hidden

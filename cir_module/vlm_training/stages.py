@@ -326,7 +326,8 @@ class JudgeStage(StageLoss):
                 spans.append(span if i == 0 else (0, 0))  # the rationale once per query
                 images += [reference, self.split.open(candidate)]
                 scenes += [self.scenes[t.reference], self.scenes[candidate]]
-                differs.append(self._differs(self.scenes[t.target], self.scenes[candidate]))
+                if cfg.match_weight:
+                    differs.append(self._differs(self.scenes[t.target], self.scenes[candidate]))
         input_ids, mask = _right_pad(rows, tok.pad_token_id)
         hidden, tokens = forward_with_vision(self.vlm, input_ids, mask, images)
         head = self.vlm.adapter.lm_head(self.vlm.model)
