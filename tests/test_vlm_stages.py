@@ -17,7 +17,13 @@ import torch
 
 from cir_module.cli import build_parser
 from cir_module.cli.vlm import stage_config
-from cir_module.data.benchmark import TIERS, describe_changes, generate_benchmark, tier_of
+from cir_module.data.benchmark import (
+    TIERS,
+    describe_changes,
+    generate_benchmark,
+    load_scene_graphs,
+    tier_of,
+)
 from cir_module.data.hard import HardObject
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.readers import read_cirr
@@ -77,6 +83,7 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
         "compare": {"compare_loss", "token_acc", "read_shape"},
         "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
         "rewrite": {"rewrite_loss", "rewrite_acc", "caption_loss", "read_shape"},
+        "verify": {"answer_loss", "group_acc", "answer_acc", "caption_loss", "read_shape"},
     }
     for stage, folder in chain.items():
         lines = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()]
@@ -88,14 +95,16 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
 
 
 def test_later_stages_start_from_the_previous_stage_and_change_it(chain):
-    vision, caption, compare, judge, rewrite = (weights(chain[s]) for s in STAGES)
+    vision, caption, compare, judge, rewrite, verify = (weights(chain[s]) for s in STAGES)
     assert vision.keys() == caption.keys() == compare.keys() == judge.keys() == rewrite.keys()
+    assert verify.keys() == caption.keys()
     # The caption stage trains the language model and (slower) the tower it was given.
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if ".visual." in k)
     assert any(not torch.equal(vision[k], caption[k]) for k in vision if "language_model" in k)
     assert any(not torch.equal(caption[k], compare[k]) for k in caption if "language_model" in k)
     assert any(not torch.equal(compare[k], judge[k]) for k in compare if "language_model" in k)
     assert any(not torch.equal(caption[k], rewrite[k]) for k in caption if "language_model" in k)
+    assert any(not torch.equal(caption[k], verify[k]) for k in caption if "language_model" in k)
 
 
 def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chain):
@@ -188,6 +197,8 @@ def test_probe_reports_cells_captions_and_judgements(chain):
     for key in ("cells_shape", "cells_where", "caption_objects_right", "changes_exact_val"):
         assert 0.0 <= report[key] <= 1.0, key
     assert 0.0 <= report["judge_top1_val"] <= 1.0
+    verify = probe_stage(chain["verify"], images=8, captions=2, judge_queries=2)
+    assert 0.0 <= verify["verify_choice_top1_val"] <= 1.0 and verify["judge_queries"] == 2
     rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2, rationales=2)
     assert rewrite["rationale_queries"] == 2 and rewrite["rationale_pairs"] >= 6
     for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val",
@@ -364,24 +375,25 @@ def test_the_rewrite_stage_is_served_as_describe_and_verify(hard_data, chain):
 
 
 @pytest.mark.integration
-def test_a_describe_and_verify_reranker_answers_weaviates_rerank(
-    hard_data, chain, tiny_checkpoint, local_model, tmp_path
+@pytest.mark.parametrize(("stage", "verify"), [("rewrite", "describe"), ("verify", "changes")])
+def test_a_reranker_that_writes_captions_answers_weaviates_rerank(
+    hard_data, chain, tiny_checkpoint, local_model, tmp_path, stage, verify
 ):
     from tests.conftest import rerank_in_weaviate
 
-    folder = chain["rewrite"] / "model"
+    folder = chain[stage] / "model"
     env = {"CIR_RERANKER_MODEL": str(folder), "CIR_RERANKER_LAMBDA": "0.5"}
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     gallery = [split.open(n) for n in (t.reference, t.target, *t.subset)]
-    name = "CIRDescribe_" + tmp_path.name.replace("-", "_")[-12:]
+    name = f"CIR{stage.title()}_" + tmp_path.name.replace("-", "_")[-12:]
     keys, scores, meta = rerank_in_weaviate(tiny_checkpoint, env, gallery, t.caption, name)
-    assert meta["verify"] == "describe" and len(keys) == len(gallery)
+    assert meta["verify"] == verify and len(keys) == len(gallery)
     reranker = LVLMReranker.from_pretrained(folder)
     query_vec = local_model.embed_composed([gallery[0]], [t.caption])[0]
     cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
-    described = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
-    np.testing.assert_allclose(scores, cosine + 0.5 * described, atol=1e-4)
+    judged = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
+    np.testing.assert_allclose(scores, cosine + 0.5 * judged, atol=1e-4)
 
 
 @pytest.mark.integration
@@ -632,3 +644,88 @@ def test_the_judge_reads_which_candidate_cells_differ_from_the_target(hard_data,
                                   random.Random(0))  # fmt: skip
     plain.loss().backward()
     assert "match_acc" not in plain.metrics and reader.match[1].weight.grad is None
+
+
+def test_changes_read_from_descriptions_are_the_scene_graphs_changes(hard_data):
+    from cir_module.vlm.changes import MAX_CHANGES, description_changes
+
+    tier = tier_of(hard_data)
+    split = EvalSplit.load(hard_data, "train")
+    scenes = load_scene_graphs(hard_data, "train")
+    pairs = [(t.reference, c) for t in split.triplets for c in (t.target, *t.subset)]
+    pairs += [
+        (a.reference, b.target)
+        for a, b in zip(split.triplets[:-1], split.triplets[1:], strict=True)
+    ]
+    compared = 0
+    for before, after in pairs:
+        expected = describe_changes(tier.describe, scenes[before], scenes[after])
+        if expected.count("; ") >= MAX_CHANGES:
+            continue
+        said = description_changes(tier.describe(scenes[before]), tier.describe(scenes[after]))
+        assert said == expected
+        compared += 1
+    assert compared > 100 and any(
+        "became" in describe_changes(tier.describe, scenes[b], scenes[a]) for b, a in pairs
+    )
+    # An unrelated scene: every place differs, and the list is cut short.
+    many = "; ".join(
+        f"small solid red circle at row {r}, column {c}" for r in (1, 2, 3, 4) for c in (1, 2, 3)
+    )
+    cut = description_changes(many, "")
+    assert cut.count("removed") == MAX_CHANGES and cut.endswith("and 2 more changes")
+    assert description_changes(many, many) == "nothing changed"
+
+
+def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
+    from cir_module.rerank.verify import ChangeVerifyingReranker
+    from cir_module.vlm.changes import description_changes
+    from cir_module.vlm.prompt import VERIFY_PROMPT
+
+    reranker = LVLMReranker.from_pretrained(chain["verify"] / "model")
+    assert isinstance(reranker, ChangeVerifyingReranker)
+    assert reranker.describe()["verify"] == "changes"
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    reference = split.open(t.reference)
+    candidates = [split.open(n) for n in (t.target, *t.subset)]
+    state = reranker.prefix(reference, t.caption)
+    caption = reranker.generate(DESCRIBE_PROMPT, [reference], 256)[0].strip()
+    assert state.caption == caption and state.text == t.caption
+    written = []
+    generate = reranker.generate
+    reranker.generate = lambda *a, **k: written.append(len(a[1])) or generate(*a, **k)
+    scores = reranker.score_prefixed(state, candidates)
+    again = reranker.score_prefixed(state, candidates[::-1])
+    # Each image captioned once: the reference (among the candidates) already was.
+    assert sum(written) == len({c.tobytes() for c in candidates} - {reference.tobytes()})
+    np.testing.assert_allclose(again[::-1], scores, atol=1e-6)  # padding changes nothing
+    assert ((scores > 0) & (scores < 1)).all()
+    # Each score is P(YES) of the verify prompt, computed alone, unpadded.
+    for candidate, score in zip(candidates, scores, strict=True):
+        changes = description_changes(caption, generate(DESCRIBE_PROMPT, [candidate], 256)[0])
+        ids = reranker.codec.encode(
+            VERIFY_PROMPT, description=caption, text=t.caption, changes=changes.strip()
+        )
+        with torch.inference_mode():
+            logits = reranker.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        p = torch.softmax(logits[[reranker.yes_id, reranker.no_id]], -1)[0].item()
+        assert score == pytest.approx(p, abs=1e-5)
+    with pytest.raises(ValueError, match="takes no RAug-Rep"):
+        LVLMReranker.from_pretrained(chain["verify"] / "model", rationale=True)
+
+
+def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard_data, chain):
+    from cir_module.vlm_training.stages import VerifyStage, draw_group
+
+    cfg = StageConfig(stage="verify", data=hard_data, out="o", init="i", **TINY)
+    vlm, reader, tier = load_stage(chain["caption"])
+    stage = VerifyStage(cfg, vlm, reader, tier, random.Random(0))
+    t, candidates = draw_group(random.Random(1), stage.split, 4, 0.0)
+    assert candidates[0] == t.target and t.target not in candidates[1:]
+    assert len(set(candidates)) == 4 and t.reference in candidates  # hard ones first
+    loss = stage.loss()
+    assert torch.isfinite(loss) and 0 <= stage.metrics["group_acc"] <= 1
+    loss.backward()
+    grads = [p.grad for p in vlm.model.model.language_model.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)

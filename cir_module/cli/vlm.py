@@ -17,7 +17,8 @@ __all__ = ["add_parser", "stage_config"]
 _HELP = {
     "stage": "vision: the tower learns to see every object; caption: image -> description; "
     "compare: two images -> what changed; judge: reference + text + candidate -> YES / NO; "
-    "rewrite (from caption): description + text -> the target's description",
+    "rewrite (from caption): description + text -> the target's description; "
+    "verify (from caption or rewrite): description + text + what changed -> YES / NO",
     "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
     "out": "the stage's folder; the same command resumes it",
     "init": "the folder of the stage this one starts from (every stage but vision)",

@@ -36,6 +36,7 @@ from PIL import Image
 
 from cir_module.errors import InputError
 from cir_module.rerank.scorer import LVLMReranker
+from cir_module.vlm.changes import description_facts
 from cir_module.vlm.chat import ChatRequest
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, REWRITE_PROMPT
 
@@ -49,9 +50,8 @@ __all__ = [
 ]
 
 
-def facts(description: str) -> list[str]:
-    """A description's facts: its ``;``-separated phrases (one object each, here)."""
-    return [part.strip().rstrip(".") for part in description.split(";") if part.strip()]
+# A description's facts: its ``;``-separated phrases (one object each, here).
+facts = description_facts
 
 
 @dataclass(frozen=True)

@@ -110,10 +110,15 @@ class LVLMReranker:
         kwargs = {**saved_settings(path), **kwargs}
         # A folder may say it is served as describe-and-verify (``cir vlm train --stage
         # rewrite``): P(YES) is not what that model was trained to answer.
-        if kwargs.pop("verify", "yes") == "describe" and cls is LVLMReranker:
+        verify = kwargs.pop("verify", "yes")
+        if verify == "describe" and cls is LVLMReranker:
             from cir_module.rerank.describe import DescribingReranker
 
             return DescribingReranker.from_pretrained(path, raug=raug, dtype=dtype, **kwargs)
+        if verify == "changes" and cls is LVLMReranker:  # ``cir vlm train --stage verify``
+            from cir_module.rerank.verify import ChangeVerifyingReranker
+
+            return ChangeVerifyingReranker.from_pretrained(path, raug=raug, dtype=dtype, **kwargs)
 
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,6 +7,7 @@ captioners and the query enhancer (``cir_module.enrich``), the ``lvlm`` retrieva
 | ``family`` | one adapter per model family (Qwen2-VL, Qwen2.5-VL): model class, image tokens,
   decoder layers, multimodal positions |
 | ``prompt`` | templates with ``{image}`` marks into token ids, images into patches, M-RoPE |
+| ``changes`` | what changed between two scene descriptions, read from their text |
 | ``chat`` | chat backends: a local checkpoint (transformers) or an OpenAI-compatible endpoint |
 | ``tiny`` | small Qwen2-VL-type models built offline (tokenizer trained here, random weights) |
 | ``layers`` | the vision tower (batched) and decoder layers in plain tensor ops: one code path
@@ -29,6 +30,7 @@ def _prompt_names() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from cir_module.vlm.changes import description_changes, description_facts
     from cir_module.vlm.chat import (
         ChatBackend,
         ChatError,
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
         IMAGE,
         REWRITE_PROMPT,
         REWRITE_REQUEST,
+        VERIFY_PROMPT,
+        VERIFY_REQUEST,
         PromptCodec,
         mrope_positions,
     )
@@ -57,6 +61,8 @@ __all__ = [
     "IMAGE",
     "REWRITE_PROMPT",
     "REWRITE_REQUEST",
+    "VERIFY_PROMPT",
+    "VERIFY_REQUEST",
     "ChatBackend",
     "ChatError",
     "ChatRequest",
@@ -66,6 +72,8 @@ __all__ = [
     "TransformersChat",
     "adapter_for",
     "build_tiny_vlm",
+    "description_changes",
+    "description_facts",
     "mrope_positions",
     "train_tokenizer",
 ]
@@ -77,6 +85,7 @@ __getattr__, __dir__ = lazy_exports(
             ("ChatBackend", "ChatError", "ChatRequest", "OpenAIChat", "TransformersChat"),
             "cir_module.vlm.chat",
         ),
+        **dict.fromkeys(("description_changes", "description_facts"), "cir_module.vlm.changes"),
         **dict.fromkeys(("FAMILIES", "FamilyAdapter", "adapter_for"), "cir_module.vlm.family"),
         # The prompt module needs numpy and Pillow only; its names are listed once, there.
         **dict.fromkeys(_prompt_names(), "cir_module.vlm.prompt"),

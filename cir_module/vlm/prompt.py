@@ -20,6 +20,8 @@ __all__ = [
     "IMAGE",
     "REWRITE_PROMPT",
     "REWRITE_REQUEST",
+    "VERIFY_PROMPT",
+    "VERIFY_REQUEST",
     "PromptCodec",
     "mrope_positions",
 ]
@@ -37,6 +39,15 @@ DESCRIBE_PROMPT = (
 # reranking, whose description a candidate must then match (``DescribingReranker``).
 REWRITE_REQUEST = "Reference: {description}\nModification: {text}\nDescribe the target image."
 REWRITE_PROMPT = f"<|im_start|>user\n{REWRITE_REQUEST}<|im_end|>\n<|im_start|>assistant\n"
+# Text only: a scene's description, a modification and what changed from that scene to a
+# candidate (``cir_module.vlm.changes``), answered YES or NO (``--stage verify``): the
+# judgement of change-verifying reranking (``ChangeVerifyingReranker``), made on the model's
+# own captions of the reference and of each candidate.
+VERIFY_REQUEST = (
+    "Reference: {description}\nModification: {text}\nChanges: {changes}\n"
+    "Do the changes do what the modification asks?"
+)
+VERIFY_PROMPT = f"<|im_start|>user\n{VERIFY_REQUEST}<|im_end|>\n<|im_start|>assistant\n"
 # Two images, answered by what changed from the first to the second (``--stage compare``).
 COMPARE_PROMPT = (
     "<|im_start|>user\nReference image: {image}\nCandidate image: {image}\n"

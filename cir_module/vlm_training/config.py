@@ -12,12 +12,13 @@ __all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 # caption -> rewrite (the text step of describe-and-verify reranking; the model keeps
 # captioning). The judge may also start straight from caption: the compare stage forgets
 # captions, and a judge shown the reasoning path verifies a description.
-STAGES = ("vision", "caption", "compare", "judge", "rewrite")
+STAGES = ("vision", "caption", "compare", "judge", "rewrite", "verify")
 STARTS_FROM = {
     "caption": ("vision",),
     "compare": ("caption",),
     "judge": ("compare", "caption"),
     "rewrite": ("caption",),
+    "verify": ("caption", "rewrite"),
 }
 
 
@@ -78,5 +79,5 @@ class StageConfig:
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
-        if self.stage == "judge" and (self.group < 2 or self.batch_size < self.group):
+        if self.stage in ("judge", "verify") and (self.group < 2 or self.batch_size < self.group):
             raise ValueError("the judge needs a group of 2 or more, and a batch of one group")

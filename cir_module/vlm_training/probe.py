@@ -9,9 +9,10 @@
 * target descriptions written (rewrite stage): from the reference's true description, and
   from the reference image through the model's own caption; and the rewrite as a choice
   (which true description it finds likeliest, teacher-forced);
-* judgements (judge and rewrite stages): on a benchmark split, how often the reranker's score
-  (P(YES), or describe-and-verify's) ranks the target first among the target, its hard
-  negatives and the unchanged reference;
+* the verifier as a choice (verify stage): P(YES) on the true descriptions' change lists;
+* judgements (judge, rewrite and verify stages): on a benchmark split, how often the
+  reranker's score (P(YES), describe-and-verify's, or change verification's) ranks the
+  target first among the target, its hard negatives and the unchanged reference;
 * rationales (rewrite stage, ``rationales`` queries): how often the written rationale's
   conclusion agrees with the scene graphs (:func:`rationale_agreement`).
 """
@@ -21,13 +22,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cir_module.data.benchmark import describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import query_prefixes
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
+from cir_module.vlm.changes import description_changes
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT, VERIFY_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
 
@@ -151,6 +154,34 @@ def _rewrite_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, floa
 
 
 @torch.inference_mode()
+def _verify_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
+    """The verifier alone, as a choice: with the scene graphs' true descriptions in place of
+    captions, how often P(YES) ranks the target first among the target, its hard negatives
+    and the unchanged reference. This is what the verify step knows, captions aside."""
+    evaluation = EvalSplit.load(data, split, limit=n)
+    scenes = load_scene_graphs(data, split)
+    top1 = 0
+    for t in evaluation.triplets:
+        names = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
+        reference = tier.describe(scenes[t.reference])
+        rows = [
+            vlm.codec.encode(
+                VERIFY_PROMPT,
+                description=reference,
+                text=t.caption,
+                changes=description_changes(reference, tier.describe(scenes[name])),
+            )
+            for name in [*names, t.reference]
+        ]
+        scores = [
+            vlm._p_yes(vlm.model.model(input_ids=torch.tensor([r])).last_hidden_state[:, -1])[0]
+            for r in rows
+        ]
+        top1 += int(np.argmax(scores) == 0)
+    return {f"verify_choice_top1_{split}": top1 / max(len(evaluation.triplets), 1)}
+
+
+@torch.inference_mode()
 def rationale_agreement(vlm, data: str, split: str, n: int) -> dict[str, float]:
     """How often a describe-and-verify model's rationale concludes right, by the scene
     graphs: "satisfied" for the target, "not satisfied" for its hard negatives and for the
@@ -211,7 +242,9 @@ def probe_stage(
     if stage["stage"] == "rewrite" and judge_queries:
         out |= _rewrites(vlm, tier, stage["config"]["data"], judge_split, min(judge_queries, 64))
         out |= _rewrite_choices(vlm, tier, stage["config"]["data"], judge_split, judge_queries)
-    if stage["stage"] in ("judge", "rewrite") and judge_queries:
+    if stage["stage"] == "verify" and judge_queries:
+        out |= _verify_choices(vlm, tier, stage["config"]["data"], judge_split, judge_queries)
+    if stage["stage"] in ("judge", "rewrite", "verify") and judge_queries:
         out |= _judgements(vlm, stage["config"]["data"], judge_split, judge_queries)
     if stage["stage"] == "rewrite" and rationales:
         out |= rationale_agreement(vlm, stage["config"]["data"], judge_split, rationales)

@@ -40,11 +40,12 @@ from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
+from cir_module.vlm.changes import description_changes
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT, VERIFY_PROMPT
 from cir_module.vlm_training.config import StageConfig
 from cir_module.vlm_training.reader import CellReader
 
-__all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "forward_with_vision"]
+__all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "draw_group", "forward_with_vision"]
 
 IGNORE = -100
 
@@ -82,6 +83,27 @@ def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Ten
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     keep = labels != IGNORE
     return (logits.argmax(-1)[keep] == labels[keep]).float().mean().item() if keep.any() else 0.0
+
+
+def draw_group(
+    rng: random.Random, split: EvalSplit, group: int, easy_negatives: float
+) -> tuple[Any, list[str]]:
+    """A training query and ``group`` candidates for it, the target first. Each negative is,
+    with probability ``easy_negatives``, another query's target (easy), else a member of the
+    query's image set one requested change away from the target, or the unchanged reference
+    (hard; easy ones fill in when the hard ones run out)."""
+    t = rng.choice(split.triplets)
+    hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
+    rng.shuffle(hard)
+    candidates = [t.target]
+    while len(candidates) < group:
+        if rng.random() < easy_negatives or not hard:
+            negative = rng.choice(split.triplets).target
+            if negative != t.target:
+                candidates.append(negative)
+        else:
+            candidates.append(hard.pop())
+    return t, candidates
 
 
 @dataclass
@@ -247,17 +269,7 @@ class JudgeStage(StageLoss):
     def _group(self, reasoned: bool) -> tuple[Any, str | None, list[str]]:
         """A query, its reasoning path (when ``reasoned``, else None) and its candidates,
         the target first."""
-        t = self.rng.choice(self.split.triplets)
-        hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
-        self.rng.shuffle(hard)
-        candidates = [t.target]
-        while len(candidates) < self.cfg.group:
-            if self.rng.random() < self.cfg.easy_negatives or not hard:
-                negative = self.rng.choice(self.split.triplets).target
-                if negative != t.target:
-                    candidates.append(negative)
-            else:
-                candidates.append(hard.pop())
+        t, candidates = draw_group(self.rng, self.split, self.cfg.group, self.cfg.easy_negatives)
         reasoning = reasoning_path(self.tier.describe, self.scenes, t) if reasoned else None
         return t, reasoning, candidates
 
@@ -363,6 +375,58 @@ class JudgeStage(StageLoss):
         return loss
 
 
+class VerifyStage(StageLoss):
+    """Text only: the reference scene's description, the modification and what changed from
+    the reference to a candidate (``description_changes`` of the two descriptions) -> YES /
+    NO, the answer of :class:`~cir_module.rerank.verify.ChangeVerifyingReranker`. Groups as
+    the judge's (the target, hard and easy negatives), the same two losses: cross-entropy on
+    YES / NO and a listwise one over the group. The descriptions are the training split's
+    scene graphs in words; at serving time they are the model's own captions, so each batch
+    also rehearses captioning (``rehearsal``), as the rewrite stage does."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.split = EvalSplit.load(self.cfg.data, "train")
+        self.scenes = load_scene_graphs(self.cfg.data, "train")
+        self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
+
+    def loss(self) -> torch.Tensor:
+        cfg, describe = self.cfg, self.tier.describe
+        rows, labels = [], []
+        for _ in range(cfg.batch_size // cfg.group):
+            t, candidates = draw_group(self.rng, self.split, cfg.group, cfg.easy_negatives)
+            reference = describe(self.scenes[t.reference])
+            for candidate in candidates:
+                changes = description_changes(reference, describe(self.scenes[candidate]))
+                rows.append(
+                    self.vlm.codec.encode(
+                        VERIFY_PROMPT, description=reference, text=t.caption, changes=changes
+                    )
+                )
+                labels.append(0 if candidate == t.target else 1)  # index into (YES, NO)
+        input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
+        hidden, _ = forward_with_vision(self.vlm, input_ids, mask, [])
+        at = torch.tensor([len(r) - 1 for r in rows])
+        head = self.vlm.adapter.lm_head(self.vlm.model)
+        logits = head(hidden[torch.arange(len(rows)), at])[:, self.answers]
+        labels_t = torch.tensor(labels)
+        answer = F.cross_entropy(logits, labels_t)
+        margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
+        loss = answer + F.cross_entropy(margin, torch.zeros(len(margin), dtype=torch.long))
+        self.metrics |= {
+            "answer_loss": answer.item(),
+            "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
+            "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
+        }
+        rehearsed = round(cfg.rehearsal * cfg.batch_size)
+        if rehearsed:
+            scenes, images = self.stream.draw(rehearsed)
+            captions = [describe(scene) for scene in scenes]
+            loss = loss + self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
+            self.metrics["caption_loss"] = self.metrics.pop("words_loss")
+        return loss
+
+
 def _phrase_starts(text: str) -> list[tuple[int, int]]:
     """The character span of each ``"; "``-separated phrase of a description."""
     spans, start = [], 0
@@ -428,4 +492,5 @@ STAGE_LOSSES: dict[str, type[StageLoss]] = {
     "compare": CompareStage,
     "judge": JudgeStage,
     "rewrite": RewriteStage,
+    "verify": VerifyStage,
 }

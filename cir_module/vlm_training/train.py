@@ -139,8 +139,11 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
         )
     shutil.copytree(init / MODEL, folder)
     shutil.copy2(init / READER, out / READER)
-    if cfg.stage == "rewrite":  # served as a describe-and-verify reranker (rerank/describe.py)
-        settings = {**saved_settings(folder), "verify": "describe"}
+    # Served as a describe-and-verify (rerank/describe.py) or change-verifying
+    # (rerank/verify.py) reranker.
+    served = {"rewrite": "describe", "verify": "changes"}.get(cfg.stage)
+    if served:
+        settings = {**saved_settings(folder), "verify": served}
         (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
 

@@ -1,0 +1,135 @@
+"""Change-verifying reranking: the model captions the reference and each candidate, and
+judges whether what changed between the two captions is what the modification asks.
+
+Per query (the shared "prefix", once for all its candidates): the reference's caption
+(``DESCRIBE_PROMPT``, greedy). Per candidate: its caption (kept in a bounded cache, since a
+gallery's images come back across queries), the change list between the two captions
+(:func:`~cir_module.vlm.changes.description_changes`), and P(YES) of ``VERIFY_PROMPT``: the
+reference's caption, the modification and that change list, text only. The score is P(YES),
+fused with the first-stage cosine as every reranker's is.
+
+This is what a ``cir vlm train --stage verify`` folder is served as (its
+``cir_reranker.json`` says ``"verify": "changes"``). It splits CIR-CoT's reasoning into what
+the model sees (captions) and what it judges (a short list of changes), where the P(YES)
+judge over two images had to find the changes itself. RAug-Rep injection steers the image
+judge's prompt and does not apply here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cir_module.rerank.scorer import LVLMReranker
+from cir_module.vlm.changes import description_changes
+from cir_module.vlm.prompt import DESCRIBE_PROMPT, VERIFY_PROMPT
+
+__all__ = ["ChangeVerifyingReranker", "VerifiedQuery"]
+
+
+@dataclass(frozen=True)
+class VerifiedQuery:
+    """A query's shared half: the reference's caption and the modification."""
+
+    caption: str
+    text: str
+
+
+class ChangeVerifyingReranker(LVLMReranker):
+    """Scores candidates by P(YES) that the changes between two captions do what the
+    modification asks."""
+
+    def __init__(
+        self, *args, describe_tokens: int = 256, caption_cache: int = 8192, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if self.raug is not None or self.rationale:
+            raise ValueError(
+                "a change-verifying reranker judges captions and takes no RAug-Rep injection "
+                "or rationale prompt (those steer the image judge's prompt)"
+            )
+        self.describe_tokens = describe_tokens
+        self.caption_cache = caption_cache
+        self._captions: OrderedDict[str, str] = OrderedDict()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "verify": "changes"}
+
+    @staticmethod
+    def _key(image: Image.Image) -> str:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+        digest.update(f"{image.mode}{image.size}".encode())
+        return digest.hexdigest()
+
+    def captions(self, images: Sequence[Image.Image]) -> list[str]:
+        """Each image's caption (``DESCRIBE_PROMPT``, greedy, batched), from the cache when
+        the same pixels were captioned before."""
+        keys = [self._key(im) for im in images]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._captions))
+        if todo:
+            first = {k: im for k, im in zip(keys, images, strict=True)}
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                written = self.generate(
+                    DESCRIBE_PROMPT, [first[k] for k in batch], self.describe_tokens
+                )
+                for k, caption in zip(batch, written, strict=True):
+                    self._captions[k] = caption.strip()
+        out = []
+        for k in keys:
+            self._captions.move_to_end(k)
+            out.append(self._captions[k])
+        while len(self._captions) > self.caption_cache:
+            self._captions.popitem(last=False)
+        return out
+
+    @torch.inference_mode()
+    def prefix(self, reference: Image.Image, text: str) -> VerifiedQuery:
+        """The reference captioned (once per query)."""
+        return VerifiedQuery(self.captions([reference])[0], text)
+
+    def prefixes(
+        self, references: Sequence[Image.Image], texts: Sequence[str]
+    ) -> list[VerifiedQuery]:
+        """:meth:`prefix` for many queries: their references captioned in batches."""
+        captions = self.captions(references)
+        return [VerifiedQuery(c, t) for c, t in zip(captions, texts, strict=True)]
+
+    def prompts(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> list[str]:
+        """Each candidate's change list against the reference, as the verifier reads it."""
+        return [description_changes(state.caption, c) for c in self.captions(candidates)]
+
+    @torch.inference_mode()
+    def score_prefixed(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> np.ndarray:
+        """P(YES) per candidate: its caption's changes from the reference's, judged."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        rows = [
+            self._encode(VERIFY_PROMPT, description=state.caption, text=state.text, changes=c)
+            for c in self.prompts(state, candidates)
+        ]
+        scores = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch], device=self.device)
+            mask = torch.tensor(
+                [[1] * len(r) + [0] * (width - len(r)) for r in batch], device=self.device
+            )
+            hidden = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            last = torch.tensor([len(r) - 1 for r in batch], device=self.device)
+            scores.append(self._p_yes(hidden[torch.arange(len(batch)), last]))
+        return np.concatenate(scores)
+
+    def score_naive(
+        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
+    ) -> np.ndarray:
+        """The same scores (the reference is captioned once per query either way)."""
+        return self.score(reference, text, candidates)
