@@ -716,6 +716,8 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
 
 
 def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard_data, chain):
+    from cir_module.vlm.changes import description_changes
+    from cir_module.vlm.prompt import VERIFY_PROMPT
     from cir_module.vlm_training.stages import VerifyStage, draw_group
 
     cfg = StageConfig(stage="verify", data=hard_data, out="o", init="i", **TINY)
@@ -724,8 +726,28 @@ def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard
     t, candidates = draw_group(random.Random(1), stage.split, 4, 0.0)
     assert candidates[0] == t.target and t.target not in candidates[1:]
     assert len(set(candidates)) == 4 and t.reference in candidates  # hard ones first
+    # The per-change read-out: each change's last token, asked for when the target has it.
+    describe, scenes = tier.describe, stage.scenes
+    reference = describe(scenes[t.reference])
+    asked = set(description_changes(reference, describe(scenes[t.target])).split("; "))
+    for candidate in candidates:
+        changes = description_changes(reference, describe(scenes[candidate]))
+        ids, marks = stage.row(reference, t.caption, changes, asked)
+        assert ids == vlm.codec.encode(
+            VERIFY_PROMPT, description=reference, text=t.caption, changes=changes
+        )
+        listed = [] if changes == "nothing changed" else changes.split("; ")
+        assert [ok for _, ok in marks] == [c in asked for c in listed]
+        if candidate == t.target:
+            assert marks and all(ok for _, ok in marks)
+        for (at, _), change in zip(marks, listed, strict=True):
+            # the change's text ends inside the marked token, and the next one starts after it
+            assert change.endswith(vlm.tokenizer.decode(ids[at]).strip()[-1])
+            assert vlm.tokenizer.decode(ids[: at + 1]).endswith(change)
+    stage.cfg.asked_weight = 1.0
     loss = stage.loss()
     assert torch.isfinite(loss) and 0 <= stage.metrics["group_acc"] <= 1
+    assert 0 <= stage.metrics["asked_acc"] <= 1
     loss.backward()
     grads = [p.grad for p in vlm.model.model.language_model.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)

@@ -62,6 +62,9 @@ class StageConfig:
     # ... and the weight of the read-out, at the candidate image's tokens, of which cells
     # differ from what the target must show (0: off).
     match_weight: float = 0.0
+    # The verify stage: the weight of the per-change read-out (at the end of each change of
+    # the list, YES / NO: is it a change the modification asks for; 0: off).
+    asked_weight: float = 0.0
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25

@@ -380,9 +380,12 @@ class VerifyStage(StageLoss):
     the reference to a candidate (``description_changes`` of the two descriptions) -> YES /
     NO, the answer of :class:`~cir_module.rerank.verify.ChangeVerifyingReranker`. Groups as
     the judge's (the target, hard and easy negatives), the same two losses: cross-entropy on
-    YES / NO and a listwise one over the group. The descriptions are the training split's
-    scene graphs in words; at serving time they are the model's own captions, so each batch
-    also rehearses captioning (``rehearsal``), as the rewrite stage does."""
+    YES / NO and a listwise one over the group. With ``asked_weight`` the model also answers,
+    at the last token of each change in the list, whether the modification asks for that
+    change (it is among the target's changes): a near miss differs from the target in one
+    change of several, and this says which. The descriptions are the training split's scene
+    graphs in words; at serving time they are the model's own captions, so each batch also
+    rehearses captioning (``rehearsal``), as the rewrite stage does."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -390,19 +393,41 @@ class VerifyStage(StageLoss):
         self.scenes = load_scene_graphs(self.cfg.data, "train")
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
 
+    def row(self, reference: str, text: str, changes: str, asked: set[str]) -> tuple:
+        """A prompt's ids, and for each of its changes (not "nothing changed" or the "and N
+        more" tail) the position of the change's last token and whether it is asked for."""
+        prompt = VERIFY_PROMPT.format(description=reference, text=text, changes=changes)
+        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+        ids = encoded["input_ids"]
+        if ids != self.vlm.codec.encode(
+            VERIFY_PROMPT, description=reference, text=text, changes=changes
+        ):
+            raise AssertionError("the verify prompt tokenises differently with offsets")
+        token_at = {}
+        for i, (begin, end) in enumerate(encoded["offset_mapping"]):
+            for char in range(begin, end):
+                token_at.setdefault(char, i)
+        points = []
+        start = prompt.index("\nChanges: ") + len("\nChanges: ")
+        for change in changes.split("; "):
+            end = start + len(change)
+            if change != "nothing changed" and not change.startswith("and "):
+                points.append((token_at[end - 1], change in asked))
+            start = end + 2
+        return ids, points
+
     def loss(self) -> torch.Tensor:
         cfg, describe = self.cfg, self.tier.describe
-        rows, labels = [], []
+        rows, labels, points = [], [], []
         for _ in range(cfg.batch_size // cfg.group):
             t, candidates = draw_group(self.rng, self.split, cfg.group, cfg.easy_negatives)
             reference = describe(self.scenes[t.reference])
+            asked = set(description_changes(reference, describe(self.scenes[t.target])).split("; "))
             for candidate in candidates:
                 changes = description_changes(reference, describe(self.scenes[candidate]))
-                rows.append(
-                    self.vlm.codec.encode(
-                        VERIFY_PROMPT, description=reference, text=t.caption, changes=changes
-                    )
-                )
+                ids, marks = self.row(reference, t.caption, changes, asked)
+                points += [(len(rows), at, ok) for at, ok in marks]
+                rows.append(ids)
                 labels.append(0 if candidate == t.target else 1)  # index into (YES, NO)
         input_ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
         hidden, _ = forward_with_vision(self.vlm, input_ids, mask, [])
@@ -418,12 +443,28 @@ class VerifyStage(StageLoss):
             "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
             "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
         }
+        if cfg.asked_weight and points:
+            loss = loss + cfg.asked_weight * self.asked(hidden, head, points)
         rehearsed = round(cfg.rehearsal * cfg.batch_size)
         if rehearsed:
             scenes, images = self.stream.draw(rehearsed)
             captions = [describe(scene) for scene in scenes]
             loss = loss + self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
             self.metrics["caption_loss"] = self.metrics.pop("words_loss")
+        return loss
+
+    def asked(self, hidden: torch.Tensor, head, points: list[tuple[int, int, bool]]):
+        """The per-change read-out's loss: YES / NO at each change's last token. Changes
+        nobody asked for are rare (one in a near miss's list), so the two classes weigh
+        alike; ``asked_acc`` is the balanced accuracy."""
+        row, at, ok = (torch.tensor(v) for v in zip(*points, strict=True))
+        logits = head(hidden[row, at])[:, self.answers]
+        labels = (~ok).long()  # index into (YES, NO)
+        counts = torch.bincount(labels, minlength=2).clamp(min=1).float()
+        loss = F.cross_entropy(logits, labels, weight=counts.sum() / (2 * counts))
+        said = logits.argmax(-1)
+        per_class = [(said[labels == c] == c).float().mean() for c in (0, 1) if (labels == c).any()]
+        self.metrics["asked_acc"] = torch.stack(per_class).mean().item()
         return loss
 
 
