@@ -58,6 +58,7 @@ from cir_module.data.shapes import (
     random_edit,
     random_scene,
 )
+from cir_module.vlm.changes import list_changes
 
 __all__ = [
     "BENCHMARK_NAME",
@@ -251,20 +252,9 @@ def describe_changes(describe: Callable[[Any], str], before: Any, after: Any) ->
     """What changed from scene ``before`` to scene ``after``, cell by cell in reading order:
     an object added, removed, or become another (``describe`` is the tier's, applied to one
     object at a time), or ``nothing changed``."""
-    old = {obj.cell: obj for obj in before}
-    new = {obj.cell: obj for obj in after}
-    changes = []
-    for cell in sorted(old.keys() | new.keys()):
-        a, b = old.get(cell), new.get(cell)
-        if a == b:
-            continue
-        if a is None:
-            changes.append(f"added {describe((b,))}")
-        elif b is None:
-            changes.append(f"removed {describe((a,))}")
-        else:
-            changes.append(f"{describe((a,))} became {describe((b,))}")
-    return "; ".join(changes) or "nothing changed"
+    old = {obj.cell: describe((obj,)) for obj in before}
+    new = {obj.cell: describe((obj,)) for obj in after}
+    return list_changes(old, new)
 
 
 def tier_of(out_dir: str | Path) -> Tier:

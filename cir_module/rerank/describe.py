@@ -96,13 +96,10 @@ class Rationale:
 class DescribingReranker(LVLMReranker):
     """Scores candidates by the likelihood of the target description the model writes."""
 
+    unsteered = "a describe-and-verify reranker writes its own reasoning"
+
     def __init__(self, *args, describe_tokens: int = 256, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.raug is not None or self.rationale:
-            raise ValueError(
-                "a describe-and-verify reranker writes its own reasoning and takes no RAug-Rep "
-                "injection or rationale prompt (those steer a P(YES) judgement)"
-            )
         self.describe_tokens = describe_tokens
 
     def describe(self) -> dict:

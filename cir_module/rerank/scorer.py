@@ -52,6 +52,10 @@ class PrefixState:
 class LVLMReranker:
     """Scores candidates for a composed query with a vision-language model."""
 
+    # A reranker that judges by its own written reasoning (a subclass) says so here, and
+    # refuses what steers the image judge's prompt: RAug-Rep injection, a rationale prompt.
+    unsteered: str | None = None
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -95,6 +99,11 @@ class LVLMReranker:
         self.yes_id, self.no_id = (
             self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
         )
+        if self.unsteered and (raug is not None or rationale):
+            raise ValueError(
+                f"{self.unsteered} and takes no RAug-Rep injection or rationale prompt (those "
+                "steer the P(YES) judgement of the image judge's prompt)"
+            )
         if raug is not None and raug.shape[0] != len(self.layers):
             raise ValueError(f"RAug-Rep has {raug.shape[0]} layers, the model {len(self.layers)}")
 

@@ -45,15 +45,12 @@ class ChangeVerifyingReranker(LVLMReranker):
     """Scores candidates by P(YES) that the changes between two captions do what the
     modification asks."""
 
+    unsteered = "a change-verifying reranker judges captions"
+
     def __init__(
         self, *args, describe_tokens: int = 256, caption_cache: int = 8192, **kwargs
     ) -> None:
         super().__init__(*args, **kwargs)
-        if self.raug is not None or self.rationale:
-            raise ValueError(
-                "a change-verifying reranker judges captions and takes no RAug-Rep injection "
-                "or rationale prompt (those steer the image judge's prompt)"
-            )
         self.describe_tokens = describe_tokens
         self.caption_cache = caption_cache
         self._captions: OrderedDict[str, str] = OrderedDict()

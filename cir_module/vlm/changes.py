@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_CHANGES", "description_changes", "description_facts"]
+__all__ = ["MAX_CHANGES", "description_changes", "description_facts", "list_changes"]
 
 # An unrelated scene differs from the reference everywhere; past this many changes the list
 # ends in "and N more changes": a candidate that far from the reference is no answer anyway,
@@ -38,11 +38,11 @@ def _by_place(description: str) -> dict[tuple, str]:
     return out
 
 
-def description_changes(before: str, after: str, max_changes: int = MAX_CHANGES) -> str:
-    """What changed from the scene ``before`` describes to the one ``after`` describes:
-    ``"added X"``, ``"removed X"`` or ``"X became Y"`` per place, in reading order, joined by
-    ``"; "``; ``"nothing changed"`` when nothing did."""
-    old, new = _by_place(before), _by_place(after)
+def list_changes(old: dict, new: dict, max_changes: int | None = None) -> str:
+    """The change list between two scenes given as ``{place: fact}`` (places sortable in
+    reading order): ``"added X"``, ``"removed X"`` or ``"X became Y"`` per place whose fact
+    differs, joined by ``"; "``; ``"nothing changed"`` when none does. Past ``max_changes``
+    the list ends in ``"and N more changes"``."""
     changes = []
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key), new.get(key)
@@ -54,6 +54,12 @@ def description_changes(before: str, after: str, max_changes: int = MAX_CHANGES)
             changes.append(f"removed {a}")
         else:
             changes.append(f"{a} became {b}")
-    if len(changes) > max_changes:
+    if max_changes is not None and len(changes) > max_changes:
         changes = [*changes[:max_changes], f"and {len(changes) - max_changes} more changes"]
     return "; ".join(changes) or "nothing changed"
+
+
+def description_changes(before: str, after: str, max_changes: int = MAX_CHANGES) -> str:
+    """What changed from the scene ``before`` describes to the one ``after`` describes, place
+    by place in reading order (:func:`list_changes`)."""
+    return list_changes(_by_place(before), _by_place(after), max_changes)

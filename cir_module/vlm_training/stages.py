@@ -206,6 +206,18 @@ class StageLoss:
         self.metrics["words_loss"] = words.item()
         return words + self.cfg.reader_weight * self.read(tokens, scenes)
 
+    def rehearse(self) -> torch.Tensor | float:
+        """Captioning of ``rehearsal`` x ``batch_size`` fresh scenes (its loss, with the
+        read-out's), so that a text-only stage keeps the model describing images; 0 when off."""
+        rehearsed = round(self.cfg.rehearsal * self.cfg.batch_size)
+        if not rehearsed:
+            return 0.0
+        scenes, images = self.stream.draw(rehearsed)
+        captions = [self.tier.describe(scene) for scene in scenes]
+        loss = self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
+        self.metrics["caption_loss"] = self.metrics.pop("words_loss")
+        return loss
+
     def loss(self) -> torch.Tensor:
         raise NotImplementedError
 
@@ -445,13 +457,7 @@ class VerifyStage(StageLoss):
         }
         if cfg.asked_weight and points:
             loss = loss + cfg.asked_weight * self.asked(hidden, head, points)
-        rehearsed = round(cfg.rehearsal * cfg.batch_size)
-        if rehearsed:
-            scenes, images = self.stream.draw(rehearsed)
-            captions = [describe(scene) for scene in scenes]
-            loss = loss + self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
-            self.metrics["caption_loss"] = self.metrics.pop("words_loss")
-        return loss
+        return loss + self.rehearse()
 
     def asked(self, hidden: torch.Tensor, head, points: list[tuple[int, int, bool]]):
         """The per-change read-out's loss: YES / NO at each change's last token. Changes
@@ -518,13 +524,7 @@ class RewriteStage(StageLoss):
         loss, _ = self.words_loss(prompts, answers, [], weights)
         self.metrics["rewrite_loss"] = loss.item()  # weighted: the edits count more
         self.metrics["rewrite_acc"] = self.metrics.pop("token_acc")
-        rehearsed = round(self.cfg.rehearsal * self.cfg.batch_size)
-        if rehearsed:
-            scenes, images = self.stream.draw(rehearsed)
-            captions = [describe(scene) for scene in scenes]
-            loss = loss + self.answer_loss(DESCRIBE_PROMPT, captions, images, scenes)
-            self.metrics["caption_loss"] = self.metrics.pop("words_loss")
-        return loss
+        return loss + self.rehearse()
 
 
 STAGE_LOSSES: dict[str, type[StageLoss]] = {
