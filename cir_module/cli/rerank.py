@@ -201,7 +201,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
         verify = reranker.describe().get("verify")
-        name = "describe-and-verify" if verify else InjectionSetting(args.serve_alpha).name
+        names = {"describe": "describe-and-verify", "changes": "change verification"}
+        name = names.get(verify) or InjectionSetting(args.serve_alpha).name
         row = weaviate_rerank_row(name, args.serve_lambda, served, stage.targets)
         rows.append({**row, "k": args.k, "latency": latency.summary()})
         print(f"per query through Weaviate, K = {args.k}: {latency.summary()}")
