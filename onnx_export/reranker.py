@@ -71,11 +71,16 @@ def export_reranker(
     validate: bool = True,
 ) -> dict[str, Any]:
     """Export the reranker at ``model`` to ``out``; return the manifest (also written)."""
+    kwargs = {"image_side": image_side} if image_side else {}
+    reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
+    if reranker.unsteered:  # its score needs generated captions: the export only scores
+        raise ValueError(
+            f"{model} is served as {reranker.unsteered}: its scores need text the model "
+            "generates (captions), which the ONNX export does not run; serve the folder itself"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RERANKER_MANIFEST).unlink(missing_ok=True)
-    kwargs = {"image_side": image_side} if image_side else {}
-    reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
     reranker.model.float().eval()
     codec = reranker.codec
     vision = reranker.model.config.vision_config

@@ -715,6 +715,15 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
         LVLMReranker.from_pretrained(chain["verify"] / "model", rationale=True)
 
 
+@pytest.mark.parametrize("stage", ["rewrite", "verify"])
+def test_a_reranker_that_writes_captions_is_not_exported(chain, tmp_path, stage):
+    from onnx_export.reranker import export_reranker
+
+    with pytest.raises(ValueError, match="text the model generates"):
+        export_reranker(chain[stage] / "model", tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()  # nothing half-written
+
+
 def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard_data, chain):
     from cir_module.vlm.changes import description_changes
     from cir_module.vlm.prompt import VERIFY_PROMPT
