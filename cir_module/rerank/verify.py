@@ -98,7 +98,7 @@ class ChangeVerifyingReranker(LVLMReranker):
         captions = self.captions(references)
         return [VerifiedQuery(c, t) for c, t in zip(captions, texts, strict=True)]
 
-    def prompts(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> list[str]:
+    def changes(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> list[str]:
         """Each candidate's change list against the reference, as the verifier reads it."""
         return [description_changes(state.caption, c) for c in self.captions(candidates)]
 
@@ -109,7 +109,7 @@ class ChangeVerifyingReranker(LVLMReranker):
             return np.zeros(0, dtype=np.float32)
         rows = [
             self._encode(VERIFY_PROMPT, description=state.caption, text=state.text, changes=c)
-            for c in self.prompts(state, candidates)
+            for c in self.changes(state, candidates)
         ]
         scores = []
         pad = self.tokenizer.pad_token_id

@@ -410,11 +410,7 @@ class VerifyStage(StageLoss):
         more" tail) the position of the change's last token and whether it is asked for."""
         prompt = VERIFY_PROMPT.format(description=reference, text=text, changes=changes)
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        ids = encoded["input_ids"]
-        if ids != self.vlm.codec.encode(
-            VERIFY_PROMPT, description=reference, text=text, changes=changes
-        ):
-            raise AssertionError("the verify prompt tokenises differently with offsets")
+        ids = encoded["input_ids"]  # what codec.encode gives (no image in the template)
         token_at = {}
         for i, (begin, end) in enumerate(encoded["offset_mapping"]):
             for char in range(begin, end):
