@@ -70,7 +70,7 @@ class ChangeVerifyingReranker(LVLMReranker):
         keys = [self._key(im) for im in images]
         todo = list(dict.fromkeys(k for k in keys if k not in self._captions))
         if todo:
-            first = {k: im for k, im in zip(keys, images, strict=True)}
+            first = {k: im for k, im in zip(keys, images, strict=True) if k in todo}
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 written = self.generate(
@@ -105,11 +105,17 @@ class ChangeVerifyingReranker(LVLMReranker):
     @torch.inference_mode()
     def score_prefixed(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> np.ndarray:
         """P(YES) per candidate: its caption's changes from the reference's, judged."""
-        if not candidates:
+        return self.verify(state.caption, state.text, self.changes(state, candidates))
+
+    @torch.inference_mode()
+    def verify(self, description: str, text: str, changes: Sequence[str]) -> np.ndarray:
+        """P(YES) of ``VERIFY_PROMPT`` for each change list against one reference
+        description and modification, in right-padded batches (text only)."""
+        if not changes:
             return np.zeros(0, dtype=np.float32)
         rows = [
-            self._encode(VERIFY_PROMPT, description=state.caption, text=state.text, changes=c)
-            for c in self.changes(state, candidates)
+            self._encode(VERIFY_PROMPT, description=description, text=text, changes=c)
+            for c in changes
         ]
         scores = []
         pad = self.tokenizer.pad_token_id

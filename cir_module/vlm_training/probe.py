@@ -30,7 +30,7 @@ from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import query_prefixes
 from cir_module.vlm.changes import description_changes
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT, VERIFY_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
 
@@ -164,19 +164,11 @@ def _verify_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float
     for t in evaluation.triplets:
         names = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
         reference = tier.describe(scenes[t.reference])
-        rows = [
-            vlm.codec.encode(
-                VERIFY_PROMPT,
-                description=reference,
-                text=t.caption,
-                changes=description_changes(reference, tier.describe(scenes[name])),
-            )
+        changes = [
+            description_changes(reference, tier.describe(scenes[name]))
             for name in [*names, t.reference]
         ]
-        scores = [
-            vlm._p_yes(vlm.model.model(input_ids=torch.tensor([r])).last_hidden_state[:, -1])[0]
-            for r in rows
-        ]
+        scores = vlm.verify(reference, t.caption, changes)
         top1 += int(np.argmax(scores) == 0)
     return {f"verify_choice_top1_{split}": top1 / max(len(evaluation.triplets), 1)}
 

@@ -206,6 +206,21 @@ class StageLoss:
         self.metrics["words_loss"] = words.item()
         return words + self.cfg.reader_weight * self.read(tokens, scenes)
 
+    def judged(self, logits: torch.Tensor, labels: list[int]) -> torch.Tensor:
+        """The judge's two losses on (YES, NO) logits of rows in groups of ``group``, each
+        group's target first (label 0: YES, 1: NO): cross-entropy on the answer, and a
+        listwise one over each group's YES margins; logs answer and group accuracy."""
+        labels_t = torch.tensor(labels)
+        answer = F.cross_entropy(logits, labels_t)
+        margin = (logits[:, 0] - logits[:, 1]).view(-1, self.cfg.group)
+        first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
+        self.metrics |= {
+            "answer_loss": answer.item(),
+            "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
+            "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
+        }
+        return answer + F.cross_entropy(margin, first)
+
     def rehearse(self) -> torch.Tensor | float:
         """Captioning of ``rehearsal`` x ``batch_size`` fresh scenes (its loss, with the
         read-out's), so that a text-only stage keeps the model describing images; 0 when off."""
@@ -357,11 +372,7 @@ class JudgeStage(StageLoss):
         head = self.vlm.adapter.lm_head(self.vlm.model)
         at = torch.tensor(prompt_ends)
         logits = head(hidden[torch.arange(len(rows)), at])[:, self.answers]
-        labels_t = torch.tensor(labels)
-        answer = F.cross_entropy(logits, labels_t)
-        margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
-        first = torch.zeros(len(margin), dtype=torch.long)  # the target leads each group
-        loss = answer + F.cross_entropy(margin, first)
+        loss = self.judged(logits, labels)
         # Teacher-forced words: the rationale inside the prompt, the changes after the answer.
         position = torch.arange(input_ids.shape[1] - 1)[None]
         targets = input_ids[:, 1:].clone()
@@ -379,11 +390,6 @@ class JudgeStage(StageLoss):
         loss = loss + cfg.reader_weight * self.read(tokens, scenes)
         if cfg.match_weight:
             loss = loss + cfg.match_weight * self.match(input_ids, hidden, differs)
-        self.metrics |= {
-            "answer_loss": answer.item(),
-            "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
-            "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
-        }
         return loss
 
 
@@ -442,15 +448,7 @@ class VerifyStage(StageLoss):
         at = torch.tensor([len(r) - 1 for r in rows])
         head = self.vlm.adapter.lm_head(self.vlm.model)
         logits = head(hidden[torch.arange(len(rows)), at])[:, self.answers]
-        labels_t = torch.tensor(labels)
-        answer = F.cross_entropy(logits, labels_t)
-        margin = (logits[:, 0] - logits[:, 1]).view(-1, cfg.group)
-        loss = answer + F.cross_entropy(margin, torch.zeros(len(margin), dtype=torch.long))
-        self.metrics |= {
-            "answer_loss": answer.item(),
-            "group_acc": (margin.argmax(-1) == 0).float().mean().item(),
-            "answer_acc": (logits.argmax(-1) == labels_t).float().mean().item(),
-        }
+        loss = self.judged(logits, labels)
         if cfg.asked_weight and points:
             loss = loss + cfg.asked_weight * self.asked(hidden, head, points)
         return loss + self.rehearse()
