@@ -677,6 +677,72 @@ def test_changes_read_from_descriptions_are_the_scene_graphs_changes(hard_data):
     assert description_changes(many, many) == "nothing changed"
 
 
+def _apply_edits(before: str, edits: str) -> dict[str, str]:
+    """The scene an "edits" change list leads to from ``before``, as ``{place: object}``: an
+    independent reading of the wording (each edit checked against the scene it edits)."""
+    from cir_module.data.hard.scenes import COLORS, SHAPES, SIZES, TEXTURES
+
+    def split(fact: str) -> tuple[str, str]:
+        thing, _, place = fact.rpartition(" at ")
+        return place, thing
+
+    scene = dict(split(f) for f in before.split("; "))
+    slots = (SIZES, TEXTURES, tuple(COLORS), SHAPES)  # the words of an object, in order
+    for edit in [] if edits == "nothing changed" else edits.split("; "):
+        if edit.startswith("added "):
+            place, thing = split(edit.removeprefix("added "))
+            assert place not in scene
+            scene[place] = thing
+        elif edit.startswith("removed "):
+            place, thing = split(edit.removeprefix("removed "))
+            assert scene.pop(place) == thing
+        elif " moved from " in edit:
+            thing, places = edit.split(" moved from ")
+            source, destination = places.split(" to ")
+            assert scene.pop(source) == thing and destination not in scene
+            scene[destination] = thing
+        else:
+            head, became = edit.split(" became ")
+            place, thing = split(head)
+            assert scene[place] == thing
+            words = thing.split()
+            for word in became.split():  # only the words that changed, each in its slot
+                slot = next(i for i, values in enumerate(slots) if word in values)
+                assert words[slot] != word
+                words[slot] = word
+            scene[place] = " ".join(words)
+    return scene
+
+
+def test_edits_wording_leads_from_one_description_to_the_other(hard_data):
+    from cir_module.vlm.changes import description_changes
+
+    tier = tier_of(hard_data)
+    split = EvalSplit.load(hard_data, "train")
+    scenes = load_scene_graphs(hard_data, "train")
+    pairs = [(t.reference, c) for t in split.triplets for c in (t.target, *t.subset)]
+    moves = shorter = 0
+    for before, after in pairs:
+        old, new = tier.describe(scenes[before]), tier.describe(scenes[after])
+        edits = description_changes(old, new, max_changes=99, wording="edits")
+        facts = description_changes(old, new, max_changes=99)
+        assert _apply_edits(old, edits) == _apply_edits(new, "nothing changed")
+        assert edits.count("; ") <= facts.count("; ")  # a move is one edit, not two facts
+        moves += " moved from " in edits
+        shorter += len(edits) < len(facts)
+    assert moves > 0 and shorter > len(pairs) // 2
+    assert description_changes(
+        "small solid red circle at row 1, column 1; large hollow blue square at row 2, column 2",
+        "small solid red circle at row 1, column 2; large hollow green square at row 2, column 2",
+        wording="edits",
+    ) == (
+        "small solid red circle moved from row 1, column 1 to row 1, column 2; "
+        "large hollow blue square at row 2, column 2 became green"
+    )
+    with pytest.raises(ValueError, match="unknown change wording"):
+        description_changes("", "", wording="prose")
+
+
 def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     from cir_module.rerank.verify import ChangeVerifyingReranker
     from cir_module.vlm.changes import description_changes
@@ -685,6 +751,7 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     reranker = LVLMReranker.from_pretrained(chain["verify"] / "model")
     assert isinstance(reranker, ChangeVerifyingReranker)
     assert reranker.describe()["verify"] == "changes"
+    assert reranker.describe()["change_wording"] == "edits"  # the stage's default
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     reference = split.open(t.reference)
@@ -703,7 +770,8 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     assert ((scores > 0) & (scores < 1)).all()
     # Each score is P(YES) of the verify prompt, computed alone, unpadded.
     for candidate, score in zip(candidates, scores, strict=True):
-        changes = description_changes(caption, generate(DESCRIBE_PROMPT, [candidate], 256)[0])
+        said = generate(DESCRIBE_PROMPT, [candidate], 256)[0]
+        changes = description_changes(caption, said, wording="edits")
         ids = reranker.codec.encode(
             VERIFY_PROMPT, description=caption, text=t.caption, changes=changes.strip()
         )
@@ -738,9 +806,12 @@ def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard
     # The per-change read-out: each change's last token, asked for when the target has it.
     describe, scenes = tier.describe, stage.scenes
     reference = describe(scenes[t.reference])
-    asked = set(description_changes(reference, describe(scenes[t.target])).split("; "))
+    wording = cfg.change_wording
+    asked = set(
+        description_changes(reference, describe(scenes[t.target]), wording=wording).split("; ")
+    )
     for candidate in candidates:
-        changes = description_changes(reference, describe(scenes[candidate]))
+        changes = description_changes(reference, describe(scenes[candidate]), wording=wording)
         ids, marks = stage.row(reference, t.caption, changes, asked)
         assert ids == vlm.codec.encode(
             VERIFY_PROMPT, description=reference, text=t.caption, changes=changes

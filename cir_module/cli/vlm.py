@@ -22,6 +22,7 @@ _HELP = {
     "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
     "out": "the stage's folder; the same command resumes it",
     "init": "the folder of the stage this one starts from (every stage but vision)",
+    "change_wording": "verify stage: change lists as whole facts or as one short edit per object",
     "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
 }
 

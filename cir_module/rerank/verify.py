@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from cir_module.rerank.scorer import LVLMReranker
-from cir_module.vlm.changes import description_changes
+from cir_module.vlm.changes import WORDINGS, description_changes
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, VERIFY_PROMPT
 
 __all__ = ["ChangeVerifyingReranker", "VerifiedQuery"]
@@ -48,15 +48,24 @@ class ChangeVerifyingReranker(LVLMReranker):
     unsteered = "a change-verifying reranker judges captions"
 
     def __init__(
-        self, *args, describe_tokens: int = 256, caption_cache: int = 8192, **kwargs
+        self,
+        *args,
+        describe_tokens: int = 256,
+        caption_cache: int = 8192,
+        change_wording: str = "facts",
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if change_wording not in WORDINGS:
+            raise ValueError(f"change wording {change_wording!r} is none of {WORDINGS}")
+        # Folders written before the "edits" wording existed say nothing: "facts".
+        self.change_wording = change_wording
         self.describe_tokens = describe_tokens
         self.caption_cache = caption_cache
         self._captions: OrderedDict[str, str] = OrderedDict()
 
     def describe(self) -> dict:
-        return {**super().describe(), "verify": "changes"}
+        return {**super().describe(), "verify": "changes", "change_wording": self.change_wording}
 
     @staticmethod
     def _key(image: Image.Image) -> str:
@@ -98,9 +107,13 @@ class ChangeVerifyingReranker(LVLMReranker):
         captions = self.captions(references)
         return [VerifiedQuery(c, t) for c, t in zip(captions, texts, strict=True)]
 
+    def changes_between(self, before: str, after: str) -> str:
+        """The change list between two descriptions, worded as this verifier was trained."""
+        return description_changes(before, after, wording=self.change_wording)
+
     def changes(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> list[str]:
         """Each candidate's change list against the reference, as the verifier reads it."""
-        return [description_changes(state.caption, c) for c in self.captions(candidates)]
+        return [self.changes_between(state.caption, c) for c in self.captions(candidates)]
 
     @torch.inference_mode()
     def score_prefixed(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cir_module.vlm.changes import WORDINGS
+
 __all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 
 # The stages, and the stages whose folder each later one may start from (the usual one
@@ -65,6 +67,9 @@ class StageConfig:
     # The verify stage: the weight of the per-change read-out (at the end of each change of
     # the list, YES / NO: is it a change the modification asks for; 0: off).
     asked_weight: float = 0.0
+    # ... and how its change lists are worded (``cir_module.vlm.changes``: whole "facts", or
+    # one short "edits" phrase per object, a move in one phrase).
+    change_wording: str = "edits"
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25
@@ -82,5 +87,7 @@ class StageConfig:
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
+        if self.change_wording not in WORDINGS:
+            raise ValueError(f"change wording {self.change_wording!r} is none of {WORDINGS}")
         if self.stage in ("judge", "verify") and (self.group < 2 or self.batch_size < self.group):
             raise ValueError("the judge needs a group of 2 or more, and a batch of one group")

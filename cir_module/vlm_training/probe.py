@@ -29,7 +29,6 @@ from cir_module.data.benchmark import describe_changes, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import query_prefixes
-from cir_module.vlm.changes import description_changes
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
@@ -165,7 +164,7 @@ def _verify_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float
         names = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
         reference = tier.describe(scenes[t.reference])
         changes = [
-            description_changes(reference, tier.describe(scenes[name]))
+            vlm.changes_between(reference, tier.describe(scenes[name]))
             for name in [*names, t.reference]
         ]
         scores = vlm.verify(reference, t.caption, changes)

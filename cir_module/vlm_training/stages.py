@@ -431,14 +431,16 @@ class VerifyStage(StageLoss):
         return ids, points
 
     def loss(self) -> torch.Tensor:
-        cfg, describe = self.cfg, self.tier.describe
+        cfg, describe, wording = self.cfg, self.tier.describe, self.cfg.change_wording
         rows, labels, points = [], [], []
         for _ in range(cfg.batch_size // cfg.group):
             t, candidates = draw_group(self.rng, self.split, cfg.group, cfg.easy_negatives)
             reference = describe(self.scenes[t.reference])
-            asked = set(description_changes(reference, describe(self.scenes[t.target])).split("; "))
+            target = describe(self.scenes[t.target])
+            asked = set(description_changes(reference, target, wording=wording).split("; "))
             for candidate in candidates:
-                changes = description_changes(reference, describe(self.scenes[candidate]))
+                candidate_said = describe(self.scenes[candidate])
+                changes = description_changes(reference, candidate_said, wording=wording)
                 ids, marks = self.row(reference, t.caption, changes, asked)
                 points += [(len(rows), at, ok) for at, ok in marks]
                 rows.append(ids)

@@ -144,6 +144,8 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
     served = {"rewrite": "describe", "verify": "changes"}.get(cfg.stage)
     if served:
         settings = {**saved_settings(folder), "verify": served}
+        if cfg.stage == "verify":
+            settings["change_wording"] = cfg.change_wording
         (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
 
