@@ -44,6 +44,14 @@ class ServiceSettings(BaseSettings):
         "keeps the model thread waiting for the HTTP loop after every forward; a short "
         "interval lets them overlap.",
     )
+    http_parser: Literal["httptools", "h11"] = Field(
+        "httptools",
+        description="`cir serve`'s HTTP/1.1 parser: httptools (llhttp, in C) or h11 (pure "
+        "Python). Both close connections whose headers are late (header_timeout_s).",
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="`cir serve`'s event loop: uvloop (libuv) or Python's asyncio."
+    )
     onnx_export: str | None = Field(
         None,
         description="Folder written by `cir export`: when set, the model runs on onnxruntime "

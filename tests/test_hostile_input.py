@@ -177,16 +177,30 @@ def test_a_body_that_stops_arriving_gets_408(bounded):
     assert_still_serves(bounded)
 
 
-def test_idle_and_half_sent_connections_are_closed(bounded):
-    idle = [_connect(bounded) for _ in range(200)]
-    half = [_connect(bounded) for _ in range(20)]
+def _assert_idle_and_half_sent_connections_are_closed(service) -> None:
+    idle = [_connect(service) for _ in range(200)]
+    half = [_connect(service) for _ in range(20)]
     for sock in half:
         sock.sendall(b"POST /vectorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
     # CIR_HEADER_TIMEOUT_S=1: every one of them is closed by the server (recv sees EOF).
     for sock in idle + half:
         assert sock.recv(1024) == b""
         sock.close()
-    assert_still_serves(bounded)
+    assert_still_serves(service)
+
+
+def test_idle_and_half_sent_connections_are_closed(bounded):
+    # The default parser and loop (httptools, uvloop).
+    _assert_idle_and_half_sent_connections_are_closed(bounded)
+
+
+def test_the_pure_python_parser_guards_the_same_way(tiny_checkpoint):
+    env = {"CIR_HEADER_TIMEOUT_S": "1", "CIR_HTTP_PARSER": "h11", "CIR_EVENT_LOOP": "asyncio"}
+    with ServiceProcess(tiny_checkpoint, env=env) as proc:
+        _assert_idle_and_half_sent_connections_are_closed(proc)
+        _assert_invented_methods_get_json_4xx(proc)
+        # h11 reads any method token: the application answers them under one label.
+        assert 'method="other"' in httpx.get(f"{proc.url}/metrics").text
 
 
 def test_full_service_makes_requests_wait_instead_of_refusing(bounded):
@@ -319,14 +333,31 @@ def test_api_docs_can_be_turned_off(tiny_checkpoint):
             assert httpx.get(f"{proc.url}{path}").status_code == 404
 
 
-def test_invented_methods_do_not_grow_the_metric_labels(bounded):
+def _assert_invented_methods_get_json_4xx(service) -> None:
     with httpx.Client() as http:
         for i in range(30):
-            r = http.request(f"XMETHOD{i}", f"{bounded.url}/vectorize")
-            assert 400 <= r.status_code < 500
-    text = httpx.get(f"{bounded.url}/metrics").text
-    assert "XMETHOD" not in text
-    assert 'method="other"' in text
+            r = http.request(f"XMETHOD{i}", f"{service.url}/vectorize")
+            assert 400 <= r.status_code < 500 and r.json()["error"]
+    assert "XMETHOD" not in httpx.get(f"{service.url}/metrics").text
+    assert_still_serves(service)
+
+
+def test_invented_methods_do_not_grow_the_metric_labels(bounded):
+    # httptools refuses methods it does not know before the application sees them.
+    _assert_invented_methods_get_json_4xx(bounded)
+
+
+def test_a_request_the_parser_cannot_read_gets_a_json_400(bounded):
+    sock = _connect(bounded)
+    sock.sendall(b"GET /vectorize HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")  # no colon
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+    assert "could not be parsed" in json.loads(body)["error"]
+    assert_still_serves(bounded)
 
 
 # -- admission, in-process ----------------------------------------------------------------------

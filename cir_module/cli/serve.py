@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> None:
 
         for handler in root.handlers:
             handler.setFormatter(JsonLogFormatter())
-    from cir_module.service.protocol import guarded_h11
+    from cir_module.service.protocol import guarded_protocol
 
     uvicorn.run(
         create_app(settings),
@@ -52,7 +52,8 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (JSON, request ids)
         access_log=False,  # the service writes its own access line, with the request id
-        http=guarded_h11(settings.header_timeout_s),
+        http=guarded_protocol(settings.http_parser, settings.header_timeout_s),
+        loop=settings.event_loop,
         # X-Forwarded-* rewrite the client address the token check trusts: only from the
         # proxies named in the settings (uvicorn's default trusts 127.0.0.1).
         proxy_headers=bool(settings.trusted_proxies),
