@@ -21,6 +21,7 @@ from cir_module.data.benchmark import (
     TIERS,
     describe_changes,
     generate_benchmark,
+    load_edit_ops,
     load_scene_graphs,
     tier_of,
 )
@@ -191,7 +192,7 @@ def test_a_stage_refuses_a_start_that_is_not_the_previous_stage_complete(
         )
 
 
-def test_probe_reports_cells_captions_and_judgements(chain):
+def test_probe_reports_cells_captions_and_judgements(chain, hard_data):
     report = probe_stage(chain["judge"], images=8, captions=2, judge_queries=3)
     assert report["stage"] == "judge" and report["judge_queries"] == 3
     for key in ("cells_shape", "cells_where", "caption_objects_right", "changes_exact_val"):
@@ -199,6 +200,11 @@ def test_probe_reports_cells_captions_and_judgements(chain):
     assert 0.0 <= report["judge_top1_val"] <= 1.0
     verify = probe_stage(chain["verify"], images=8, captions=2, judge_queries=2)
     assert 0.0 <= verify["verify_choice_top1_val"] <= 1.0 and verify["judge_queries"] == 2
+    ops = load_edit_ops(hard_data, "val")
+    split = EvalSplit.load(hard_data, "val", limit=2)
+    asked = {ops[t.pairid] for t in split.triplets}  # the two queries' kinds of edit
+    by_op = {k for k in verify if k.startswith("verify_choice_top1_val_")}
+    assert by_op == {f"verify_choice_top1_val_{op}" for op in asked}
     rewrite = probe_stage(chain["rewrite"], images=8, captions=2, judge_queries=2, rationales=2)
     assert rewrite["rationale_queries"] == 2 and rewrite["rationale_pairs"] >= 6
     for key in ("rewrites_exact_val", "described_exact_val", "judge_top1_val",

@@ -68,6 +68,7 @@ __all__ = [
     "Tier",
     "Triplet",
     "generate_benchmark",
+    "load_edit_ops",
     "load_scene_graphs",
     "make_triplet",
     "tier_of",
@@ -454,6 +455,13 @@ def generate_benchmark(
     }
     log.info("shapes benchmark (%s tier) written to %s: %s", tier, out, summary)
     return summary
+
+
+def load_edit_ops(out_dir: str | Path, split: str) -> dict[int, str]:
+    """``{pairid: operation}`` of a split's queries (``edits/``: e.g. ``swap``,
+    ``relational_move``), to break a figure down by the kind of edit asked."""
+    path = Path(out_dir) / "edits" / f"edits.{BENCHMARK_NAME}.{split}.json"
+    return {e["pairid"]: e["op"] for e in json.loads(path.read_text(encoding="utf-8"))}
 
 
 def load_scene_graphs(out_dir: str | Path, split: str | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cir_module.data.benchmark import describe_changes, load_scene_graphs
+from cir_module.data.benchmark import describe_changes, load_edit_ops, load_scene_graphs
 from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import query_prefixes
@@ -156,10 +156,12 @@ def _rewrite_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, floa
 def _verify_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float]:
     """The verifier alone, as a choice: with the scene graphs' true descriptions in place of
     captions, how often P(YES) ranks the target first among the target, its hard negatives
-    and the unchanged reference. This is what the verify step knows, captions aside."""
+    and the unchanged reference, over all queries and by the kind of edit asked. This is
+    what the verify step knows, captions aside."""
     evaluation = EvalSplit.load(data, split, limit=n)
     scenes = load_scene_graphs(data, split)
-    top1 = 0
+    ops = load_edit_ops(data, split)
+    by_op: dict[str, list[int]] = {}
     for t in evaluation.triplets:
         names = [t.target] + [m for m in t.subset if m not in (t.target, t.reference)]
         reference = tier.describe(scenes[t.reference])
@@ -168,8 +170,10 @@ def _verify_choices(vlm, tier, data: str, split: str, n: int) -> dict[str, float
             for name in [*names, t.reference]
         ]
         scores = vlm.verify(reference, t.caption, changes)
-        top1 += int(np.argmax(scores) == 0)
-    return {f"verify_choice_top1_{split}": top1 / max(len(evaluation.triplets), 1)}
+        by_op.setdefault(ops[t.pairid], []).append(int(np.argmax(scores) == 0))
+    every = [hit for hits in by_op.values() for hit in hits]
+    out = {f"verify_choice_top1_{split}": sum(every) / max(len(every), 1)}
+    return out | {f"verify_choice_top1_{split}_{op}": sum(v) / len(v) for op, v in by_op.items()}
 
 
 @torch.inference_mode()
