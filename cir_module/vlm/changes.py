@@ -93,6 +93,9 @@ def _became(old: str, new: str) -> str:
 
 
 def _edits(before: str, after: str, max_changes: int) -> str:
+    """The "edits" wording: in place, "X at P became <changed words>"; an object gone from P
+    and the same object come to Q, "X moved from P to Q" (the first such Q in reading order);
+    any other "removed X at P" or "added X at Q"; ordered by the (first) place."""
     old, new = _objects_by_place(before), _objects_by_place(after)
 
     def order(place: str) -> tuple:
