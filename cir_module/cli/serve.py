@@ -45,6 +45,16 @@ def _serve(args: argparse.Namespace) -> None:
             handler.setFormatter(JsonLogFormatter())
     from cir_module.service.protocol import guarded_protocol
 
+    try:
+        protocol = guarded_protocol(settings.http_parser, settings.header_timeout_s)
+        if settings.event_loop == "uvloop":
+            import uvloop  # noqa: F401  (uvicorn imports it by name; say which extra is missing)
+    except ModuleNotFoundError as exc:
+        from cir_module.lazy import missing_extra
+
+        sys.exit(f"cir serve: {missing_extra(exc, 'CIR_EVENT_LOOP=uvloop')}")
+    except ImportError as exc:
+        sys.exit(f"cir serve: {exc}")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -52,7 +62,7 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (JSON, request ids)
         access_log=False,  # the service writes its own access line, with the request id
-        http=guarded_protocol(settings.http_parser, settings.header_timeout_s),
+        http=protocol,
         loop=settings.event_loop,
         # X-Forwarded-* rewrite the client address the token check trusts: only from the
         # proxies named in the settings (uvicorn's default trusts 127.0.0.1).

@@ -8,8 +8,9 @@ Bodies that stop arriving are the application's to time out (``body_timeout_s``)
 the parser cannot read gets a 400 with a JSON ``error``, as every other bad request does
 (uvicorn's own answer is plain text).
 
-Two parsers, the same deadline: ``httptools`` (llhttp, in C; the default, since it parses a
-request in a fraction of the time) and ``h11`` (pure Python).
+Two parsers, the same deadline: ``h11`` (pure Python, the default) and ``httptools``
+(llhttp, in C; the ``http`` extra). On the shipped model the C parser served no more images
+per second (docs/results.md, issue 22): the parse is not where a request's time goes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 
 __all__ = ["PARSERS", "guarded_protocol"]
 
-PARSERS = ("httptools", "h11")
+PARSERS = ("h11", "httptools")
 
 
 _MALFORMED = json.dumps(
@@ -91,7 +92,12 @@ def _h11_guarded() -> type:
 
 
 def _httptools_guarded() -> type:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from cir_module.lazy import missing_extra
+
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, "CIR_HTTP_PARSER=httptools") from exc
 
     class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
         # Between a response and the next request uvicorn's keep-alive timeout applies.
@@ -126,7 +132,7 @@ def _httptools_guarded() -> type:
 def guarded_protocol(parser: str, header_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol for ``parser`` (one of :data:`PARSERS`), closing
     connections whose request headers are late (``http=`` of ``uvicorn.run``)."""
-    builders = {"httptools": _httptools_guarded, "h11": _h11_guarded}
+    builders = {"h11": _h11_guarded, "httptools": _httptools_guarded}
     if parser not in builders:
         raise ValueError(f"unknown HTTP parser {parser!r} (known: {', '.join(PARSERS)})")
     base = builders[parser]()
