@@ -63,8 +63,10 @@ def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
     folders: dict[str, Path] = {}
     for stage in STAGES:
         init = folders[STARTS_FROM[stage][0]] if stage in STARTS_FROM else None
+        # The verify stage with its per-change read-out, which its reranker then scores by.
+        extra = {"asked_weight": 1.0} if stage == "verify" else {}
         cfg = StageConfig(
-            stage=stage, data=hard_data, out=str(root / stage), init=init, steps=3, **TINY
+            stage=stage, data=hard_data, out=str(root / stage), init=init, steps=3, **TINY, **extra
         )
         result = train_stage(cfg)
         assert result.complete and result.step == 3
@@ -84,7 +86,7 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
         "compare": {"compare_loss", "token_acc", "read_shape"},
         "judge": {"answer_loss", "group_acc", "answer_acc", "read_shape"},
         "rewrite": {"rewrite_loss", "rewrite_acc", "caption_loss", "read_shape"},
-        "verify": {"answer_loss", "group_acc", "answer_acc", "caption_loss", "read_shape"},
+        "verify": {"answer_loss", "group_acc", "answer_acc", "asked_acc", "caption_loss"},
     }
     for stage, folder in chain.items():
         lines = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()]
@@ -750,7 +752,7 @@ def test_edits_wording_leads_from_one_description_to_the_other(hard_data):
 
 
 def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
-    from cir_module.rerank.verify import ChangeVerifyingReranker
+    from cir_module.rerank.verify import ChangeVerifyingReranker, verify_row
     from cir_module.vlm.changes import description_changes
     from cir_module.vlm.prompt import VERIFY_PROMPT
 
@@ -774,17 +776,40 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     assert sum(written) == len({c.tobytes() for c in candidates} - {reference.tobytes()})
     np.testing.assert_allclose(again[::-1], scores, atol=1e-6)  # padding changes nothing
     assert ((scores > 0) & (scores < 1)).all()
-    # Each score is P(YES) of the verify prompt, computed alone, unpadded.
+    # Each score is P(YES) of the verify prompt, computed alone, unpadded, times the lowest
+    # P(YES) at the last token of each change (the stage ran with the per-change read-out).
+    assert reranker.describe()["asked_readout"] is True
+
+    def alone(description: str, changes: str) -> float:
+        ids = reranker.codec.encode(
+            VERIFY_PROMPT, description=description, text=t.caption, changes=changes
+        )
+        ends = [at for at, _ in verify_row(reranker.tokenizer, description, t.caption, changes)[1]]
+        with torch.inference_mode():
+            logits = reranker.model(input_ids=torch.tensor([ids])).logits[0]
+        p = torch.softmax(logits[:, [reranker.yes_id, reranker.no_id]], -1)[:, 0]
+        return p[-1].item() * (p[ends].min().item() if ends else 1.0)
+
     for candidate, score in zip(candidates, scores, strict=True):
         said = generate(DESCRIBE_PROMPT, [candidate], 256)[0]
-        changes = description_changes(caption, said, wording="edits")
-        ids = reranker.codec.encode(
-            VERIFY_PROMPT, description=caption, text=t.caption, changes=changes.strip()
+        assert score == pytest.approx(
+            alone(caption, reranker.changes_between(caption, said)), abs=1e-5
         )
-        with torch.inference_mode():
-            logits = reranker.model(input_ids=torch.tensor([ids])).logits[0, -1]
-        p = torch.softmax(logits[[reranker.yes_id, reranker.no_id]], -1)[0].item()
-        assert score == pytest.approx(p, abs=1e-5)
+    # The tiny model's captions may list no changes; true descriptions always do.
+    tier, scenes = tier_of(hard_data), load_scene_graphs(hard_data, "val")
+    before = tier.describe(scenes[t.reference])
+    lists = [
+        description_changes(before, tier.describe(scenes[n]), wording="edits")
+        for n in (t.target, *t.subset)
+        if n != t.reference
+    ]
+    assert all(verify_row(reranker.tokenizer, before, t.caption, c)[1] for c in lists)
+    got = reranker.verify(before, t.caption, lists)
+    for changes, score in zip(lists, got, strict=True):
+        assert score == pytest.approx(alone(before, changes), abs=1e-5)
+    plain = LVLMReranker.from_pretrained(chain["verify"] / "model", asked_readout=False)
+    unread = plain.score_prefixed(plain.prefix(reference, t.caption), candidates)
+    assert (unread >= scores - 1e-6).all()  # the read-out only ever lowers a score
     with pytest.raises(ValueError, match="takes no RAug-Rep"):
         LVLMReranker.from_pretrained(chain["verify"] / "model", rationale=True)
 

@@ -6,7 +6,10 @@ Per query (the shared "prefix", once for all its candidates): the reference's ca
 gallery's images come back across queries), the change list between the two captions
 (:func:`~cir_module.vlm.changes.description_changes`), and P(YES) of ``VERIFY_PROMPT``: the
 reference's caption, the modification and that change list, text only. The score is P(YES),
-fused with the first-stage cosine as every reranker's is.
+fused with the first-stage cosine as every reranker's is. A folder trained with the per-change
+read-out (``--asked-weight``) also answers, at the last token of each change, whether the
+modification asks for it; its score is P(YES) times the lowest of those (``asked_readout``): a
+candidate with one change nobody asked for scores low however plausible the rest looks.
 
 This is what a ``cir vlm train --stage verify`` folder is served as (its
 ``cir_reranker.json`` says ``"verify": "changes"``). It splits CIR-CoT's reasoning into what
@@ -30,7 +33,26 @@ from cir_module.rerank.scorer import LVLMReranker
 from cir_module.vlm.changes import WORDINGS, description_changes
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, VERIFY_PROMPT
 
-__all__ = ["ChangeVerifyingReranker", "VerifiedQuery"]
+__all__ = ["ChangeVerifyingReranker", "VerifiedQuery", "verify_row"]
+
+
+def verify_row(tokenizer, description: str, text: str, changes: str) -> tuple[list[int], list]:
+    """``VERIFY_PROMPT``'s ids for one change list (as the codec encodes it: the template
+    holds no image), and for each change in the list (not "nothing changed" or the "and N
+    more" tail) ``(position of its last token, the change)``."""
+    prompt = VERIFY_PROMPT.format(description=description, text=text, changes=changes)
+    encoded = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+    token_at: dict[int, int] = {}
+    for i, (begin, end) in enumerate(encoded["offset_mapping"]):
+        for char in range(begin, end):
+            token_at.setdefault(char, i)
+    ends, start = [], prompt.index("\nChanges: ") + len("\nChanges: ")
+    for change in changes.split("; "):
+        end = start + len(change)
+        if change != "nothing changed" and not change.startswith("and "):
+            ends.append((token_at[end - 1], change))
+        start = end + 2
+    return encoded["input_ids"], ends
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class ChangeVerifyingReranker(LVLMReranker):
         describe_tokens: int = 256,
         caption_cache: int = 8192,
         change_wording: str = "facts",
+        asked_readout: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -60,12 +83,18 @@ class ChangeVerifyingReranker(LVLMReranker):
             raise ValueError(f"change wording {change_wording!r} is none of {WORDINGS}")
         # Folders written before the "edits" wording existed say nothing: "facts".
         self.change_wording = change_wording
+        self.asked_readout = asked_readout
         self.describe_tokens = describe_tokens
         self.caption_cache = caption_cache
         self._captions: OrderedDict[str, str] = OrderedDict()
 
     def describe(self) -> dict:
-        return {**super().describe(), "verify": "changes", "change_wording": self.change_wording}
+        return {
+            **super().describe(),
+            "verify": "changes",
+            "change_wording": self.change_wording,
+            "asked_readout": self.asked_readout,
+        }
 
     @staticmethod
     def _key(image: Image.Image) -> str:
@@ -123,13 +152,12 @@ class ChangeVerifyingReranker(LVLMReranker):
     @torch.inference_mode()
     def verify(self, description: str, text: str, changes: Sequence[str]) -> np.ndarray:
         """P(YES) of ``VERIFY_PROMPT`` for each change list against one reference
-        description and modification, in right-padded batches (text only)."""
+        description and modification, in right-padded batches (text only); with
+        ``asked_readout``, times the lowest P(YES) at the end of the list's changes."""
         if not changes:
             return np.zeros(0, dtype=np.float32)
-        rows = [
-            self._encode(VERIFY_PROMPT, description=description, text=text, changes=c)
-            for c in changes
-        ]
+        encoded = [verify_row(self.tokenizer, description, text, c) for c in changes]
+        rows = [ids for ids, _ in encoded]
         scores = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(rows), self.batch_size):
@@ -141,7 +169,12 @@ class ChangeVerifyingReranker(LVLMReranker):
             )
             hidden = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
             last = torch.tensor([len(r) - 1 for r in batch], device=self.device)
-            scores.append(self._p_yes(hidden[torch.arange(len(batch)), last]))
+            p = self._p_yes(hidden[torch.arange(len(batch)), last])
+            if self.asked_readout:
+                for i, (_, ends) in enumerate(encoded[start : start + len(batch)]):
+                    if ends:
+                        p[i] *= self._p_yes(hidden[i, [at for at, _ in ends]]).min()
+            scores.append(p)
         return np.concatenate(scores)
 
     def score_naive(

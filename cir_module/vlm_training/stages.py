@@ -40,8 +40,9 @@ from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.rerank.training import reasoning_path
+from cir_module.rerank.verify import verify_row
 from cir_module.vlm.changes import description_changes
-from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT, VERIFY_PROMPT
+from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.config import StageConfig
 from cir_module.vlm_training.reader import CellReader
 
@@ -414,21 +415,8 @@ class VerifyStage(StageLoss):
     def row(self, reference: str, text: str, changes: str, asked: set[str]) -> tuple:
         """A prompt's ids, and for each of its changes (not "nothing changed" or the "and N
         more" tail) the position of the change's last token and whether it is asked for."""
-        prompt = VERIFY_PROMPT.format(description=reference, text=text, changes=changes)
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        ids = encoded["input_ids"]  # what codec.encode gives (no image in the template)
-        token_at = {}
-        for i, (begin, end) in enumerate(encoded["offset_mapping"]):
-            for char in range(begin, end):
-                token_at.setdefault(char, i)
-        points = []
-        start = prompt.index("\nChanges: ") + len("\nChanges: ")
-        for change in changes.split("; "):
-            end = start + len(change)
-            if change != "nothing changed" and not change.startswith("and "):
-                points.append((token_at[end - 1], change in asked))
-            start = end + 2
-        return ids, points
+        ids, ends = verify_row(self.tokenizer, reference, text, changes)
+        return ids, [(at, change in asked) for at, change in ends]
 
     def loss(self) -> torch.Tensor:
         cfg, describe, wording = self.cfg, self.tier.describe, self.cfg.change_wording

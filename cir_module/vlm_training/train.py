@@ -139,14 +139,23 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
         )
     shutil.copytree(init / MODEL, folder)
     shutil.copy2(init / READER, out / READER)
-    # Served as a describe-and-verify (rerank/describe.py) or change-verifying
-    # (rerank/verify.py) reranker.
+    _mark_served(cfg, folder)
+
+
+def _mark_served(cfg: StageConfig, folder: Path) -> None:
+    """Say in the model folder's ``cir_reranker.json`` how a rewrite or verify stage is served:
+    as a describe-and-verify (rerank/describe.py) or change-verifying (rerank/verify.py)
+    reranker, the latter with its change wording and, when it was trained with the per-change
+    read-out, that read-out in its score. Written at every checkpoint: a resumed run may turn
+    the read-out on."""
     served = {"rewrite": "describe", "verify": "changes"}.get(cfg.stage)
-    if served:
-        settings = {**saved_settings(folder), "verify": served}
-        if cfg.stage == "verify":
-            settings["change_wording"] = cfg.change_wording
-        (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
+    if not served:
+        return
+    settings = {**saved_settings(folder), "verify": served}
+    if cfg.stage == "verify":
+        settings["change_wording"] = cfg.change_wording
+        settings["asked_readout"] = cfg.asked_weight > 0
+    (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
 
 def load_stage(folder: str | Path) -> tuple[LVLMReranker, CellReader, Tier]:
@@ -175,6 +184,7 @@ def _save(out: Path, vlm, reader, optimizer, schedule, rng, step: int, cfg, done
     torch.save(state, tmp)
     tmp.replace(out / STATE)  # atomic: a run killed while saving keeps the last good state
     vlm.model.save_pretrained(out / MODEL)
+    _mark_served(cfg, out / MODEL)
     torch.save(reader.state_dict(), out / READER)
     record = {"stage": cfg.stage, "config": asdict(cfg), "step": step, "complete": done}
     (out / STAGE_FILE).write_text(json.dumps(record, indent=2))
