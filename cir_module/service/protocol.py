@@ -41,6 +41,19 @@ class _Guarded:
     def _awaiting_headers(self) -> bool:
         raise NotImplementedError
 
+    # Mixed in before uvicorn's protocol class: each hook runs uvicorn's, then the deadline's.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
     def _watch_headers(self) -> None:
         """(Re)start the deadline while headers are awaited, stop it once they are in."""
         self._cancel_header_timer()
@@ -76,18 +89,6 @@ def _h11_guarded() -> type:
         def _awaiting_headers(self) -> bool:
             return self.conn.their_state is h11.IDLE
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._watch_headers()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch_headers()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_header_timer()
-            super().connection_lost(exc)
-
     return GuardedH11Protocol
 
 
@@ -106,14 +107,6 @@ def _httptools_guarded() -> type:
         def _awaiting_headers(self) -> bool:
             return self._in_headers
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._watch_headers()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch_headers()
-
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_headers = True
@@ -121,10 +114,6 @@ def _httptools_guarded() -> type:
         def on_headers_complete(self) -> None:
             self._in_headers = False
             super().on_headers_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_header_timer()
-            super().connection_lost(exc)
 
     return GuardedHttpToolsProtocol
 
