@@ -49,7 +49,8 @@ def verify_row(tokenizer, description: str, text: str, changes: str) -> tuple[li
     ends, start = [], prompt.index("\nChanges: ") + len("\nChanges: ")
     for change in changes.split("; "):
         end = start + len(change)
-        if change != "nothing changed" and not change.startswith("and "):
+        listed = change != "nothing changed" and not change.startswith("and ")
+        if listed and end - 1 in token_at:  # a character no token covers marks nothing
             ends.append((token_at[end - 1], change))
         start = end + 2
     return encoded["input_ids"], ends
