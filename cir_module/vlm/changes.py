@@ -97,11 +97,12 @@ def _edits(before: str, after: str, max_changes: int) -> str:
     and the same object come to Q, "X moved from P to Q" (the first such Q in reading order);
     any other "removed X at P" or "added X at Q"; ordered by the (first) place."""
     old, new = _objects_by_place(before), _objects_by_place(after)
+    seen = {place: i for i, place in enumerate(dict.fromkeys([*old, *new]))}
 
     def order(place: str) -> tuple:
         # Reading order where a place is "row R, column C"; appearance order otherwise.
         cell = _PLACE.search(" at " + place)
-        return (0, int(cell[1]), int(cell[2])) if cell else (1, [*old, *new].index(place))
+        return (0, int(cell[1]), int(cell[2])) if cell else (1, seen[place])
 
     def named(objects: dict[str, str], place: str) -> str:
         return f"{objects[place]} at {place}" if objects[place] else place

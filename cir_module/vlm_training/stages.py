@@ -424,11 +424,12 @@ class VerifyStage(StageLoss):
         for _ in range(cfg.batch_size // cfg.group):
             t, candidates = draw_group(self.rng, self.split, cfg.group, cfg.easy_negatives)
             reference = describe(self.scenes[t.reference])
-            target = describe(self.scenes[t.target])
-            asked = set(description_changes(reference, target, wording=wording).split("; "))
-            for candidate in candidates:
-                candidate_said = describe(self.scenes[candidate])
-                changes = description_changes(reference, candidate_said, wording=wording)
+            lists = [
+                description_changes(reference, describe(self.scenes[c]), wording=wording)
+                for c in candidates
+            ]
+            asked = set(lists[0].split("; "))  # draw_group puts the target first
+            for candidate, changes in zip(candidates, lists, strict=True):
                 ids, marks = self.row(reference, t.caption, changes, asked)
                 points += [(len(rows), at, ok) for at, ok in marks]
                 rows.append(ids)
