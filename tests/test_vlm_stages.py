@@ -862,3 +862,46 @@ def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard
     loss.backward()
     grads = [p.grad for p in vlm.model.model.language_model.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_mined_negatives_are_the_first_stages_near_misses_and_the_verify_stage_trains_on_them(
+    hard_data, chain, tiny_checkpoint, tmp_path
+):
+    from cir_module.models import load_model
+    from cir_module.vlm_training.mining import load_neighbours
+    from cir_module.vlm_training.stages import draw_group
+
+    out = tmp_path / "mined.json"
+    argv = ["vlm", "mine", "--first-stage", str(tiny_checkpoint), "--data", hard_data]
+    args = build_parser().parse_args([*argv, "--out", str(out), "--k", "3", "--chunk", "16"])
+    args.func(args)
+    mined = load_neighbours(out)
+    split = EvalSplit.load(hard_data, "train")
+    assert sorted(mined) == sorted(t.pairid for t in split.triplets)
+    # Recomputed here: each chunk of 16 queries ranks the union of its image sets by the
+    # cosine of the composed query and the image; the top 3 other than target and reference.
+    model = load_model(tiny_checkpoint)
+    for start in range(0, len(split.triplets), 16):
+        part = split.triplets[start : start + 16]
+        gallery = sorted({n for t in part for n in (*t.subset, t.target, t.reference)})
+        images = model.embed_images([split.open(n) for n in gallery])
+        queries = model.embed_composed(
+            [split.open(t.reference) for t in part], [t.caption for t in part]
+        )
+        for t, row in zip(part, queries @ images.T, strict=True):
+            ranked = [gallery[j] for j in np.argsort(-row, kind="stable")]
+            expected = [n for n in ranked if n not in (t.target, t.reference)][:3]
+            assert mined[t.pairid] == expected
+    # The verify stage's groups: with the whole share mined, every negative is a mined one.
+    rng = random.Random(3)
+    for _ in range(20):
+        t, candidates = draw_group(rng, split, 4, 0.0, mined, 1.0)
+        assert candidates[0] == t.target and set(candidates[1:]) == set(mined[t.pairid])
+    # A finished verify stage goes on, drawing them; the share needs the file.
+    cfg = dict(stage="verify", data=hard_data, init=str(chain["verify"]), steps=1, **TINY)
+    with pytest.raises(ValueError, match="--neighbours"):
+        StageConfig(out=str(tmp_path / "v"), neighbour_negatives=0.5, **cfg)
+    result = train_stage(
+        StageConfig(out=str(tmp_path / "v"), neighbours=str(out), neighbour_negatives=0.5, **cfg)
+    )
+    assert result.complete and read_stage(tmp_path / "v")["config"]["neighbours"] == str(out)

@@ -1,5 +1,6 @@
-"""``cir vlm train`` and ``cir vlm probe``: the VLM trained here in stages (vision, caption,
-compare, judge; rewrite), each stage one resumable command, and what a stage's model can do."""
+"""``cir vlm train``, ``cir vlm probe`` and ``cir vlm mine``: the VLM trained here in stages
+(vision, caption, compare, judge; rewrite, verify), each stage one resumable command, what a
+stage's model can do, and the first stage's near misses the verify stage may train on."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ _HELP = {
     "init": "the folder of the stage this one starts from (every stage but vision)",
     "change_wording": "verify stage: change lists as whole facts or as one short edit per object",
     "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
+    "neighbours": "verify stage: the first stage's near misses per query (cir vlm mine --out)",
+    "neighbour_negatives": "verify stage: the share of negatives drawn from --neighbours",
 }
 
 
@@ -34,7 +37,7 @@ def _config_fields() -> list[dataclasses.Field]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``vlm`` with its verbs ``train`` and ``probe``."""
+    """Register ``vlm`` with its verbs ``train``, ``probe`` and ``mine``."""
     from cir_module.vlm_training.config import STAGES
 
     vlm = sub.add_parser("vlm", help="the VLM trained here in stages")
@@ -67,6 +70,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     probe.add_argument("--seed", type=int, default=12345)
     probe.set_defaults(func=_probe)
+    mine = vlm_sub.add_parser(
+        "mine", help="the first stage's top K per training query, target left out"
+    )
+    mine.add_argument("--first-stage", required=True, help="the retriever's checkpoint folder")
+    mine.add_argument("--data", required=True, help="synthetic benchmark folder")
+    mine.add_argument("--out", required=True, help="JSON file written (verify stage: --neighbours)")
+    mine.add_argument("--k", type=int, default=10, help="negatives kept per query")
+    mine.add_argument(
+        "--chunk", type=int, default=500, help="queries ranked together (their image sets)"
+    )
+    mine.add_argument("--limit", type=int, help="the first N training queries only")
+    mine.set_defaults(func=_mine)
 
 
 def stage_config(args: argparse.Namespace) -> StageConfig:
@@ -99,3 +114,13 @@ def _probe(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     print(json.dumps(report, indent=2))
+
+
+def _mine(args: argparse.Namespace) -> None:
+    from cir_module.models import load_model
+    from cir_module.vlm_training.mining import mine_neighbours
+
+    mined = mine_neighbours(
+        load_model(args.first_stage), args.data, args.out, args.k, args.chunk, args.limit
+    )
+    print(f"{len(mined)} training queries mined, {args.k} negatives each: {args.out}")

@@ -13,14 +13,15 @@ __all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 # first): a chain vision -> caption -> compare -> judge (the P(YES) reranker), and a branch
 # caption -> rewrite (the text step of describe-and-verify reranking; the model keeps
 # captioning). The judge may also start straight from caption: the compare stage forgets
-# captions, and a judge shown the reasoning path verifies a description.
+# captions, and a judge shown the reasoning path verifies a description. A verify stage may
+# go on from a finished one (e.g. on negatives mined from the first stage).
 STAGES = ("vision", "caption", "compare", "judge", "rewrite", "verify")
 STARTS_FROM = {
     "caption": ("vision",),
     "compare": ("caption",),
     "judge": ("compare", "caption"),
     "rewrite": ("caption",),
-    "verify": ("caption", "rewrite"),
+    "verify": ("caption", "rewrite", "verify"),
 }
 
 
@@ -70,6 +71,10 @@ class StageConfig:
     # ... and how its change lists are worded (``cir_module.vlm.changes``: whole "facts", or
     # one short "edits" phrase per object, a move in one phrase).
     change_wording: str = "edits"
+    # ... and negatives mined from the first stage (``cir vlm mine``): the JSON file, and the
+    # share of each group's negatives drawn from the query's mined ones (0: none).
+    neighbours: str | None = None
+    neighbour_negatives: float = 0.0
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25
@@ -89,5 +94,7 @@ class StageConfig:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
         if self.change_wording not in WORDINGS:
             raise ValueError(f"change wording {self.change_wording!r} is none of {WORDINGS}")
+        if self.neighbour_negatives and not self.neighbours:
+            raise ValueError("neighbour negatives need the mined file (cir vlm mine): --neighbours")
         if self.stage in ("judge", "verify") and (self.group < 2 or self.batch_size < self.group):
             raise ValueError("the judge needs a group of 2 or more, and a batch of one group")

@@ -44,6 +44,7 @@ from cir_module.rerank.verify import verify_row
 from cir_module.vlm.changes import description_changes
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.config import StageConfig
+from cir_module.vlm_training.mining import load_neighbours
 from cir_module.vlm_training.reader import CellReader
 
 __all__ = ["STAGE_LOSSES", "SceneStream", "StageLoss", "draw_group", "forward_with_vision"]
@@ -87,23 +88,34 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def draw_group(
-    rng: random.Random, split: EvalSplit, group: int, easy_negatives: float
+    rng: random.Random,
+    split: EvalSplit,
+    group: int,
+    easy_negatives: float,
+    mined: dict[int, list[str]] | None = None,
+    mined_negatives: float = 0.0,
 ) -> tuple[Any, list[str]]:
     """A training query and ``group`` candidates for it, the target first. Each negative is,
-    with probability ``easy_negatives``, another query's target (easy), else a member of the
-    query's image set one requested change away from the target, or the unchanged reference
-    (hard; easy ones fill in when the hard ones run out)."""
+    with probability ``easy_negatives``, another query's target (easy); with probability
+    ``mined_negatives``, one of the query's ``mined`` negatives (the first stage's near
+    misses, :mod:`cir_module.vlm_training.mining`); else a member of the query's image set one
+    requested change away from the target, or the unchanged reference (hard). Easy ones fill
+    in when the others run out."""
     t = rng.choice(split.triplets)
     hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
+    near = [n for n in (mined or {}).get(t.pairid, ()) if n != t.target]
     rng.shuffle(hard)
+    rng.shuffle(near)
     candidates = [t.target]
     while len(candidates) < group:
-        if rng.random() < easy_negatives or not hard:
+        draw = rng.random()
+        pool = near if draw >= easy_negatives and draw < easy_negatives + mined_negatives else hard
+        if draw < easy_negatives or not pool:
             negative = rng.choice(split.triplets).target
-            if negative != t.target:
-                candidates.append(negative)
         else:
-            candidates.append(hard.pop())
+            negative = pool.pop()
+        if negative not in candidates:
+            candidates.append(negative)
     return t, candidates
 
 
@@ -411,6 +423,7 @@ class VerifyStage(StageLoss):
         self.split = EvalSplit.load(self.cfg.data, "train")
         self.scenes = load_scene_graphs(self.cfg.data, "train")
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
+        self.mined = load_neighbours(self.cfg.neighbours) if self.cfg.neighbours else None
 
     def row(self, reference: str, text: str, changes: str, asked: set[str]) -> tuple:
         """A prompt's ids, and for each of its changes (not "nothing changed" or the "and N
@@ -422,7 +435,14 @@ class VerifyStage(StageLoss):
         cfg, describe, wording = self.cfg, self.tier.describe, self.cfg.change_wording
         rows, labels, points = [], [], []
         for _ in range(cfg.batch_size // cfg.group):
-            t, candidates = draw_group(self.rng, self.split, cfg.group, cfg.easy_negatives)
+            t, candidates = draw_group(
+                self.rng,
+                self.split,
+                cfg.group,
+                cfg.easy_negatives,
+                self.mined,
+                cfg.neighbour_negatives,
+            )
             reference = describe(self.scenes[t.reference])
             lists = [
                 description_changes(reference, describe(self.scenes[c]), wording=wording)
