@@ -92,24 +92,24 @@ def draw_group(
     split: EvalSplit,
     group: int,
     easy_negatives: float,
-    mined: dict[int, list[str]] | None = None,
-    mined_negatives: float = 0.0,
+    neighbours: dict[int, list[str]] | None = None,
+    neighbour_negatives: float = 0.0,
 ) -> tuple[Any, list[str]]:
     """A training query and ``group`` candidates for it, the target first. Each negative is,
     with probability ``easy_negatives``, another query's target (easy); with probability
-    ``mined_negatives``, one of the query's ``mined`` negatives (the first stage's near
-    misses, :mod:`cir_module.vlm_training.mining`); else a member of the query's image set one
+    ``neighbour_negatives``, one of the query's ``neighbours`` (the first stage's near misses,
+    :mod:`cir_module.vlm_training.mining`); else a member of the query's image set one
     requested change away from the target, or the unchanged reference (hard). Easy ones fill
     in when the others run out."""
     t = rng.choice(split.triplets)
     hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
-    near = [n for n in (mined or {}).get(t.pairid, ()) if n != t.target]
+    near = [n for n in (neighbours or {}).get(t.pairid, ()) if n != t.target]
     rng.shuffle(hard)
     rng.shuffle(near)
     candidates = [t.target]
     while len(candidates) < group:
         draw = rng.random()
-        pool = near if draw >= easy_negatives and draw < easy_negatives + mined_negatives else hard
+        pool = near if easy_negatives <= draw < easy_negatives + neighbour_negatives else hard
         if draw < easy_negatives or not pool:
             negative = rng.choice(split.triplets).target
         else:
@@ -423,7 +423,7 @@ class VerifyStage(StageLoss):
         self.split = EvalSplit.load(self.cfg.data, "train")
         self.scenes = load_scene_graphs(self.cfg.data, "train")
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
-        self.mined = load_neighbours(self.cfg.neighbours) if self.cfg.neighbours else None
+        self.neighbours = load_neighbours(self.cfg.neighbours) if self.cfg.neighbours else None
 
     def row(self, reference: str, text: str, changes: str, asked: set[str]) -> tuple:
         """A prompt's ids, and for each of its changes (not "nothing changed" or the "and N
@@ -440,7 +440,7 @@ class VerifyStage(StageLoss):
                 self.split,
                 cfg.group,
                 cfg.easy_negatives,
-                self.mined,
+                self.neighbours,
                 cfg.neighbour_negatives,
             )
             reference = describe(self.scenes[t.reference])
