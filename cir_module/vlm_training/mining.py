@@ -45,14 +45,15 @@ def mine_neighbours(
 ) -> dict[int, list[str]]:
     """Rank the training split's queries (the first ``limit``) with ``model`` in chunks of
     ``chunk`` and write, per query (by ``pairid``), its top ``k`` without the target (the
-    reference is excluded, as CIRR does) to ``out`` as JSON. Returns that mapping."""
+    reference is excluded, as CIRR does) to ``out`` as JSON; ``batch_size`` images or queries
+    per forward. Returns that mapping."""
     split = EvalSplit.load(data, "train", limit=limit)
     neighbours: dict[int, list[str]] = {}
     hits = 0
     quiet = not log.isEnabledFor(logging.INFO)
     for start in tqdm(range(0, len(split.triplets), chunk), desc="mine", disable=quiet):
         part = _chunk_split(split, start, start + chunk)
-        stage = first_stage(model, part, k + 1)
+        stage = first_stage(model, part, k + 1, batch_size)
         for t, top in zip(part.triplets, stage.top, strict=True):
             hits += top[0] == t.target
             neighbours[t.pairid] = [n for n in top if n != t.target][:k]

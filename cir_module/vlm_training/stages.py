@@ -103,7 +103,7 @@ def draw_group(
     in when the others run out."""
     t = rng.choice(split.triplets)
     hard = [m for m in t.subset if m not in (t.target, t.reference)] + [t.reference]
-    near = [n for n in (neighbours or {}).get(t.pairid, ()) if n != t.target]
+    near = list((neighbours or {}).get(t.pairid, ()))  # mined without the target
     rng.shuffle(hard)
     rng.shuffle(near)
     candidates = [t.target]
