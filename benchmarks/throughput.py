@@ -16,8 +16,10 @@ Each is driven through HTTP by ``--clients`` concurrent single-image ``/vectoriz
 (Weaviate's batch import sends one object per request, up to 2 x NumCPU in flight) from a lean
 load generator (``benchmarks/http_load.py``: it shares the cores with the service), then by a
 real Weaviate batch import of ``--objects`` images with that service as its vectorizer. The
-bare onnxruntime session, at the mean batch size the service formed and the better of 1
-thread and one per core, bounds what serving can reach; the gap is the serving overhead. The
+bare onnxruntime session, at the mean batch size the service formed, bounds what serving can
+reach: the best of one caller at 1 thread, one caller at one thread per core, and one
+single-thread caller per core at once (onnxruntime releases the GIL while it runs, so these
+run in parallel); the gap is the serving overhead. The
 machine is shared and its speed drifts, so every side is up at once and measured in
 ``--rounds`` interleaved windows (imports likewise); every ratio is measured in this one run.
 Composed queries (reference image + modification text:
@@ -42,6 +44,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -97,14 +100,24 @@ def weaviate_import(server: WeaviateServer, images: list[str]) -> dict:
     return {"objects": len(images), "seconds": elapsed}
 
 
-def bare_session_run(session, pixels: np.ndarray, seconds: float) -> dict:
+def bare_session_run(session, pixels: np.ndarray, seconds: float, callers: int = 1) -> dict:
     """Images and seconds of an onnxruntime image ``session`` run on ``pixels`` for
-    ``seconds``."""
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        session.run(None, {"pixel_values": pixels})
-        done += len(pixels)
-    return {"images": done, "seconds": time.perf_counter() - start}
+    ``seconds`` by ``callers`` threads at once (onnxruntime releases the GIL while it runs)."""
+    done = [0] * callers
+    start = time.perf_counter()
+
+    def call(k: int) -> None:
+        while time.perf_counter() - start < seconds:
+            session.run(None, {"pixel_values": pixels})
+            done[k] += len(pixels)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(1, callers)]
+    for t in threads:
+        t.start()
+    call(0)
+    for t in threads:
+        t.join()
+    return {"images": sum(done), "seconds": time.perf_counter() - start}
 
 
 def mean_batch(url: str) -> float:
@@ -128,33 +141,36 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
         }
         for url in urls.values():  # warm-up: first forwards, allocator, caches
             drive_http(url, bodies, args.clients, min(3.0, window))
-        # The bare image session at the batch the service formed, at 1 thread and at one per
-        # core: the overhead is taken against the better of the two.
+        # The bare image session at the batch the service formed: one caller at 1 thread and
+        # at one per core, and one single-thread caller per core at once (what the service
+        # runs with CIR_MODEL_WORKERS = cores). The overhead is taken against the best.
         ort = onnxruntime_module()
+        cores = os.cpu_count() or 1
         bare = {}
         for side in [s for s in sides if s in ("ours-fp32", "ours-int8")]:
             batch = max(1, round(mean_batch(urls[side])))
             model = OnnxCIRModel(export, side.split("-")[1], providers=["CPUExecutionProvider"])
             pixels = model.pixels([decode_base64_image(b) for b in images[:batch]])
             path = str(export / model.manifest["variants"][model.variant]["files"]["image"])
-            for threads in sorted({1, os.cpu_count() or 1}):
+            for threads, callers in sorted({(1, 1), (cores, 1), (1, cores)}):
                 session = ort.InferenceSession(
                     path, serving_session_options(threads), providers=["CPUExecutionProvider"]
                 )
                 session.run(None, {"pixel_values": pixels})
-                bare[(side, threads)] = (session, pixels)
-                totals[side][f"bare_{threads}t"] = {"images": 0, "seconds": 0.0, "batch": batch}
+                key = f"bare_{callers}x{threads}t"
+                bare[(side, key)] = (session, pixels, callers)
+                totals[side][key] = {"images": 0, "seconds": 0.0, "batch": batch}
         for r in range(args.rounds):
             log.info("round %d of %d", r + 1, args.rounds)
             for side, url in urls.items():
                 run = drive_http(url, bodies, args.clients, window)
                 for key in ("images", "seconds", "latencies", "errors"):
                     totals[side][key] += run[key]
-                for (bare_side, threads), (session, pixels) in bare.items():
+                for (bare_side, key), (session, pixels, callers) in bare.items():
                     if bare_side == side:
-                        run = bare_session_run(session, pixels, window)
-                        totals[side][f"bare_{threads}t"]["images"] += run["images"]
-                        totals[side][f"bare_{threads}t"]["seconds"] += run["seconds"]
+                        run = bare_session_run(session, pixels, window, callers)
+                        totals[side][key]["images"] += run["images"]
+                        totals[side][key]["seconds"] += run["seconds"]
         for side, url in urls.items():
             totals[side]["mean_batch"] = mean_batch(url)
         if args.composed_seconds > 0:  # the text and fusion graphs too: composed queries
@@ -300,7 +316,8 @@ def summarise(t: dict) -> dict:
     for b in bare.values():
         b["images_per_s"] = b["images"] / b["seconds"]
     if bare:
-        out["bare"] = max(bare.values(), key=lambda b: b["images_per_s"])
+        best = max(bare, key=lambda k: bare[k]["images_per_s"])
+        out["bare"] = {**bare[best], "form": best.removeprefix("bare_")}
     if "composed" in t:
         out["composed"]["queries_per_s"] = t["composed"]["queries"] / t["composed"]["seconds"]
     if "weaviate" in t:
@@ -329,8 +346,9 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME:VAR=VALUE[,VAR=VALUE]",
-        help="one more fp32 side with these CIR_* settings (repeatable), e.g. "
-        "python-defaults:CIR_GIL_SWITCH_INTERVAL_MS=5,CIR_BATCH_WAIT_MS=2",
+        help="one more side with these CIR_* settings (repeatable), named VARIANT:NAME "
+        "(CIR_ONNX_VARIANT, fp32 unless set), e.g. "
+        "workers-2:CIR_MODEL_WORKERS=2 or w2:CIR_ONNX_VARIANT=int8,CIR_MODEL_WORKERS=2",
     )
     parser.add_argument("--json-out")
     args = parser.parse_args()
@@ -364,10 +382,16 @@ def main() -> None:
             str(work / "onnx"),
             {"CIR_ONNX_EXPORT": str(work / "onnx"), "CIR_ONNX_VARIANT": "int8"},
         )
-    for spec in args.also:  # the same fp32 graphs under other settings: their share, measured
+    for spec in args.also:  # the same graphs under other settings: their share, measured
         name, _, assignments = spec.partition(":")
         env = dict(a.split("=", 1) for a in assignments.split(",") if a)
-        sides[f"fp32:{name}"] = (str(work / "onnx"), {"CIR_ONNX_EXPORT": str(work / "onnx"), **env})
+        variant = env.get("CIR_ONNX_VARIANT", "fp32")
+        if f"ours-{variant}" not in sides:
+            parser.error(f"--also {spec}: no ours-{variant} side to compare it with")
+        sides[f"{variant}:{name}"] = (
+            str(work / "onnx"),
+            {"CIR_ONNX_EXPORT": str(work / "onnx"), **env},
+        )
     results = measure(sides, work / "onnx", images, args)
     if args.roofline_seconds > 0:
         served = round(results["ours-fp32"]["mean_batch"])
@@ -394,8 +418,10 @@ def report(results: dict, args, manifest: dict) -> None:
     for side, r in sides.items():
         wv = r.get("weaviate", {}).get("objects_per_s", nan)
         ref_wv = ref.get("weaviate", {}).get("objects_per_s", nan)
-        # The extra fp32 sides serve ours-fp32's graphs: its bare session bounds them too.
-        bound = sides["ours-fp32"] if side.startswith("fp32:") else r
+        # An extra side serves the graphs of its variant's ours side: that bare session
+        # bounds it too.
+        variant, extra, _ = side.partition(":")
+        bound = sides[f"ours-{variant}"] if extra else r
         bare = bound.get("bare", {}).get("images_per_s", nan)
         composed = r.get("composed", {}).get("queries_per_s", nan)
         ref_composed = ref.get("composed", {}).get("queries_per_s", nan)
@@ -407,6 +433,12 @@ def report(results: dict, args, manifest: dict) -> None:
             f"{1 - r['images_per_s'] / bare:8.1%} {composed:7.1f} {composed / ref_composed:6.2f}"
         )
     print("(cq/s: composed queries per second through HTTP: the image, text and fusion graphs)")
+    for side, r in sides.items():
+        forms = {k.removeprefix("bare_"): v for k, v in r.items() if k.startswith("bare_")}
+        if forms:
+            batch = next(iter(forms.values()))["batch"]
+            listed = ", ".join(f"{k} {v['images_per_s']:.1f}" for k, v in forms.items())
+            print(f"bare {side} at batch {batch} (callers x threads): {listed} img/s")
     for variant in ("fp32", "int8"):
         parity = manifest.get("parity", {}).get(variant, {})
         kept = {**parity.get("kept_fp32", {}), **parity.get("kept_plain", {})}

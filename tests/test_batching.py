@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import httpx
 import numpy as np
 import pytest
 
+from cir_module import compose_query
 from cir_module.service.batcher import MicroBatcher
-from tests.conftest import png_b64, scene_images
+from integration.service_process import ServiceProcess
+from tests.conftest import cross_fusion_conv_stem, png_b64, scene_images
 
 
 class GatedModel:
@@ -96,6 +99,59 @@ def test_one_bad_input_fails_only_its_own_request():
     np.testing.assert_array_equal(later, [[5.0, ord("a")]])
 
 
+class HeldModel:
+    """A batch function whose calls all wait until released, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.running = self.most_running = 0
+
+    def __call__(self, items: list[str]) -> np.ndarray:
+        return np.array([[float(ord(s[0]))] for s in items])
+
+    async def run(self, fn, *columns):
+        self.calls.append(list(columns[0]))
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        await self.release.wait()
+        self.running -= 1
+        return fn(*columns)
+
+
+def test_batches_run_at_once_up_to_the_concurrency_and_share_out_what_waits():
+    async def scenario(concurrency: int):
+        model = HeldModel()
+        batcher = MicroBatcher(model, model.run, max_wait_s=0.0, concurrency=concurrency)
+        first = [asyncio.create_task(batcher.submit([w])) for w in "abcde"]
+        await asyncio.sleep(0.01)  # every free slot now holds a batch, at the gate
+        held = [list(c) for c in model.calls]
+        later = [asyncio.create_task(batcher.submit([w])) for w in "fg"]
+        await asyncio.sleep(0.01)
+        model.release.set()
+        results = await asyncio.gather(*first, *later)
+        batcher.close()
+        return model, held, results
+
+    model, held, results = asyncio.run(scenario(2))
+    # Five items waiting and two slots free: three go to the first batch, two to the second.
+    # What arrives while both run waits, and is shared out again once both are free.
+    assert held == [["a", "b", "c"], ["d", "e"]]
+    assert model.calls == [["a", "b", "c"], ["d", "e"], ["f"], ["g"]]
+    assert model.most_running == 2
+    for result, word in zip(results, "abcdefg", strict=True):
+        np.testing.assert_array_equal(result, [[float(ord(word))]])
+
+    model, held, _ = asyncio.run(scenario(1))
+    assert held == [["a", "b", "c", "d", "e"]]
+    assert model.calls == [["a", "b", "c", "d", "e"], ["f", "g"]] and model.most_running == 1
+
+
+def test_concurrency_below_one_is_refused():
+    with pytest.raises(ValueError, match="concurrency"):
+        MicroBatcher(GatedModel(), GatedModel().run, concurrency=0)
+
+
 @pytest.mark.integration
 def test_concurrent_http_requests_are_batched_and_match_single_requests(service, local_model):
     images = scene_images(12, seed=21)
@@ -120,3 +176,42 @@ def test_concurrent_http_requests_are_batched_and_match_single_requests(service,
     # 12 good requests arrived together: fewer forwards than requests.
     assert after["items"] - before["items"] == 12
     assert after["batches"] - before["batches"] < 12
+
+
+@pytest.mark.integration
+def test_two_model_workers_answer_as_one_worker_does(tmp_path):
+    """``CIR_MODEL_WORKERS=2`` on an export: each worker's session gets its share of the
+    cores, and concurrent images and composed queries get the vectors the export gives."""
+    pytest.importorskip("onnx", reason="the export extra is not installed")
+    import torch
+
+    from cir_module.models.onnx_model import OnnxCIRModel
+    from onnx_export import export_checkpoint
+
+    torch.manual_seed(0)
+    cross_fusion_conv_stem().save_pretrained(tmp_path / "ckpt")
+    export_checkpoint(tmp_path / "ckpt", tmp_path / "onnx", variants=("fp32",))
+    images = scene_images(10, seed=5)
+    b64 = [png_b64(img) for img in images]
+    texts = [f"make shape {i} red" for i in range(len(images))]
+    bodies = [{"images": [b]} for b in b64]
+    bodies += [{"texts": [compose_query(b, t)]} for b, t in zip(b64, texts, strict=True)]
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            return await asyncio.gather(*(http.post(f"{url}/vectorize", json=b) for b in bodies))
+
+    env = {"CIR_ONNX_EXPORT": str(tmp_path / "onnx"), "CIR_MODEL_WORKERS": "2"}
+    with ServiceProcess(tmp_path / "onnx", env=env) as service:
+        meta = httpx.get(f"{service.url}/meta").json()
+        answers = asyncio.run(send_all(service.url))
+        stats = httpx.get(f"{service.url}/meta").json()["batching"]["stats"]
+    assert meta["batching"]["model_workers"] == 2
+    assert meta["model"]["intra_op_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert all(a.status_code == 200 for a in answers)
+    assert stats["image"]["items"] == len(images) and stats["composed"]["items"] == len(texts)
+    local = OnnxCIRModel(tmp_path / "onnx", "fp32", providers=["CPUExecutionProvider"])
+    got_images = np.array([a.json()["imageVectors"][0] for a in answers[: len(images)]])
+    got_queries = np.array([a.json()["textVectors"][0] for a in answers[len(images) :]])
+    np.testing.assert_allclose(got_images, local.embed_images(images), atol=1e-5)
+    np.testing.assert_allclose(got_queries, local.embed_composed(images, texts), atol=1e-5)

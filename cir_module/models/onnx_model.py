@@ -213,6 +213,8 @@ class OnnxCIRModel:
             "runtime": "onnxruntime",
             "variant": self.variant,
             "provider": self.provider,
+            # 0: onnxruntime's default, one per core.
+            "intra_op_threads": self.sessions["image"].get_session_options().intra_op_num_threads,
             "export": str(self.folder),
         }
 

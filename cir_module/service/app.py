@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,12 @@ __all__ = ["create_app"]
 log = logging.getLogger("cir_module.service")
 
 
+def _threads_per_worker(workers: int) -> int | None:
+    """Intra-op threads for each of ``workers`` concurrent model threads: the cores shared out
+    (None for one worker: onnxruntime's own default, one per core)."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
 def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     if settings.onnx_export:
         from cir_module.models.onnx_model import load_onnx_model
@@ -45,7 +52,7 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
             settings.onnx_variant,
             providers=settings.onnx_providers,
             trt_cache=settings.trt_cache_dir,
-            threads=settings.onnx_threads,
+            threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
         )
     try:
         import torch
@@ -93,6 +100,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         fusion_lambda=settings.reranker_lambda,
         enhancer=enhancer,
         chat=chat,
+        model_workers=settings.model_workers,
         limits=InputLimits(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,

@@ -201,6 +201,7 @@ class QueryEncoder:
         on_batch: Callable[[str, int], None] | None = None,
         enhancer: QueryEnhancer | None = None,
         chat: ChatBackend | None = None,
+        model_workers: int = 1,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -221,10 +222,24 @@ class QueryEncoder:
         if reranker is not None:
             sides.append(int(getattr(reranker, "image_side", 0) or 0))
         self.decode_side = max(sides) or None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-model")
+        # Embedding batches run on ``model_workers`` threads, as many at once. The reranker
+        # keeps to one thread: its model holds per-query state (prefix caches, injection
+        # hooks). With one worker it shares that thread, so the two never compete for cores.
+        self._executor = ThreadPoolExecutor(model_workers, thread_name_prefix="cir-model")
+        self._rerank_executor = (
+            self._executor
+            if model_workers == 1
+            else ThreadPoolExecutor(1, thread_name_prefix="cir-rerank")
+        )
         self.batchers = {
             name: MicroBatcher(
-                fn, self._on_model_thread, max_batch_size, max_wait_s, name, on_batch
+                fn,
+                self._on_model_thread,
+                max_batch_size,
+                max_wait_s,
+                name,
+                on_batch,
+                concurrency=model_workers,
             )
             for name, fn in (
                 ("image", model.embed_images),
@@ -237,6 +252,7 @@ class QueryEncoder:
         for batcher in self.batchers.values():
             batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._rerank_executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def pending_items(self) -> int:
@@ -245,6 +261,9 @@ class QueryEncoder:
 
     async def _on_model_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _on_rerank_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._rerank_executor, fn, *args)
 
     async def _embed(self, kind: str, *columns: Sequence) -> np.ndarray:
         """Rows for ``columns`` from the ``kind`` embedding (image, text or composed)."""
@@ -485,9 +504,9 @@ class QueryEncoder:
             return match
         prefix = await self.flights.get(
             f"prefix:{job.key}",
-            lambda: self._on_model_thread(self.reranker.prefix, side.reference, side.text),
+            lambda: self._on_rerank_thread(self.reranker.prefix, side.reference, side.text),
         )
-        refine = await self._on_model_thread(
+        refine = await self._on_rerank_thread(
             self.reranker.score_prefixed, prefix, [images[i] for i in job.image_idx]
         )
         return fuse_scores(match, refine, self.fusion_lambda)
@@ -497,7 +516,7 @@ class QueryEncoder:
             return np.zeros(0, dtype=np.float32)
         texts = [self._truncate(t) for t in texts]
         if self.text_reranker is not None:
-            return await self._on_model_thread(self.text_reranker.score, side.text, texts)
+            return await self._on_rerank_thread(self.text_reranker.score, side.text, texts)
         if side.reference is None:
             query_vec = side.vector  # a plain query: its vector is the text tower's already
         else:

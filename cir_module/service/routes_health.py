@@ -86,6 +86,7 @@ async def meta(request: Request) -> dict:
             "cross_request": state.settings.cross_request_batching,
             "max_batch_size": state.settings.max_batch_size,
             "max_wait_ms": state.settings.batch_wait_ms,
+            "model_workers": state.settings.model_workers,
             **({"stats": encoder.stats()} if encoder is not None else {}),
         },
         # What the process runs with, read back from Python rather than from the settings.
