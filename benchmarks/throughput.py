@@ -25,6 +25,13 @@ machine is shared and its speed drifts, so every side is up at once and measured
 Composed queries (reference image + modification text:
 the image, text and fusion graphs) are driven the same way for ``--composed-seconds``.
 
+The serving floor (``--floor-seconds``): what every request costs in any service of this
+design, measured here: uvicorn with the service's parser and loop running an app that only
+reads the body (``benchmarks/floor_app.py``), the load generator's share, and the request's
+own JSON, decode and preprocessing. With the model's work at its most efficient bare form, it
+bounds what HTTP can reach on these cores: the most images/s, the least overhead, the most
+int8/fp32.
+
 The roofline: the image graph's FLOPs per image are counted from the plain ONNX graph (every
 Conv / MatMul / Gemm, shapes from one run); a GEMM microbenchmark (one large onnxruntime
 MatMul, fp32 and u8 x s8 int8, same thread count) gives this machine's achievable GFLOP/s in
@@ -42,6 +49,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -200,6 +208,100 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
     return {side: summarise(t) for side, t in totals.items()}
 
 
+def serving_floor(images: list[str], export: Path, dim: int, args) -> dict:
+    """Core-milliseconds per request that no vectorizer of this design avoids, measured on
+    this machine: uvicorn with the service's parser and loop running an app that only reads
+    the body and answers one vector (``benchmarks/floor_app.py``), the load generator's own
+    share, and the request's own work in the service's functions, one image per request as
+    Weaviate sends them: the JSON body parsed, the image decoded and preprocessed, the vector
+    written as JSON."""
+    from cir_module.images import decode_base64_image
+    from cir_module.settings import ServiceSettings
+    from integration.processes import free_port
+
+    settings = ServiceSettings()
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--lifespan", "off"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--http", settings.http_parser, "--loop", settings.event_loop]
+    root = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen(command, cwd=root, env={**os.environ, "FLOOR_DIM": str(dim)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(httpx.TransportError):
+                httpx.post(url, content=b"{}")
+                break
+            time.sleep(0.05)
+        bodies = encode_bodies([{"images": [b]} for b in images])
+        drive_http(url, bodies, args.clients, 1.0)
+        server_before, ours_before = _cpu_seconds(server.pid), time.process_time()
+        run = drive_http(url, bodies, args.clients, args.floor_seconds)
+        server_cpu = _cpu_seconds(server.pid) - server_before
+        load_cpu = time.process_time() - ours_before
+    finally:
+        server.terminate()
+        server.wait()
+    model = OnnxCIRModel(export, "fp32", providers=["CPUExecutionProvider"])
+    side = model.preprocess.image_size
+    vector = np.full((1, dim), 0.1234567, dtype=np.float32)
+    start, n = time.process_time(), 0
+    while time.process_time() - start < 2.0:
+        (image,) = json.loads(bodies[n % len(bodies)])["images"]
+        model.pixels([decode_base64_image(image, min_side=side)])
+        json.dumps({"textVectors": [], "imageVectors": vector.tolist()}, separators=(",", ":"))
+        n += 1
+    work = (time.process_time() - start) / n
+    floor = {
+        "http_server_ms": 1000 * server_cpu / run["images"],
+        "load_generator_ms": 1000 * load_cpu / run["images"],
+        "request_work_ms": 1000 * work,
+        "floor_requests_per_s": run["images"] / run["seconds"],
+    }
+    floor["total_ms"] = sum(v for k, v in floor.items() if k.endswith("_ms"))
+    return floor
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serving_bounds(results: dict, floor: dict) -> dict:
+    """Per ours side: the most images/s any service could reach through HTTP on these cores,
+    if every core did only the model's work (its most efficient bare form) and the floor's,
+    with nothing idle; the least overhead and the most int8/fp32 that follow from it."""
+    cores = os.cpu_count() or 1
+    bounds = {}
+    for side in ("ours-fp32", "ours-int8"):
+        if side not in results:
+            continue
+        forms = {k: v for k, v in results[side].items() if k.startswith("bare_")}
+        # Core-ms per image of each bare form: its callers x threads cores, busy throughout.
+        model_ms = min(1000 * _form_cores(k) / v["images_per_s"] for k, v in forms.items())
+        best = cores / ((model_ms + floor["total_ms"]) / 1000)
+        bounds[side] = {
+            "model_core_ms": model_ms,
+            "best_images_per_s": best,
+            # Where the floor is small against the model, the best form's rate per core, times
+            # the cores, may exceed the bare rate measured on all of them: no overhead is bound.
+            "least_overhead": max(0.0, 1 - best / results[side]["bare"]["images_per_s"]),
+            "most_x_reference": best / results["reference"]["images_per_s"],
+        }
+    if len(bounds) == 2:
+        bounds["most_int8_over_fp32"] = (
+            bounds["ours-int8"]["best_images_per_s"] / bounds["ours-fp32"]["best_images_per_s"]
+        )
+    return bounds
+
+
+def _form_cores(key: str) -> int:
+    """``bare_2x1t`` -> 2: the cores a bare form keeps busy (callers x threads)."""
+    callers, threads = key.removeprefix("bare_").removesuffix("t").split("x")
+    return int(callers) * int(threads)
+
+
 def modification_texts(n: int, seed: int = 0) -> list[str]:
     """``n`` modification texts as the synthetic benchmark phrases them."""
     import random
@@ -340,6 +442,9 @@ def main() -> None:
     parser.add_argument("--optimize", action="store_true", help="serve the fused fp32 graphs")
     parser.add_argument("--composed-seconds", type=float, default=16.0, help="0: skip")
     parser.add_argument("--roofline-seconds", type=float, default=96.0, help="0: skip")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=10.0, help="serving floor's HTTP window; 0: skip"
+    )
     parser.add_argument("--skip-weaviate", action="store_true")
     parser.add_argument(
         "--also",
@@ -393,6 +498,10 @@ def main() -> None:
             {"CIR_ONNX_EXPORT": str(work / "onnx"), **env},
         )
     results = measure(sides, work / "onnx", images, args)
+    if args.floor_seconds > 0:
+        dim = int(manifest["model"]["dimension"])
+        results["floor"] = serving_floor(images, work / "onnx", dim, args)
+        results["bounds"] = serving_bounds(results, results["floor"])
     if args.roofline_seconds > 0:
         served = round(results["ours-fp32"]["mean_batch"])
         batches = sorted({1, max(1, served), 32})
@@ -403,7 +512,7 @@ def main() -> None:
 
 
 def report(results: dict, args, manifest: dict) -> None:
-    sides = {k: v for k, v in results.items() if k != "roofline"}
+    sides = {k: v for k, v in results.items() if k not in ("roofline", "floor", "bounds")}
     ref = sides["reference"]
     print(
         f"\n{args.checkpoint or args.model}, {args.clients} concurrent clients, "
@@ -454,8 +563,29 @@ def report(results: dict, args, manifest: dict) -> None:
         }
     )
     print(f"HTTP errors: {errors or 'none'}")
+    if "floor" in results:
+        report_floor(results["floor"], results["bounds"])
     if "roofline" in results:
         report_roofline(results["roofline"])
+
+
+def report_floor(floor: dict, bounds: dict) -> None:
+    print(
+        f"\nserving floor per request, core-ms: HTTP server {floor['http_server_ms']:.3f} "
+        f"(an app that only reads the body: {floor['floor_requests_per_s']:.0f} req/s), load "
+        f"generator {floor['load_generator_ms']:.3f}, the request's own work (JSON in and out, "
+        f"decode, preprocess) {floor['request_work_ms']:.3f}; total {floor['total_ms']:.3f}"
+    )
+    for side in ("ours-fp32", "ours-int8"):
+        if side in bounds:
+            b = bounds[side]
+            print(
+                f"  {side}: model {b['model_core_ms']:.3f} core-ms per image at best; through "
+                f"HTTP at most {b['best_images_per_s']:.1f} img/s ({b['most_x_reference']:.2f}x "
+                f"the reference), so overhead at least {b['least_overhead']:.1%}"
+            )
+    if "most_int8_over_fp32" in bounds:
+        print(f"  int8 / fp32 through HTTP at most {bounds['most_int8_over_fp32']:.2f}x")
 
 
 def report_roofline(roof: dict) -> None:

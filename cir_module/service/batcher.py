@@ -91,7 +91,9 @@ class MicroBatcher:
         # the model runs waits and forms the next batch, as it always did.
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[asyncio.Task] = set()
+        self._running: set[asyncio.Task] = set()  # to cancel on close
+        # Counted apart from ``_running``: a task leaves that set a loop turn after its slot
+        # is free again, and the next gather must see the slot as free.
         self._running_batches = 0
 
     @property
