@@ -66,7 +66,8 @@ from benchmarks.http_load import encode_bodies, post_loop
 from cir_module.data.shapes import random_images
 from cir_module.images import encode_image_base64
 from cir_module.models import create_model
-from cir_module.models.onnx_model import OnnxCIRModel
+from cir_module.models.onnx_model import MANIFEST_NAME
+from cir_module.models.preprocess import ImagePreprocessor
 from cir_module.query import compose_query
 from integration.ingest import ingest_objects
 from integration.schema import create_image_collection
@@ -153,13 +154,14 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
         # at one per core, and one single-thread caller per core at once (what the service
         # runs with CIR_MODEL_WORKERS = cores). The overhead is taken against the best.
         ort = onnxruntime_module()
+        manifest = json.loads((export / MANIFEST_NAME).read_text())
+        preprocess = ImagePreprocessor(**manifest["preprocessing"])
         cores = os.cpu_count() or 1
         bare = {}
         for side in [s for s in sides if s in ("ours-fp32", "ours-int8")]:
             batch = max(1, round(mean_batch(urls[side])))
-            model = OnnxCIRModel(export, side.split("-")[1], providers=["CPUExecutionProvider"])
-            pixels = model.pixels([decode_base64_image(b) for b in images[:batch]])
-            path = str(export / model.manifest["variants"][model.variant]["files"]["image"])
+            pixels = preprocess([decode_base64_image(b) for b in images[:batch]])
+            path = str(export / manifest["variants"][side.split("-")[1]]["files"]["image"])
             for threads, callers in sorted({(1, 1), (cores, 1), (1, cores)}):
                 session = ort.InferenceSession(
                     path, serving_session_options(threads), providers=["CPUExecutionProvider"]
@@ -208,7 +210,7 @@ def measure(sides: dict, export: Path, images: list[str], args) -> dict:
     return {side: summarise(t) for side, t in totals.items()}
 
 
-def serving_floor(images: list[str], export: Path, dim: int, args) -> dict:
+def serving_floor(images: list[str], manifest: dict, args) -> dict:
     """Core-milliseconds per request that no vectorizer of this design avoids, measured on
     this machine: uvicorn with the service's parser and loop running an app that only reads
     the body and answers one vector (``benchmarks/floor_app.py``), the load generator's own
@@ -225,6 +227,7 @@ def serving_floor(images: list[str], export: Path, dim: int, args) -> dict:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--http", settings.http_parser, "--loop", settings.event_loop]
     root = Path(__file__).resolve().parents[1]
+    dim = int(manifest["model"]["dimension"])
     server = subprocess.Popen(command, cwd=root, env={**os.environ, "FLOOR_DIM": str(dim)})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -242,13 +245,13 @@ def serving_floor(images: list[str], export: Path, dim: int, args) -> dict:
     finally:
         server.terminate()
         server.wait()
-    model = OnnxCIRModel(export, "fp32", providers=["CPUExecutionProvider"])
-    side = model.preprocess.image_size
+    preprocess = ImagePreprocessor(**manifest["preprocessing"])
+    side = preprocess.image_size
     vector = np.full((1, dim), 0.1234567, dtype=np.float32)
     start, n = time.process_time(), 0
     while time.process_time() - start < 2.0:
         (image,) = json.loads(bodies[n % len(bodies)])["images"]
-        model.pixels([decode_base64_image(image, min_side=side)])
+        preprocess([decode_base64_image(image, min_side=side)])
         json.dumps({"textVectors": [], "imageVectors": vector.tolist()}, separators=(",", ":"))
         n += 1
     work = (time.process_time() - start) / n
@@ -327,8 +330,8 @@ def roofline(export: Path, manifest: dict, images: list[str], batches: list[int]
     from onnx_export.roofline import gemm_peak, graph_flops
 
     ort = onnxruntime_module()
-    model = OnnxCIRModel(export, "fp32", providers=["CPUExecutionProvider"])
-    pixels = model.pixels([decode_base64_image(b) for b in images[: max(batches)]])
+    preprocess = ImagePreprocessor(**manifest["preprocessing"])
+    pixels = preprocess([decode_base64_image(b) for b in images[: max(batches)]])
     plain = export / "image.onnx"
     flops = graph_flops(plain, {"pixel_values": pixels[:1]})
     work = export / "roofline"
@@ -336,7 +339,7 @@ def roofline(export: Path, manifest: dict, images: list[str], batches: list[int]
     quantize_dynamic_int8(plain, work / "image.dynamic.onnx")
     fuse_for_cpu(plain, work / "image.opt.onnx", *manifest["optimization"]["attention"]["image"])
     calibration, _, source = calibration_pairs(args.calibration, args.calibration_size)
-    cal = model.pixels(calibration)
+    cal = preprocess(calibration)
     quantize_static_qdq(
         plain,
         work / "image.static.onnx",
@@ -499,8 +502,7 @@ def main() -> None:
         )
     results = measure(sides, work / "onnx", images, args)
     if args.floor_seconds > 0:
-        dim = int(manifest["model"]["dimension"])
-        results["floor"] = serving_floor(images, work / "onnx", dim, args)
+        results["floor"] = serving_floor(images, manifest, args)
         results["bounds"] = serving_bounds(results, results["floor"])
     if args.roofline_seconds > 0:
         served = round(results["ours-fp32"]["mean_batch"])
