@@ -180,6 +180,10 @@ def decode_probed(probed: ProbedImage, min_side: int | None = None) -> Image.Ima
             img.load()
             factor = _reduction(img.size, min_side)
             if factor > 1:
+                if img.mode not in _REDUCIBLE:
+                    # reduce refuses palette, 1-bit and 16-bit images, and on the modes it
+                    # takes that are not colours (palette indices) it would average nonsense.
+                    img = _to_rgb(img)
                 img = img.reduce(factor)
             return _to_rgb(img)
     except InputError:
@@ -190,6 +194,8 @@ def decode_probed(probed: ProbedImage, min_side: int | None = None) -> Image.Ima
         raise InputError(f"{what} could not be decoded: {exc}") from None
 
 
+# The modes whose pixels are colours (or alpha) that a box filter may average.
+_REDUCIBLE = frozenset({"RGB", "RGBA", "L", "LA"})
 # Reduction keeps this many times the model's side, so that the model's own (antialiased)
 # resize still does the last step and the embedding barely changes (Pillow's reducing_gap).
 REDUCING_GAP = 4

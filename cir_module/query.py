@@ -31,6 +31,7 @@ __all__ = [
     "COMPOSED_QUERY_VERSION",
     "ComposedQuery",
     "compose_query",
+    "is_text",
     "parse_composed_query",
     "read_composed_query",
 ]
@@ -94,6 +95,7 @@ def read_composed_query(text: str) -> ComposedQuery | None:
         isinstance(obj, dict)
         and set(obj) == {"image", "text"}
         and isinstance(obj["text"], str)
+        and is_text(obj["text"])
         and image_signature(obj["image"]) is not None
     ):
         return ComposedQuery(image=obj["image"], text=obj["text"], marked=False)
@@ -109,7 +111,9 @@ def parse_composed_query(text: str) -> ComposedQuery:
     if not isinstance(obj, dict):
         raise InputError("composed query must be a JSON object with '$cir', 'image' and 'text'")
     version = obj.get("$cir")
-    if version != COMPOSED_QUERY_VERSION:
+    # The integer itself: 1.0, 1e0 and true compare equal to 1 in Python but are other
+    # versions on the wire (a client that writes them is not writing this format).
+    if type(version) is not int or version != COMPOSED_QUERY_VERSION:
         raise InputError(
             f"composed query '$cir' is {version!r}; this service reads version "
             f"{COMPOSED_QUERY_VERSION}"
@@ -126,4 +130,16 @@ def parse_composed_query(text: str) -> ComposedQuery:
         raise InputError("composed query needs 'text': the modification text")
     if not isinstance(mod, str):
         raise InputError(f"composed query 'text' must be a string, got {type(mod).__name__}")
+    if not is_text(mod):
+        raise InputError("composed query 'text' holds a lone UTF-16 surrogate (not a character)")
     return ComposedQuery(image=image, text=mod)
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is text a tokenizer can read: no lone UTF-16 surrogate, which JSON's
+    ``\\udXXX`` escapes can put into a Python string but UTF-8 cannot encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

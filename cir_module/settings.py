@@ -174,6 +174,13 @@ class ServiceSettings(BaseSettings):
     max_request_bytes: int = Field(
         128 * 2**20, ge=1024, description="Largest request body accepted (413 above)."
     )
+    max_json_values: int = Field(
+        100_000,
+        ge=16,
+        description="Most JSON values (array items, object members) a request body may hold; "
+        "counted before it is parsed (413 above), so that no body costs more memory than "
+        "about twice its size.",
+    )
     max_image_bytes: int = Field(
         32 * 2**20, ge=1, description="Largest decoded image file accepted (413 above)."
     )
@@ -217,7 +224,8 @@ class ServiceSettings(BaseSettings):
         10.0,
         gt=0,
         description="`cir serve` closes a connection whose request headers have not all "
-        "arrived this long after it opened or last sent data.",
+        "arrived this long after it opened or after the request's first byte (a bound on "
+        "the whole header, however slowly it trickles in).",
     )
     api_docs: bool = Field(
         True,

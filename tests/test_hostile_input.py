@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import select
 import socket
 import struct
 import time
@@ -88,7 +89,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 # -- pathological JSON ------------------------------------------------------------------------
-DEEP = b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+DEEP = b'{"texts": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"  # within CIR_MAX_JSON_VALUES
 HUGE_INT = b'{"texts": [' + b"7" * 6000 + b"]}"
 SURROGATE_CASES = [
     ("/vectorize", b'{"texts": ["a red \\ud800 circle"]}', "texts.0"),
@@ -105,10 +106,19 @@ SURROGATE_CASES = [
         (b'{"texts": [1e999999]}', 422, "texts.0"),
         # Many invalid items: the error lists a few of them, not all (a 2 MB request once
         # came back as a 46 MB error).
-        (json.dumps({"texts": list(range(400_000))}).encode(), 422, "more problems"),
+        (json.dumps({"texts": list(range(50_000))}).encode(), 422, "more problems"),
+        # More than CIR_MAX_JSON_VALUES: refused before it is parsed.
+        (json.dumps({"texts": list(range(400_000))}).encode(), 413, "JSON values"),
         (b'{"images": ["' + b"!" * 2_000_000 + b'"]}', 400, "images[0] is not valid base64"),
     ],
-    ids=["deep-nesting", "huge-integer", "huge-float", "many-invalid-items", "2mb-garbage"],
+    ids=[
+        "deep-nesting",
+        "huge-integer",
+        "huge-float",
+        "many-invalid-items",
+        "too-many-items",
+        "2mb-garbage",
+    ],
 )
 def test_pathological_json_gets_a_bounded_4xx(bounded, raw, status, message):
     assert_bounded_error(post_raw(bounded, "/vectorize", raw), status, message)
@@ -123,9 +133,158 @@ def test_lone_surrogates_get_400_naming_the_field(bounded, path, raw, where):
     assert_still_serves(bounded)
 
 
+def _inner_surrogate(marked: bool) -> str:
+    """A composed query whose modification text holds a lone surrogate, escaped in the inner
+    JSON (so the outer body is clean): ``\\ud800`` once the body is parsed."""
+    fields = {"$cir": 1} if marked else {}
+    return json.dumps({**fields, "image": IMAGES[0], "text": "a\ud800 red"})
+
+
+@pytest.mark.parametrize("path", ["/vectorize", "/rerank"])
+def test_a_surrogate_inside_a_composed_query_is_a_400_not_a_500(bounded, path):
+    query = _inner_surrogate(marked=True)
+    assert "\\ud800" in query  # escaped in the query's own JSON, not in the body's
+    body = {"texts": [query]} if path == "/vectorize" else {"query": query, "documents": ["a"]}
+    r = httpx.post(f"{bounded.url}{path}", json=body, timeout=60)
+    assert_bounded_error(r, 400, "lone UTF-16 surrogate")
+    assert r.json()["error"].startswith("texts[0]" if path == "/vectorize" else "query")
+    # The legacy form (no "$cir") whose text cannot be read is a plain text, by its rule.
+    legacy = _inner_surrogate(marked=False)
+    body = {"texts": [legacy]} if path == "/vectorize" else {"query": legacy, "documents": ["a"]}
+    assert httpx.post(f"{bounded.url}{path}", json=body, timeout=60).status_code == 200
+    assert_still_serves(bounded)
+
+
+@pytest.mark.parametrize("version", ["1.0", "true", "1e0", '"1"'])
+def test_cir_version_must_be_the_integer_1(bounded, version):
+    query = f'{{"$cir": {version}, "image": "{IMAGES[0]}", "text": "red"}}'
+    r = httpx.post(f"{bounded.url}/vectorize", json={"texts": [query]}, timeout=60)
+    assert_bounded_error(r, 400, f"'$cir' is {json.loads(version)!r}")
+    same_with_1 = query.replace(version, "1", 1)
+    assert httpx.post(f"{bounded.url}/vectorize", json={"texts": [same_with_1]}).status_code == 200
+
+
 def test_a_surrogate_pair_is_a_character_not_an_error(bounded):
     r = post_raw(bounded, "/vectorize", b'{"texts": ["a red \\ud83d\\ude00 circle"]}')
     assert r.status_code == 200
+
+
+# -- what a body may cost ---------------------------------------------------------------------
+LIMIT = 128 * 2**20  # the default CIR_MAX_REQUEST_BYTES
+
+
+def _filled(head: bytes, unit: bytes, tail: bytes, size: int = LIMIT) -> bytes:
+    """``head``, ``unit`` repeated, ``tail``: ``size`` bytes at most."""
+    return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
+
+
+def _chunks(raw: bytes, size: int = 1 << 20):
+    """``raw`` as a chunked upload (no Content-Length)."""
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
+
+
+BODIES_UP_TO_THE_LIMIT = [
+    # The issue's case: 6 MB of three million invalid items (3.47 GB and 11.8 s before).
+    ("6mb-of-invalid-items", lambda: _filled(b'{"texts": [', b"0,", b"0]}", 6 * 10**6),
+     413, "JSON values"),
+    ("invalid-items", lambda: _filled(b'{"texts": [', b"0,", b"0]}"), 413, "JSON values"),
+    ("empty-objects", lambda: _filled(b'{"texts": [', b"{},", b"{}]}"), 413, "JSON values"),
+    ("empty-texts", lambda: _filled(b'{"texts": [', b'"",', b'""]}'), 413, "JSON values"),
+    ("one-long-text", lambda: _filled(b'{"texts": ["', b"a", b'"]}'), 200, None),
+    ("a-text-of-commas", lambda: _filled(b'{"texts": ["', b",", b'"]}'), 200, None),
+    ("one-long-text-chunked", lambda: _chunks(_filled(b'{"texts": ["', b"a", b'"]}')), 200, None),
+    ("an-oversized-image", lambda: _filled(b'{"images": ["', b"A", b'"]}'), 413,
+     "more than the limit of 33554432 bytes"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def default_limits(tiny_checkpoint):
+    """A service with the default body limit (128 MiB) and every other default."""
+    with ServiceProcess(tiny_checkpoint) as proc:
+        assert_still_serves(proc)
+        yield proc
+
+
+def _reset_peak(pid: int) -> None:
+    """Start the kernel's high-water mark of the process's RSS (VmHWM) again from now."""
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "message"),
+    [case[1:] for case in BODIES_UP_TO_THE_LIMIT],
+    ids=[case[0] for case in BODIES_UP_TO_THE_LIMIT],
+)
+def test_no_body_up_to_the_size_limit_costs_more_than_300_mib(
+    default_limits, make, status, message
+):
+    """Measured on this project's machine (tiny model): +7 MiB for the 6 MB body, +128 MiB
+    for bodies refused by their count of values, +256 MiB for a 128 MiB text (its bytes,
+    then its text and the parsed string, two at a time); RSS afterwards within 3 MiB of idle.
+    Before: 3.47 GiB for the 6 MB body, +384 MiB for a long text, 128 MiB kept per request."""
+    service = default_limits
+    body = make()
+    _reset_peak(service.pid)
+    idle, _ = rss_mb(service.pid)
+    r = httpx.post(f"{service.url}/vectorize", content=body, timeout=300)
+    _, peak = rss_mb(service.pid)
+    if message is None:
+        assert r.status_code == status, r.text[:300]
+        assert len(r.json()["textVectors"]) == 1
+    else:
+        assert_bounded_error(r, status, message)
+    assert_still_serves(service)
+    after, _ = rss_mb(service.pid)
+    assert peak - idle <= 300, (idle, peak)
+    assert after - idle < 64, (idle, after)
+
+
+def test_values_are_counted_outside_strings_and_the_count_stops_early():
+    from cir_module.service.body import json_values
+
+    assert json_values(b'{"a": [1, 2, {"b": 3}]}', 100) == 5  # 2 commas, 2 { and 1 [
+    assert json_values(b'{"a": "x,y,[z]{", "b": "\\",[,"}', 4) == 2  # inside strings: not
+    # More strings than the budget: stops once the budget is passed, however many follow.
+    assert json_values(b"[" + b'",",' * 1000 + b'""]', 10) == 11
+
+
+def test_an_unexpected_error_is_logged_once_with_its_request_id_and_answered_in_json():
+    """A bug in a route: one log line carrying the request's id (Starlette's last-resort
+    handler used to log it a second time, after the id was gone) and a JSON 500."""
+    import logging
+
+    from cir_module.service.app import create_app
+    from cir_module.service.observability import JsonLogFormatter
+    from cir_module.settings import ServiceSettings
+
+    app = create_app(ServiceSettings())
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(JsonLogFormatter().format(record))
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cir") as http:
+            return await http.get("/broken", headers={"X-Request-ID": "req-42"})
+
+    try:
+        r = asyncio.run(call())
+    finally:
+        root.removeHandler(handler)
+    assert r.status_code == 500 and "RuntimeError: a bug" in r.json()["error"]
+    failures = [json.loads(line) for line in lines if "a bug" in line]
+    assert len(failures) == 1, lines
+    assert failures[0]["request_id"] == "req-42"
 
 
 # -- clients that go away, stall or idle ------------------------------------------------------
@@ -194,10 +353,91 @@ def test_idle_and_half_sent_connections_are_closed(bounded):
     _assert_idle_and_half_sent_connections_are_closed(bounded)
 
 
+def _assert_trickled_headers_are_cut_off(service) -> None:
+    """Headers sent a byte every 0.2 s never finish within CIR_HEADER_TIMEOUT_S=1: the
+    deadline bounds the whole header, so the server closes every such connection before
+    its last byte (before, each byte restarted the deadline and all stayed open)."""
+    head = b"POST /vectorize HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n"
+    socks = [_connect(service) for _ in range(10)]
+    open_ = set(range(len(socks)))
+    for byte in head[:-1]:
+        for i in sorted(open_):
+            try:
+                socks[i].sendall(bytes([byte]))
+            except OSError:  # reset by the server
+                open_.discard(i)
+        ready, _, _ = select.select([socks[i] for i in open_], [], [], 0.2)
+        for sock in ready:
+            try:
+                closed = sock.recv(1024) == b""
+            except OSError:  # reset by the server
+                closed = True
+            if closed:
+                open_.discard(socks.index(sock))
+        if not open_:
+            break
+    for sock in socks:
+        sock.close()
+    assert not open_, f"{len(open_)} connections still open after the whole header trickled in"
+    assert_still_serves(service)
+
+
+def test_a_header_sent_byte_by_byte_is_cut_off_at_the_deadline(bounded):
+    _assert_trickled_headers_are_cut_off(bounded)
+
+
+# -- HEAD, methods and WebSocket ----------------------------------------------------------------
+def test_head_is_answered_where_get_is(bounded):
+    with httpx.Client(base_url=bounded.url) as http:
+        for path in ("/.well-known/live", "/.well-known/ready", "/meta", "/metrics"):
+            got, head = http.get(path), http.head(path)
+            assert head.status_code == got.status_code, (path, head.status_code)
+            assert head.content == b"", path
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+        # Where GET is not served, HEAD is not either: 405 naming the methods, or 404.
+        r = http.head("/vectorize")
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert http.head("/nowhere").status_code == 404
+
+
+def test_a_method_a_path_does_not_take_gets_405_with_allow_and_json(bounded):
+    r = httpx.put(f"{bounded.url}/meta")
+    assert_bounded_error(r, 405, "Method Not Allowed")
+    assert r.headers["allow"] == "GET"
+    r = httpx.get(f"{bounded.url}/vectorize")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+
+
+def _assert_websocket_upgrade_gets_a_json_400(service) -> None:
+    sock = _connect(service)
+    sock.sendall(
+        b"GET /meta HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert "WebSocket is not served" in json.loads(body)["error"]
+    assert "Unsupported upgrade" not in service.log_path.read_text()
+    assert_still_serves(service)
+
+
+def test_a_websocket_upgrade_gets_a_json_400(bounded):
+    _assert_websocket_upgrade_gets_a_json_400(bounded)
+
+
 def test_the_c_parser_guards_the_same_way(tiny_checkpoint):
     env = {"CIR_HEADER_TIMEOUT_S": "1", "CIR_HTTP_PARSER": "httptools", "CIR_EVENT_LOOP": "uvloop"}
     with ServiceProcess(tiny_checkpoint, env=env) as proc:
         _assert_idle_and_half_sent_connections_are_closed(proc)
+        _assert_trickled_headers_are_cut_off(proc)
+        _assert_websocket_upgrade_gets_a_json_400(proc)
         # httptools refuses methods it does not know before the application sees them.
         _assert_invented_methods_get_json_4xx(proc)
         _assert_unreadable_requests_get_a_json_400(proc)

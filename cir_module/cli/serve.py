@@ -63,6 +63,9 @@ def _serve(args: argparse.Namespace) -> None:
         log_config=None,  # uvicorn's loggers go through ours (JSON, request ids)
         access_log=False,  # the service writes its own access line, with the request id
         http=protocol,
+        # No route speaks WebSocket: an upgrade request is an HTTP request, which the
+        # middleware answers with a JSON 400 (uvicorn's WebSocket side would send a bare 403).
+        ws="none",
         loop=settings.event_loop,
         # X-Forwarded-* rewrite the client address the token check trusts: only from the
         # proxies named in the settings (uvicorn's default trusts 127.0.0.1).

@@ -262,11 +262,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        return error(message, exc.status_code)
+        # 405 carries Allow (the methods the path takes), as HTTP asks.
+        return error(message, exc.status_code, **(exc.headers or {}))
 
-    @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error(f"internal error: {type(exc).__name__}: {exc}", 500)
+    # Errors no handler takes are logged and answered by the middleware, once, while the
+    # request id is set (Starlette's last-resort handler would log them twice, without it).
 
     return app

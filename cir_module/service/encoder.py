@@ -35,7 +35,7 @@ from cir_module.images import (
     probe_base64_image,
     release_memory,
 )
-from cir_module.query import ComposedQuery, read_composed_query
+from cir_module.query import ComposedQuery, is_text, read_composed_query
 from cir_module.rerank.fusion import fuse_scores
 from cir_module.service.admission import Admission, AdmissionLimits
 from cir_module.service.batcher import MicroBatcher
@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The score of an empty rerank document (Weaviate sends "" for an object whose property is
-# empty or missing): below any score a model gives, so such objects sort last.
+# empty or missing), and of one that cannot be read (a corrupt image): below any score a
+# model gives, so such objects sort last and the query's other objects are still ranked.
 EMPTY_DOCUMENT_SCORE = -1.0e9
 # After a request that decoded this many pixels, freed memory is handed back to the system.
 _RELEASE_AFTER_PIXELS = 16_000_000
@@ -142,8 +143,9 @@ class QuerySide:
 
 @dataclass
 class _RerankJob:
-    """One /rerank request as it goes through: documents classified (image / text / empty),
-    image keys, cached vectors, the images to decode and their probed headers."""
+    """One /rerank request as it goes through: documents classified (image / text / empty,
+    and unreadable once an image fails to probe or decode), image keys, cached vectors, the
+    images to decode, their probed headers and why those that failed did."""
 
     query: str
     composed: ComposedQuery | None
@@ -153,7 +155,8 @@ class _RerankJob:
     keys: dict[int, str] = field(default_factory=dict)
     known: dict[int, np.ndarray] = field(default_factory=dict)
     to_decode: list[int] = field(default_factory=list)
-    probes: list[ProbedImage | None] = field(default_factory=list)
+    probes: list[ProbedImage] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.kinds = [
@@ -166,6 +169,22 @@ class _RerankJob:
     def image_idx(self) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if k == "image"]
 
+    def keep_probed(self, probes: Sequence[ProbedImage | None]) -> None:
+        """Keep the documents of ``to_decode`` whose header was read; the others are
+        unreadable."""
+        kept = [(i, p) for i, p in zip(self.to_decode, probes, strict=True) if p is not None]
+        for i, p in zip(self.to_decode, probes, strict=True):
+            if p is None:
+                self.kinds[i] = "unreadable"
+        self.to_decode, self.probes = [i for i, _ in kept], [p for _, p in kept]
+
+    def keep_decoded(self, images: Sequence[Image.Image | None]) -> dict[int, Image.Image]:
+        """The decoded images by document index; those that failed are unreadable."""
+        for i, img in zip(self.to_decode, images, strict=True):
+            if img is None:
+                self.kinds[i] = "unreadable"
+        return {i: img for i, img in zip(self.to_decode, images, strict=True) if img is not None}
+
 
 @dataclass
 class RerankStats:
@@ -174,7 +193,9 @@ class RerankStats:
     in_flight: int = 0
     peak_in_flight: int = 0
     requests: int = 0
-    documents: dict[str, int] = field(default_factory=lambda: {"image": 0, "text": 0, "empty": 0})
+    documents: dict[str, int] = field(
+        default_factory=lambda: {"image": 0, "text": 0, "empty": 0, "unreadable": 0}
+    )
 
 
 class QueryEncoder:
@@ -275,7 +296,12 @@ class QueryEncoder:
         return await batcher.run_alone(*columns)
 
     def _truncate(self, text: str) -> str:
-        return text[: self.limits.max_text_chars]
+        """``text`` as the tokenizer gets it: cut to the limit, and checked, whatever JSON
+        layer it came from (the body's own strings are checked as they are parsed)."""
+        text = text[: self.limits.max_text_chars]
+        if not is_text(text):
+            raise InputError("a text holds a lone UTF-16 surrogate (not a character)")
+        return text
 
     def stats(self) -> dict[str, Any]:
         """Batching counters per kind, for ``/meta``."""
@@ -302,50 +328,61 @@ class QueryEncoder:
         }
 
     # -- images ----------------------------------------------------------------------------
-    def _probe_all(
-        self, data: Sequence[str], names: Sequence[str], fallible: Sequence[bool]
-    ) -> list[ProbedImage | None]:
-        """Headers read and checked; a failure raises, except where ``fallible`` (a legacy
-        composed query, which then counts as a plain text): None there."""
-        out: list[ProbedImage | None] = []
-        for d, name, may_fail in zip(data, names, fallible, strict=True):
+    @staticmethod
+    def _each(
+        step: Callable[[Any], T],
+        inputs: Sequence[Any],
+        fallible: Sequence[bool],
+        failures: list[str] | None,
+    ) -> list[T | None]:
+        """``step`` of each input; a failure raises, except where ``fallible`` (a legacy
+        composed query, which then counts as a plain text; a rerank document, which then
+        ranks last): None there, and its message added to ``failures``."""
+        out: list[T | None] = []
+        for item, may_fail in zip(inputs, fallible, strict=True):
             try:
-                out.append(probe_base64_image(d, name, self.limits.image))
-            except InputError:
+                out.append(step(item))
+            except InputError as exc:
                 if not may_fail:
                     raise
+                if failures is not None:
+                    failures.append(exc.message)
                 out.append(None)
         return out
 
-    def _decode_all(
-        self, probes: Sequence[ProbedImage], fallible: Sequence[bool]
-    ) -> list[Image.Image | None]:
-        out: list[Image.Image | None] = []
-        for probe, may_fail in zip(probes, fallible, strict=True):
-            try:
-                out.append(decode_probed(probe, self.decode_side))
-            except InputError:
-                if not may_fail:
-                    raise
-                out.append(None)
-        return out
+    def _probe_all(self, data, names, fallible, failures=None) -> list[ProbedImage | None]:
+        """Headers read and checked (:meth:`_each`)."""
+        limits = self.limits.image
+        pairs = list(zip(data, names, strict=True))
+        return self._each(lambda p: probe_base64_image(*p, limits), pairs, fallible, failures)
+
+    def _decode_all(self, probes, fallible, failures=None) -> list[Image.Image | None]:
+        """Probed images decoded, reduced for the largest side a model reads (:meth:`_each`)."""
+        return self._each(lambda p: decode_probed(p, self.decode_side), probes, fallible, failures)
 
     async def _probe(
-        self, data: Sequence[str], names: Sequence[str], fallible: Sequence[bool]
+        self,
+        data: Sequence[str],
+        names: Sequence[str],
+        fallible: Sequence[bool],
+        failures: list[str] | None = None,
     ) -> list[ProbedImage | None]:
         """:meth:`_probe_all`, on the event loop when the base64 is small, else off it."""
         if sum(len(d) for d in data) <= _INLINE_BYTES:
-            return self._probe_all(data, names, fallible)
-        return await anyio.to_thread.run_sync(self._probe_all, data, names, fallible)
+            return self._probe_all(data, names, fallible, failures)
+        return await anyio.to_thread.run_sync(self._probe_all, data, names, fallible, failures)
 
     async def _decode(
-        self, probes: Sequence[ProbedImage], fallible: Sequence[bool]
+        self,
+        probes: Sequence[ProbedImage],
+        fallible: Sequence[bool],
+        failures: list[str] | None = None,
     ) -> list[Image.Image | None]:
         """:meth:`_decode_all`, on the event loop when pixels and bytes are few, else off it."""
         few_bytes = sum(len(p.raw) for p in probes) <= _INLINE_BYTES
         if few_bytes and sum(p.pixels for p in probes) <= _INLINE_PIXELS:
-            return self._decode_all(probes, fallible)
-        return await anyio.to_thread.run_sync(self._decode_all, probes, fallible)
+            return self._decode_all(probes, fallible, failures)
+        return await anyio.to_thread.run_sync(self._decode_all, probes, fallible, failures)
 
     def _check_request_pixels(self, probes: Sequence[ProbedImage | None]) -> int:
         pixels = sum(p.pixels for p in probes if p is not None)
@@ -436,10 +473,15 @@ class QueryEncoder:
         # The reranker sees every candidate's pixels; without it only uncached ones decode.
         lvlm = self.reranker is not None and job.composed is not None
         job.to_decode = [i for i in job.image_idx if lvlm or i not in job.known]
-        job.probes = await self._probe(
-            [documents[i] for i in job.to_decode],
-            [f"documents[{i}]" for i in job.to_decode],
-            [False] * len(job.to_decode),
+        # A document that cannot be read ranks last; the query's others are still ranked
+        # (a 4xx would fail the user's whole query in Weaviate).
+        job.keep_probed(
+            await self._probe(
+                [documents[i] for i in job.to_decode],
+                [f"documents[{i}]" for i in job.to_decode],
+                [True] * len(job.to_decode),
+                job.failures,
+            )
         )
         pixels = self._check_request_pixels(job.probes)
         stats = self.rerank_stats
@@ -447,12 +489,19 @@ class QueryEncoder:
             stats.requests += 1
             stats.in_flight += 1
             stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
-            for kind in job.kinds:
-                stats.documents[kind] += 1
             try:
                 return await self._rerank(job)
             finally:
                 stats.in_flight -= 1
+                for kind in job.kinds:
+                    stats.documents[kind] += 1
+                if job.failures:
+                    log.warning(
+                        "%d of %d rerank documents could not be read and rank last; first: %s",
+                        len(job.failures),
+                        len(documents),
+                        job.failures[0],
+                    )
                 if pixels > _RELEASE_AFTER_PIXELS:
                     release_memory()
 
@@ -462,11 +511,11 @@ class QueryEncoder:
         )
         scores = np.full(len(job.documents), EMPTY_DOCUMENT_SCORE, dtype=np.float32)
         text_idx = [i for i, k in enumerate(job.kinds) if k == "text"]
-        image_scores, text_scores = await asyncio.gather(
+        (image_idx, image_scores), text_scores = await asyncio.gather(
             self._score_images(job, side),
             self._score_texts(job.key, side, [job.documents[i] for i in text_idx]),
         )
-        scores[job.image_idx] = image_scores
+        scores[image_idx] = image_scores
         scores[text_idx] = text_scores
         return scores
 
@@ -488,11 +537,12 @@ class QueryEncoder:
         vector = (await self._embed("composed", [reference], enhanced))[0]
         return QuerySide(modification, vector, reference)
 
-    async def _score_images(self, job: _RerankJob, side: QuerySide) -> np.ndarray:
+    async def _score_images(self, job: _RerankJob, side: QuerySide) -> tuple[list[int], np.ndarray]:
+        """The image documents that could be read, and their scores."""
+        decoded = await self._decode(job.probes, [True] * len(job.probes), job.failures)
+        images = job.keep_decoded(decoded)
         if not job.image_idx:
-            return np.zeros(0, dtype=np.float32)
-        decoded = await self._decode(job.probes, [False] * len(job.probes))
-        images = dict(zip(job.to_decode, decoded, strict=True))
+            return [], np.zeros(0, dtype=np.float32)
         todo = [i for i in job.image_idx if i not in job.known]
         new_vecs = await self._embed("image", [images[i] for i in todo])
         vectors = dict(job.known)
@@ -501,7 +551,7 @@ class QueryEncoder:
             vectors[i] = vec
         match = np.stack([vectors[i] for i in job.image_idx]) @ side.vector
         if self.reranker is None or side.reference is None:
-            return match
+            return job.image_idx, match
         prefix = await self.flights.get(
             f"prefix:{job.key}",
             lambda: self._on_rerank_thread(self.reranker.prefix, side.reference, side.text),
@@ -509,7 +559,7 @@ class QueryEncoder:
         refine = await self._on_rerank_thread(
             self.reranker.score_prefixed, prefix, [images[i] for i in job.image_idx]
         )
-        return fuse_scores(match, refine, self.fusion_lambda)
+        return job.image_idx, fuse_scores(match, refine, self.fusion_lambda)
 
     async def _score_texts(self, key: str, side: QuerySide, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -1,5 +1,6 @@
-"""What every request passes through: its id, the caller check, the size gate, the metrics
-and the access log line.
+"""What every request passes through: its id, the caller check, the size gate, HEAD served
+as GET, WebSocket upgrades refused, the last catch of unexpected errors, the metrics and the
+access log line.
 
 A plain ASGI middleware, not Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``): that
 one runs the application in a task group of its own and streams the response through memory
@@ -25,6 +26,7 @@ from cir_module.settings import ServiceSettings
 __all__ = ["OPEN_PATHS", "install_middleware"]
 
 access_log = logging.getLogger("cir_module.service.access")
+log = logging.getLogger("cir_module.service")
 
 # Health probes answer without a token: orchestrators do not send one.
 OPEN_PATHS = frozenset({"/.well-known/live", "/.well-known/ready"})
@@ -70,9 +72,21 @@ def _too_large(headers: Headers, limit: int) -> JSONResponse | None:
     return None
 
 
+def _websocket_upgrade(headers: Headers) -> JSONResponse | None:
+    if headers.get("upgrade", "").lower() != "websocket":
+        return None
+    return _error("this service speaks plain HTTP/1.1 JSON; WebSocket is not served", 400)
+
+
 class ObserveRequests:
     """Request id (contextvar and ``X-Request-ID`` header), caller check, size gate, metrics
-    by route template and one access log line per HTTP request."""
+    by route template and one access log line per HTTP request.
+
+    ``HEAD`` runs the ``GET`` of the same path (RFC 9110: the same headers, no body; the
+    server drops the body, it reads the method from its own scope). An error no handler
+    took is logged here, once, while the request id is still set, and answered with a JSON
+    500 if nothing was sent yet.
+    """
 
     def __init__(self, app: ASGIApp, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -93,10 +107,13 @@ class ObserveRequests:
         host = client[0] if client else None
         path = scope["path"]
 
+        started = False
+        app_scope = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [
                     *message.get("headers", ()),
                     (b"x-request-id", request_id.encode("latin-1")),
@@ -104,18 +121,26 @@ class ObserveRequests:
             await send(message)
 
         try:
-            refusal = self.callers.refusal(path, host, headers) or _too_large(
-                headers, self.settings.max_request_bytes
+            refusal = (
+                self.callers.refusal(path, host, headers)
+                or _too_large(headers, self.settings.max_request_bytes)
+                or _websocket_upgrade(headers)
             )
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(app_scope, receive, send_with_id)
+        except Exception as exc:
+            log.exception("unhandled error")
+            if not started:
+                await _error(f"internal error: {type(exc).__name__}: {exc}", 500)(
+                    scope, receive, send_with_id
+                )
         finally:
             seconds = time.perf_counter() - start
             # Label by route template, never the raw path: unknown paths must not grow
             # the metric's label set. The router leaves the matched route in the scope.
-            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            endpoint = getattr(app_scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
             self.metrics.observe_request(endpoint, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):

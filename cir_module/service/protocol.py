@@ -3,7 +3,9 @@
 uvicorn times out only idle keep-alive connections after a response. A connection that opens
 and sends nothing, or sends half a request line and stops, is held for ever (a few thousand
 of them exhaust the process's file descriptors). Here such a connection is closed when its
-request headers have not all arrived ``header_timeout_s`` after it opened or last sent data.
+request headers have not all arrived ``header_timeout_s`` after it opened, or after the first
+byte of a later request on it arrived: the deadline bounds the whole header, so a client that
+sends one byte every few seconds gains nothing by it.
 Bodies that stop arriving are the application's to time out (``body_timeout_s``). A request
 the parser cannot read gets a 400 with a JSON ``error``, as every other bad request does
 (uvicorn's own answer is plain text).
@@ -55,9 +57,11 @@ class _Guarded:
         super().connection_lost(exc)
 
     def _watch_headers(self) -> None:
-        """(Re)start the deadline while headers are awaited, stop it once they are in."""
-        self._cancel_header_timer()
-        if self._awaiting_headers():
+        """Start the deadline when headers begin to be awaited (it then runs on, whatever
+        arrives), stop it once they are in."""
+        if not self._awaiting_headers():
+            self._cancel_header_timer()
+        elif self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _cancel_header_timer(self) -> None:
@@ -70,6 +74,11 @@ class _Guarded:
         if self._awaiting_headers() and not self.transport.is_closing():
             self.logger.debug("closing a connection whose request headers did not arrive")
             self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn warns on every upgrade request when WebSocket is off (and names a library
+        # to install); here that is by design, and the middleware answers the request.
+        self.logger.debug("upgrade request answered as plain HTTP")
 
     def send_400_response(self, msg: str) -> None:
         # The parser has failed: its state is of no use, the connection ends after this.

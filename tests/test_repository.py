@@ -1,0 +1,45 @@
+"""The repository itself: no file carries an unresolved merge."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# git writes these at the start of a line; seven characters, then a space or the line's end
+# ("=======" alone is also a Markdown/RST heading underline, so it is checked only between the
+# two others).
+_OURS = re.compile(rb"^<{7}( |$)", re.M)
+_THEIRS = re.compile(rb"^>{7}( |$)", re.M)
+
+
+def _tracked_files() -> list[Path]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
+def conflict_markers(data: bytes) -> list[int]:
+    """1-based line numbers of merge-conflict markers in ``data``."""
+    lines = []
+    for pattern in (_OURS, _THEIRS):
+        lines += [data.count(b"\n", 0, m.start()) + 1 for m in pattern.finditer(data)]
+    return sorted(lines)
+
+
+def test_the_marker_finder_sees_a_conflict_and_nothing_else():
+    conflicted = b"a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> branch\nd\n"
+    assert conflict_markers(conflicted) == [2, 6]
+    assert conflict_markers(b"Title\n=======\n<<<<<<<<\n> quoted\n") == []
+
+
+def test_no_tracked_file_carries_a_merge_conflict():
+    found = {}
+    for path in _tracked_files():
+        if path.is_file():
+            lines = conflict_markers(path.read_bytes())
+            if lines:
+                found[str(path.relative_to(ROOT))] = lines
+    assert not found, f"unresolved merge-conflict markers (file: lines): {found}"
