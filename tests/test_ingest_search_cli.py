@@ -361,7 +361,7 @@ def test_reranked_search_and_html_sheet(capsys, ingested, weaviate_server, photo
     assert len(hits) == 5 and all(h[2] is not None for h in hits)
     scores = [h[2] for h in hits]
     assert scores == sorted(scores, reverse=True)
-    # The README's client snippet: nearText + rerank with the same string, reference left out.
+    # docs/search.md's client snippet: nearText + rerank with the same string, reference left out.
     query = compose_query(reference, text)
     direct = ingested.query.near_text(
         query=query,

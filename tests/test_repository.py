@@ -43,3 +43,26 @@ def test_no_tracked_file_carries_a_merge_conflict():
             if lines:
                 found[str(path.relative_to(ROOT))] = lines
     assert not found, f"unresolved merge-conflict markers (file: lines): {found}"
+
+
+README_MAX_LINES = 250
+# [text](target): a Markdown link or image; the target up to a space, ")" or "#".
+_LINK = re.compile(r"\]\(([^)\s#]+)(#[^)\s]*)?\)")
+
+
+def test_readme_is_a_front_door():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines; depth belongs in docs/ (at most {README_MAX_LINES})"
+    )
+
+
+def test_links_in_readme_and_docs_point_at_files_that_exist():
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, _ in _LINK.findall(page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, f"links to missing files: {broken}"
