@@ -128,7 +128,8 @@ class ServiceSettings(BaseSettings):
         description="The reranker first writes its own reasoning path for each query (what "
         "the reference shows, what the text asks, what the target must show; CIR-CoT) and "
         "scores every candidate with it in the prompt. Needs a checkpoint folder, not an ONNX "
-        "export, and a model trained to write one (`cir vlm train --stage judge`).",
+        "export, and a model trained to write one (the judge stage, research: "
+        "`python -m research.cli vlm-train --stage judge`).",
     )
     text_reranker_model: str | None = Field(
         None,
@@ -146,15 +147,19 @@ class ServiceSettings(BaseSettings):
         description="Rewrite composed queries before encoding: a modification becomes "
         "constraint keywords, a question about the image has its references resolved. "
         "keywords: rules, no model; chat: `chat_model` or `enhancer_url`, from the text alone; "
-        "vlm: the describe-and-verify `chat_model` (cir vlm train --stage rewrite) reads the "
-        "reference and writes what the edit adds and drops.",
+        "vlm: a `chat_model` that distils queries itself, reading the reference (a plugin's "
+        "kind: research's describe-and-verify).",
     )
     chat_model: str | None = Field(
         None,
         description="Image-text-to-text checkpoint (Qwen2-VL family) served at "
         "/v1/chat/completions (OpenAI-compatible) and used by query_enhancement=chat. A "
-        "describe-and-verify folder (cir vlm train --stage rewrite) answers a result image "
-        "and a reference image with its rationale instead.",
+        "folder whose recorded kind a plugin registers a chat backend for is served by it.",
+    )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules (JSON list) imported before any model loads, so that they "
+        "register reranker kinds and chat backends of their own (e.g. `research.describe`).",
     )
     enhancer_url: str | None = Field(
         None,
@@ -266,8 +271,7 @@ class ServiceSettings(BaseSettings):
             )
         if self.query_enhancement == "vlm" and not self.chat_model:
             raise ValueError(
-                "query_enhancement=vlm needs chat_model: a describe-and-verify folder "
-                "(cir vlm train --stage rewrite)"
+                "query_enhancement=vlm needs chat_model: a model that distils queries itself"
             )
         return self
 

@@ -22,6 +22,7 @@ import torch
 from cir_module.data.shapes import random_images
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST, OnnxReranker
+from cir_module.rerank.registry import recorded_kind
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.vlm.prompt import mrope_positions
 from onnx_export.export import DEFAULT_OPSET, _io_description, _sha256, _versions, export_module
@@ -72,12 +73,13 @@ def export_reranker(
 ) -> dict[str, Any]:
     """Export the reranker at ``model`` to ``out``; return the manifest (also written)."""
     kwargs = {"image_side": image_side} if image_side else {}
-    reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
-    if reranker.unsteered:  # its score needs generated captions: the export only scores
+    kind = recorded_kind(model)
+    if kind != LVLMReranker.kind:  # its score needs generated text: the export only scores
         raise ValueError(
-            f"{model} is served as {reranker.unsteered}: its scores need text the model "
+            f"{model} is served as a {kind!r} reranker: its scores need text the model "
             "generates (captions), which the ONNX export does not run; serve the folder itself"
         )
+    reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RERANKER_MANIFEST).unlink(missing_ok=True)

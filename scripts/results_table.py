@@ -1,4 +1,4 @@
-"""Render the ablation JSON files written by scripts/shapes_ablation.sh (or
+"""Render the ablation JSON files written by research/shapes_ablation.sh (or
 scripts/lvlm_ablation.sh) as a markdown table; with one seed, R@1 carries its 95 % Wilson
 interval over the split's queries.
 

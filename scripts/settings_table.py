@@ -1,4 +1,4 @@
-"""Print the README's settings table from the one settings object (keeps them in step).
+"""Print the settings table of docs/serving.md from the one settings object (keeps them in step).
 
 python scripts/settings_table.py
 """

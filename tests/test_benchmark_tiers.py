@@ -13,8 +13,8 @@ from PIL import Image
 
 from cir_module.data.benchmark import TIERS, generate_benchmark, load_scene_graphs, tier_of
 from cir_module.data.hard import EDIT_KINDS, HardObject
-from cir_module.data.scene_loss import SceneLabels
 from cir_module.training.recipes import list_recipes, load_recipe
+from cir_module.training.scene_loss import SceneLabels
 
 SMALL = {"n_train": 40, "n_val": 10, "n_test": 10, "image_size": 64}
 # digest() of generate_benchmark(seed=0, **SMALL), computed with the generator as it was

@@ -249,5 +249,5 @@ def test_vlm_enhancement_refuses_a_plain_chat_model(tiny_chat_model):
     from cir_module.settings import ServiceSettings
 
     settings = ServiceSettings(query_enhancement="vlm", chat_model=str(tiny_chat_model))
-    with pytest.raises(ValueError, match="needs a describe-and-verify CIR_CHAT_MODEL"):
+    with pytest.raises(ValueError, match="distils queries itself"):
         _load_chat(settings)

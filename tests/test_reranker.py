@@ -337,7 +337,7 @@ def test_reranker_training_and_sweep_on_a_tiny_benchmark(tmp_path, local_model):
         random_like,
         rerank_sweep,
     )
-    from cir_module.rerank.training import (
+    from cir_module.training.reranker import (
         RerankTrainConfig,
         reasoning_pairs,
         reasoning_records,

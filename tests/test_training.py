@@ -158,8 +158,8 @@ def test_rar_alignment_trains_on_enriched_candidates_and_enhanced_queries(tmp_pa
 
 
 def test_scene_labels_and_head_hand_computed():
-    from cir_module.data.scene_loss import IGNORE, SceneHead, SceneLabels
     from cir_module.data.shapes import ShapeObject
+    from cir_module.training.scene_loss import IGNORE, SceneHead, SceneLabels
 
     scene = (ShapeObject(0, "square", "red", "large"), ShapeObject(4, "cross", "gray", "small"))
     rows = SceneLabels.encode(scene)
@@ -177,7 +177,7 @@ def test_scene_labels_and_head_hand_computed():
 
 
 def test_cell_token_head_pools_the_grid_onto_the_cells():
-    from cir_module.data.scene_loss import CLASS_SIZES, IGNORE, CellTokenHead, SceneLabels
+    from cir_module.training.scene_loss import CLASS_SIZES, IGNORE, CellTokenHead, SceneLabels
 
     width = sum(CLASS_SIZES)
     head = CellTokenHead(width)

@@ -1,6 +1,8 @@
-"""The VLM trained in stages (``cir vlm train``): each stage on a tiny model and a tiny hard
-benchmark, the chain vision -> caption -> judge, resuming, and the result served as the
-reranker through the same ``from_pretrained`` path a real checkpoint takes."""
+"""The VLM trained in stages (``cir vlm train``, and the research stages through
+``python -m research.cli vlm-train``): each stage on a tiny model and a tiny hard benchmark,
+the chain vision -> caption -> ... -> verify, resuming, and the result served as the reranker
+its folder records. The research kinds (describe-and-verify) are registered by importing
+:mod:`research.describe`, and in the services started here through ``CIR_PLUGINS``."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from cir_module.cli import build_parser
+from cir_module.cli import VERB_GROUPS, build_parser
 from cir_module.cli.vlm import stage_config
 from cir_module.data.benchmark import (
     TIERS,
@@ -26,15 +28,31 @@ from cir_module.data.benchmark import (
     tier_of,
 )
 from cir_module.data.hard import HardObject
+from cir_module.data.reasoning import reasoning_path
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.readers import read_cirr
+from cir_module.rerank.load import load_reranker
 from cir_module.rerank.scorer import LVLMReranker
-from cir_module.rerank.training import reasoning_path
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
-from cir_module.vlm_training import STAGES, StageConfig, load_stage, probe_stage, train_stage
+from cir_module.vlm_training import STAGES, StageConfig, load_stage, train_stage
 from cir_module.vlm_training.config import STARTS_FROM
 from cir_module.vlm_training.stages import STAGE_LOSSES
 from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
+from research import describe as _describe  # noqa: F401  (registers the describe kind)
+from research.cli import PLUGIN, RESEARCH_VERBS
+from research.vlm_probe import probe_stage
+
+
+@pytest.fixture(autouse=True)
+def _research_plugin(monkeypatch):
+    """Services started by these tests serve describe-and-verify folders too."""
+    monkeypatch.setenv("CIR_PLUGINS", json.dumps([PLUGIN]))
+
+
+def research_parser():
+    """``python -m research.cli``'s parser: cir's verbs and the research ones."""
+    return build_parser((*VERB_GROUPS, *RESEARCH_VERBS))
+
 
 TINY = dict(
     hidden=32,
@@ -117,7 +135,7 @@ def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chai
     fresh = dataclasses.replace(fresh, steps=1, **TINY)
     Path(fresh.out).mkdir()
     prepare_folder(fresh, tier_of(hard_data), Path(fresh.out))
-    initial = LVLMReranker.from_pretrained(Path(fresh.out) / "model").model.state_dict()
+    initial = load_reranker(Path(fresh.out) / "model").model.state_dict()
     for key, value in initial.items():
         if "language_model" in key or key.startswith("lm_head"):
             assert torch.equal(value, built[key]), key
@@ -126,7 +144,7 @@ def test_the_vision_stage_trains_only_the_tower_and_its_read_out(hard_data, chai
 
 def test_the_judge_stage_is_a_reranker_checkpoint_scored_with_the_kv_cache(hard_data, chain):
     folder = chain["judge"] / "model"
-    reranker = LVLMReranker.from_pretrained(folder)
+    reranker = load_reranker(folder)
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     reference = split.open(t.reference)
@@ -218,9 +236,11 @@ def test_probe_reports_cells_captions_and_judgements(chain, hard_data):
 
 
 def test_every_stage_config_field_comes_from_its_flag(hard_data):
-    argv = ["vlm", "train", "--stage", "judge", "--data", hard_data, "--out", "o", "--init", "i"]
+    argv = ["vlm-train", "--stage", "judge", "--data", hard_data, "--out", "o", "--init", "i"]
     argv += ["--steps", "7", "--reasoning-share", "0.5", "--max-minutes", "2.5", "--hidden", "64"]
-    config = stage_config(build_parser().parse_args(argv))
+    config = stage_config(research_parser().parse_args(argv))
+    with pytest.raises(SystemExit):  # cir vlm train trains the product's stages only
+        build_parser().parse_args(["vlm", "train", *argv[1:]])
     assert config == StageConfig(
         stage="judge",
         data=hard_data,
@@ -262,10 +282,8 @@ def test_the_judge_learns_to_write_the_reasoning_path_it_is_given(hard_data, cha
 
 
 def test_a_reranker_that_writes_its_rationale_scores_with_it_in_the_prompt(hard_data, chain):
-    plain = LVLMReranker.from_pretrained(chain["judge"] / "model")
-    cot = LVLMReranker.from_pretrained(
-        chain["judge"] / "model", rationale=True, rationale_tokens=12
-    )
+    plain = load_reranker(chain["judge"] / "model")
+    cot = load_reranker(chain["judge"] / "model", rationale=True, rationale_tokens=12)
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     reference = split.open(t.reference)
@@ -353,12 +371,12 @@ def test_scene_graph_captions_of_the_hard_tier_are_in_its_words(hard_data, tmp_p
 
 
 def test_the_rewrite_stage_is_served_as_describe_and_verify(hard_data, chain):
-    from cir_module.rerank.describe import DescribingReranker
+    from research.describe import DescribingReranker
 
-    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    reranker = load_reranker(chain["rewrite"] / "model")
     assert isinstance(reranker, DescribingReranker)  # its folder says so
     assert reranker.describe()["verify"] == "describe"
-    assert type(LVLMReranker.from_pretrained(chain["judge"] / "model")) is LVLMReranker
+    assert type(load_reranker(chain["judge"] / "model")) is LVLMReranker
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     reference = split.open(t.reference)
@@ -379,7 +397,7 @@ def test_the_rewrite_stage_is_served_as_describe_and_verify(hard_data, chain):
     logp = torch.log_softmax(logits[-n - 1 : -1], -1)[torch.arange(n), torch.tensor(written.ids)]
     assert scores[0] == pytest.approx(logp.mean().exp().item(), rel=1e-4)
     with pytest.raises(ValueError, match="takes no RAug-Rep"):
-        LVLMReranker.from_pretrained(chain["rewrite"] / "model", rationale=True)
+        load_reranker(chain["rewrite"] / "model", rationale=True)
 
 
 @pytest.mark.integration
@@ -397,7 +415,7 @@ def test_a_reranker_that_writes_captions_answers_weaviates_rerank(
     name = f"CIR{stage.title()}_" + tmp_path.name.replace("-", "_")[-12:]
     keys, scores, meta = rerank_in_weaviate(tiny_checkpoint, env, gallery, t.caption, name)
     assert meta["verify"] == verify and len(keys) == len(gallery)
-    reranker = LVLMReranker.from_pretrained(folder)
+    reranker = load_reranker(folder)
     query_vec = local_model.embed_composed([gallery[0]], [t.caption])[0]
     cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
     judged = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
@@ -428,9 +446,9 @@ def test_rerank_eval_through_weaviate_only_runs_the_served_setting(
 
 
 def test_a_rationale_names_what_the_result_lacks_and_shows_unasked(hard_data, chain):
-    from cir_module.rerank.describe import Rationale, facts
+    from research.describe import Rationale, facts
 
-    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    reranker = load_reranker(chain["rewrite"] / "model")
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     rationale = reranker.explain(split.open(t.reference), t.caption, split.open(t.target))
@@ -471,7 +489,7 @@ def test_weaviate_generate_returns_the_rationale_of_each_result(hard_data, chain
     )  # fmt: skip
     assert reply.status_code == 400 and "two images" in reply.json()["error"]
     assert len(objects) == len(images)
-    reranker = LVLMReranker.from_pretrained(folder)
+    reranker = load_reranker(folder)
     for obj in objects:
         candidate = images[obj.properties["title"]]
         expected = reranker.explain(split.open(t.reference), t.caption, candidate).text()
@@ -479,7 +497,7 @@ def test_weaviate_generate_returns_the_rationale_of_each_result(hard_data, chain
 
 
 def test_describing_many_queries_at_once_writes_what_one_at_a_time_writes(hard_data, chain):
-    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    reranker = load_reranker(chain["rewrite"] / "model")
     split = EvalSplit.load(hard_data, "val")
     queries = split.triplets[:3]
     references = [split.open(t.reference) for t in queries]
@@ -519,7 +537,7 @@ def test_the_rewrite_loss_weighs_what_a_copy_of_the_reference_gets_wrong(hard_da
 
 
 def test_constraints_are_what_the_target_adds_and_drops():
-    from cir_module.enrich.distil import agreement, constraints
+    from research.distil import agreement, constraints
 
     reference = "small red circle at row 1, column 1; large blue cross at row 2, column 2"
     target = "small red circle at row 1, column 1; large green cross at row 2, column 2"
@@ -533,9 +551,9 @@ def test_constraints_are_what_the_target_adds_and_drops():
 
 def test_the_vlm_distiller_reads_the_reference_and_is_cached_by_text_and_image(hard_data, chain):
     from cir_module.enrich import QueryEnhancer
-    from cir_module.enrich.distil import DescribingDistiller, constraints
+    from research.distil import DescribingDistiller, constraints
 
-    reranker = LVLMReranker.from_pretrained(chain["rewrite"] / "model")
+    reranker = load_reranker(chain["rewrite"] / "model")
     distiller = DescribingDistiller(reranker)
     split = EvalSplit.load(hard_data, "val")
     queries = split.triplets[:2]
@@ -558,20 +576,19 @@ def test_the_vlm_distiller_reads_the_reference_and_is_cached_by_text_and_image(h
 def test_rar_distil_writes_resumes_and_scores_and_training_reads_it(
     hard_data, chain, tmp_path, capsys
 ):
-    from cir_module.enrich.distil import query_key
-    from cir_module.training.data import TripletData
+    from cir_module.training.data import TripletData, query_key
 
     out = tmp_path / "queries.json"
     folder = str(chain["rewrite"] / "model")
-    argv = ["rar", "distil", "--data", hard_data, "--model", folder, "--split", "train"]
+    argv = ["rar-distil", "--data", hard_data, "--model", folder, "--split", "train"]
     argv += ["--limit", "5", "--out", str(out)]
-    args = build_parser().parse_args(argv)
+    args = research_parser().parse_args(argv)
     args.func(args)
     first = capsys.readouterr().out.splitlines()
     assert first[0].startswith("distilled 5 queries")
     scores = json.loads(first[1])
     assert scores["queries"] == 5 and 0 <= scores["exact"] <= 1
-    args.func(build_parser().parse_args([*argv[:-4], "--limit", "7", "--out", str(out)]))
+    args.func(research_parser().parse_args([*argv[:-4], "--limit", "7", "--out", str(out)]))
     assert capsys.readouterr().out.startswith("distilled 2 queries")  # the first 5 are there
     distilled = json.loads(out.read_text())
     data = TripletData(hard_data, "train")
@@ -597,8 +614,8 @@ def test_the_service_sends_the_vlm_distilled_query_to_the_retriever(
     hard_data, chain, tiny_checkpoint, local_model
 ):
     from cir_module import compose_query
-    from cir_module.enrich.distil import DescribingDistiller
     from integration.service_process import ServiceProcess
+    from research.distil import DescribingDistiller
     from tests.conftest import png_b64
 
     folder = chain["rewrite"] / "model"
@@ -610,9 +627,9 @@ def test_the_service_sends_the_vlm_distilled_query_to_the_retriever(
         body = {"texts": [compose_query(png_b64(reference), t.caption)], "images": []}
         vector = httpx.post(f"{service.url}/vectorize", json=body).json()["textVectors"][0]
         meta = httpx.get(f"{service.url}/meta").json()["query_enhancement"]
-    distilled = DescribingDistiller(LVLMReranker.from_pretrained(folder)).modifications(
-        [t.caption], [reference]
-    )[0]
+    distilled = DescribingDistiller(load_reranker(folder)).modifications([t.caption], [reference])[
+        0
+    ]
     assert meta["enhancer"].startswith("vlm:") and meta["misses"] == 1
     expected = local_model.embed_composed([reference], [distilled])[0]
     np.testing.assert_allclose(vector, expected, atol=1e-5)
@@ -756,7 +773,7 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     from cir_module.vlm.changes import description_changes
     from cir_module.vlm.prompt import VERIFY_PROMPT
 
-    reranker = LVLMReranker.from_pretrained(chain["verify"] / "model")
+    reranker = load_reranker(chain["verify"] / "model")
     assert isinstance(reranker, ChangeVerifyingReranker)
     assert reranker.describe()["verify"] == "changes"
     assert reranker.describe()["change_wording"] == "edits"  # the stage's default
@@ -807,11 +824,11 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     got = reranker.verify(before, t.caption, lists)
     for changes, score in zip(lists, got, strict=True):
         assert score == pytest.approx(alone(before, changes), abs=1e-5)
-    plain = LVLMReranker.from_pretrained(chain["verify"] / "model", asked_readout=False)
+    plain = load_reranker(chain["verify"] / "model", asked_readout=False)
     unread = plain.score_prefixed(plain.prefix(reference, t.caption), candidates)
     assert (unread >= scores - 1e-6).all()  # the read-out only ever lowers a score
     with pytest.raises(ValueError, match="takes no RAug-Rep"):
-        LVLMReranker.from_pretrained(chain["verify"] / "model", rationale=True)
+        load_reranker(chain["verify"] / "model", rationale=True)
 
 
 @pytest.mark.parametrize("stage", ["rewrite", "verify"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
+from types import ModuleType
 
 from cir_module.cli import (
     data,
@@ -47,19 +49,24 @@ VERB_GROUPS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``cir`` (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="cir", description=__doc__.split("\n\n")[0])
+def build_parser(
+    groups: Sequence[ModuleType] = VERB_GROUPS, prog: str = "cir"
+) -> argparse.ArgumentParser:
+    """The argument parser of ``cir`` (exposed for documentation and tests); ``groups``: the
+    modules whose ``add_parser`` registers verbs (``research`` adds its own)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in VERB_GROUPS:
+    for group in groups:
         group.add_parser(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``cir`` console script."""
-    args = build_parser().parse_args(argv)
+def main(
+    argv: list[str] | None = None, groups: Sequence[ModuleType] = VERB_GROUPS, prog: str = "cir"
+) -> None:
+    """Entry point of the ``cir`` console script (and, with more ``groups``, of research's)."""
+    args = build_parser(groups, prog).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

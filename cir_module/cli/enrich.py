@@ -70,16 +70,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     faith.add_argument("captions", help="JSON {image: caption} (cir rar captions)")
     faith.add_argument("--data", required=True)
     faith.set_defaults(func=_rar_faithfulness)
-    distil = rar_sub.add_parser(
-        "distil",
-        help="a split's modifications distilled by the VLM (CIR_QUERY_ENHANCEMENT=vlm), as JSON",
-    )
-    distil.add_argument("--data", required=True)
-    distil.add_argument("--model", required=True, help="describe-and-verify folder (rewrite)")
-    distil.add_argument("--split", default="train")
-    distil.add_argument("--limit", type=int, help="the split's first N queries")
-    distil.add_argument("--out", required=True, help="JSON {reference\ttext: distilled}; resumes")
-    distil.set_defaults(func=_rar_distil)
     rar_eval = rar_sub.add_parser("eval", help="through Weaviate, enriched")
     add_captioner(rar_eval, with_data=False)
     rar_eval.add_argument(
@@ -92,7 +82,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rar_eval.add_argument("--enrich-corpus", action="store_true", help="caption the gallery")
     rar_eval.add_argument("--caption-weight", type=float, default=0.5)
     add_enhance(rar_eval, default="none")
-    rar_eval.add_argument("--chat-model", help="--enhance vlm: the describe-and-verify folder")
+    rar_eval.add_argument(
+        "--chat-model",
+        help="--enhance vlm: a chat model that distils queries itself (a plugin's kind, "
+        "e.g. research's describe-and-verify folder through python -m research.cli)",
+    )
     rar_eval.add_argument("--json-out")
     rar_eval.set_defaults(func=_rar_eval)
 
@@ -230,44 +224,6 @@ def _rar_faithfulness(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
-def _rar_distil(args: argparse.Namespace) -> None:
-    import json
-    from pathlib import Path
-
-    from cir_module.data.benchmark import load_scene_graphs, tier_of
-    from cir_module.enrich.distil import (
-        DescribingDistiller,
-        agreement,
-        constraints,
-        distil_queries,
-        query_key,
-    )
-    from cir_module.eval.inprocess import EvalSplit
-    from cir_module.rerank.describe import load_describing
-
-    try:
-        distiller = DescribingDistiller(load_describing(args.model))
-    except ValueError as exc:
-        sys.exit(str(exc))
-    split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    queries = [(t.reference, t.caption) for t in split.triplets]
-    distilled, made, seconds = distil_queries(distiller, queries, split.open, args.out)
-    rate = f", {made / seconds:.2f} queries/s" if made else ""
-    print(f"distilled {made} queries to {args.out} in {seconds:.1f} s{rate}")
-    if not (Path(args.data) / "scene_graphs").is_dir():
-        return  # a benchmark without scene graphs (CIRR): nothing to score against
-    # Against the scene graphs: what the edit truly adds and drops.
-    scenes, describe = load_scene_graphs(args.data, args.split), tier_of(args.data).describe
-    truth = {
-        query_key(t.reference, t.caption): constraints(
-            describe(scenes[t.reference]), describe(scenes[t.target])
-        )
-        for t in split.triplets
-        if t.target
-    }
-    print(json.dumps(agreement(distilled, truth)))
-
-
 def _rar_eval(args: argparse.Namespace) -> None:
     import json
 
@@ -281,7 +237,7 @@ def _rar_eval(args: argparse.Namespace) -> None:
     env = {"CIR_QUERY_ENHANCEMENT": args.enhance} if args.enhance != "none" else {}
     if args.enhance == "vlm":
         if not args.chat_model:
-            sys.exit("--enhance vlm needs --chat-model (a cir vlm train --stage rewrite folder)")
+            sys.exit("--enhance vlm needs --chat-model (a chat model that distils queries itself)")
         env["CIR_CHAT_MODEL"] = args.chat_model
     result = evaluate_through_weaviate(
         args.checkpoint, split, env=env, captioner=captioner, caption_weight=args.caption_weight

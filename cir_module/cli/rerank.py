@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cir_module.rerank.training import RerankTrainConfig
+    from cir_module.training.reranker import RerankTrainConfig
 
 __all__ = ["RERANK_TRAIN_FIXED", "add_parser", "rerank_train_config"]
 
@@ -115,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def rerank_train_config(args: argparse.Namespace) -> RerankTrainConfig:
     """The :class:`RerankTrainConfig` of a ``cir rerank train`` command line (the fields in
     :data:`RERANK_TRAIN_FIXED` keep their defaults)."""
-    from cir_module.rerank.training import RerankTrainConfig
+    from cir_module.training.reranker import RerankTrainConfig
 
     options = {
         "data": args.data,
@@ -139,7 +139,7 @@ def _rerank_cot(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from cir_module.rerank.training import reasoning_records
+    from cir_module.training.reranker import reasoning_records
 
     records = reasoning_records(args.data, args.split, args.limit, args.seed)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -147,7 +147,7 @@ def _rerank_cot(args: argparse.Namespace) -> None:
 
 
 def _rerank_train(args: argparse.Namespace) -> None:
-    from cir_module.rerank.training import train_reranker
+    from cir_module.training.reranker import train_reranker
 
     print(f"reranker saved to {train_reranker(rerank_train_config(args))}")
 
@@ -171,7 +171,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         weaviate_rerank_row,
     )
     from cir_module.models import load_model
-    from cir_module.rerank import LVLMReranker
+    from cir_module.rerank import load_reranker
+    from cir_module.rerank.registry import reranker_kind
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     if args.weaviate_only and not args.weaviate:
@@ -190,7 +191,7 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         stage, served, latency = weaviate_rerank_run(args.first_stage, split, args.k, env)
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
-    reranker = LVLMReranker.from_pretrained(args.reranker, raug=args.raug, rationale=args.rationale)
+    reranker = load_reranker(args.reranker, raug=args.raug, rationale=args.rationale)
     # Without RAug-Rep vectors every injection setting would score the same: run one.
     settings = (
         injection_settings(args.alphas, args.layer_alpha) if args.raug else [InjectionSetting(0.0)]
@@ -200,9 +201,9 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     else:
         rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
-        verify = reranker.describe().get("verify")
-        names = {"describe": "describe-and-verify", "changes": "change verification"}
-        name = names.get(verify) or InjectionSetting(args.serve_alpha).name
+        kind = reranker_kind(reranker.kind)
+        # The image judge's row is named by its injection; another kind by its title.
+        name = InjectionSetting(args.serve_alpha).name if kind.steered else kind.title
         row = weaviate_rerank_row(name, args.serve_lambda, served, stage.targets)
         rows.append({**row, "k": args.k, "latency": latency.summary()})
         print(f"per query through Weaviate, K = {args.k}: {latency.summary()}")

@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--caption-weight", type=float, help="weight of the caption (0.5)")
     add_enhance(tr, default=None)
     tr.add_argument(
-        "--queries", help="--enhance vlm: the distilled modifications (`cir rar distil`)"
+        "--queries",
+        help="--enhance vlm: the distilled modifications (`python -m research.cli rar-distil`)",
     )
     tr.add_argument(
         "--scene-loss", type=float, help="weight of the auxiliary scene loss (scene graphs)"
@@ -129,7 +130,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _auxiliary_losses(args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
-    """The benchmark's scene loss (cir_module/data/scene_loss.py), read from the pooled
+    """The benchmark's scene loss (cir_module/training/scene_loss.py), read from the pooled
     embedding (``--scene-loss``) and cell by cell from the image tokens
     (``--token-scene-loss``); None when neither weight is positive."""
     scene = {"embedding": args.scene_loss or 0.0, "tokens": args.token_scene_loss or 0.0}

@@ -1,6 +1,7 @@
-"""``cir vlm train``, ``cir vlm probe`` and ``cir vlm mine``: the VLM trained here in stages
-(vision, caption, compare, judge; rewrite, verify), each stage one resumable command, what a
-stage's model can do, and the first stage's near misses the verify stage may train on."""
+"""``cir vlm train`` and ``cir vlm mine``: the VLM trained here in stages (the product's:
+vision, caption, verify), each stage one resumable command, and the first stage's near misses
+the verify stage may train on. The research stages (compare, judge, rewrite) and the stage
+probe run through ``python -m research.cli`` (``vlm-train``, ``vlm-probe``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cir_module.vlm_training.config import StageConfig
 
-__all__ = ["add_parser", "stage_config"]
+__all__ = ["add_parser", "add_train_arguments", "stage_config", "train_from_args"]
 
 # Flags with choices or help beyond their name; every other StageConfig field gets a flag
 # named after it, typed by its default.
@@ -19,7 +20,8 @@ _HELP = {
     "stage": "vision: the tower learns to see every object; caption: image -> description; "
     "compare: two images -> what changed; judge: reference + text + candidate -> YES / NO; "
     "rewrite (from caption): description + text -> the target's description; "
-    "verify (from caption or rewrite): description + text + what changed -> YES / NO",
+    "verify (from caption or rewrite): description + text + what changed -> YES / NO "
+    "(compare, judge and rewrite are research: python -m research.cli vlm-train)",
     "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
     "out": "the stage's folder; the same command resumes it",
     "init": "the folder of the stage this one starts from (every stage but vision)",
@@ -36,18 +38,13 @@ def _config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(StageConfig))
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``vlm`` with its verbs ``train``, ``probe`` and ``mine``."""
-    from cir_module.vlm_training.config import STAGES
-
-    vlm = sub.add_parser("vlm", help="the VLM trained here in stages")
-    vlm_sub = vlm.add_subparsers(dest="vlm_command", required=True)
-    train = vlm_sub.add_parser("train", help="run or resume one stage")
+def add_train_arguments(train: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
+    """One flag per :class:`StageConfig` field on ``train``, ``--stage`` one of ``stages``."""
     for field in _config_fields():
         flag = "--" + field.name.replace("_", "-")
         extra = {"help": _HELP.get(field.name)}
         if field.name == "stage":
-            train.add_argument(flag, required=True, choices=STAGES, **extra)
+            train.add_argument(flag, required=True, choices=stages, **extra)
         elif field.default is dataclasses.MISSING:
             train.add_argument(flag, required=True, **extra)
         elif field.default is None:
@@ -55,21 +52,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             train.add_argument(flag, type=kind, **extra)
         else:
             train.add_argument(flag, type=type(field.default), default=field.default, **extra)
-    train.set_defaults(func=_train)
-    probe = vlm_sub.add_parser("probe", help="cells read, captions written, judgements made")
-    probe.add_argument("folder", help="a stage's folder (cir vlm train --out)")
-    probe.add_argument("--images", type=int, default=256, help="fresh scenes whose cells are read")
-    probe.add_argument("--captions", type=int, default=32, help="fresh scenes to describe")
-    probe.add_argument("--judge-split", default="val")
-    probe.add_argument("--judge-queries", type=int, default=200)
-    probe.add_argument(
-        "--rationales",
-        type=int,
-        default=0,
-        help="rewrite stage: queries whose rationales are checked",
-    )
-    probe.add_argument("--seed", type=int, default=12345)
-    probe.set_defaults(func=_probe)
+    train.set_defaults(func=train_from_args)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``vlm`` with its verbs ``train`` (the product's stages) and ``mine``."""
+    from cir_module.vlm_training.config import PRODUCT_STAGES
+
+    vlm = sub.add_parser("vlm", help="the VLM trained here in stages")
+    vlm_sub = vlm.add_subparsers(dest="vlm_command", required=True)
+    add_train_arguments(vlm_sub.add_parser("train", help="run or resume one stage"), PRODUCT_STAGES)
     mine = vlm_sub.add_parser(
         "mine", help="the first stage's top K per training query, target left out"
     )
@@ -91,29 +83,13 @@ def stage_config(args: argparse.Namespace) -> StageConfig:
     return StageConfig(**{f.name: getattr(args, f.name) for f in _config_fields()})
 
 
-def _train(args: argparse.Namespace) -> None:
+def train_from_args(args: argparse.Namespace) -> None:
+    """Run or resume the stage a ``vlm train`` command line names."""
     from cir_module.vlm_training.train import train_stage
 
     result = train_stage(stage_config(args))
     state = "complete" if result.complete else "stopped (run the same command to resume)"
     print(f"{args.stage} stage {state} at step {result.step}: {result.folder}")
-
-
-def _probe(args: argparse.Namespace) -> None:
-    import json
-
-    from cir_module.vlm_training.probe import probe_stage
-
-    report = probe_stage(
-        args.folder,
-        images=args.images,
-        captions=args.captions,
-        judge_split=args.judge_split,
-        judge_queries=args.judge_queries,
-        rationales=args.rationales,
-        seed=args.seed,
-    )
-    print(json.dumps(report, indent=2))
 
 
 def _mine(args: argparse.Namespace) -> None:

@@ -8,12 +8,13 @@
 - A ``question`` about the image ("what is the logo on this shirt?") has its references
   resolved with the image: it is the one kind for which the backend sees the picture.
 
-Three kinds of enhancer: :class:`KeywordDistiller` (rules: filler words dropped, spelling
+Two kinds of enhancer here: :class:`KeywordDistiller` (rules: filler words dropped, spelling
 variants unified; no model, deterministic, what the synthetic benchmark's ablation uses as
-the stand-in for an LLM), :class:`BackendEnhancer` (any :class:`ChatBackend`: a local
-transformers model or an OpenAI-compatible endpoint) and
-:class:`~cir_module.enrich.distil.DescribingDistiller` (the VLM trained here, which reads the
-reference image: the one enhancer whose ``reads_reference`` is true, see its module for why).
+the stand-in for an LLM) and :class:`BackendEnhancer` (any :class:`ChatBackend`: a local
+transformers model or an OpenAI-compatible endpoint). A chat backend may bring its own
+(``query_distiller()``): research's describe-and-verify distiller
+(``research.distil.DescribingDistiller``) reads the reference image, the one enhancer whose
+``reads_reference`` is true.
 :class:`QueryEnhancer` classifies, dispatches and caches.
 """
 

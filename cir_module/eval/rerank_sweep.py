@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cir_module.data.benchmark import load_scene_graphs, tier_of
+from cir_module.data.reasoning import reasoning_path
 from cir_module.eval.inprocess import EvalSplit, embed_split
 from cir_module.eval.metrics import recall_percent
 from cir_module.models import CIRModel
@@ -27,7 +28,6 @@ from cir_module.models.onnx_model import OnnxCIRModel
 from cir_module.rerank.fusion import fuse_scores
 from cir_module.rerank.injection import choose_layers
 from cir_module.rerank.scorer import LVLMReranker
-from cir_module.rerank.training import reasoning_path
 
 __all__ = [
     "FirstStage",
@@ -207,7 +207,12 @@ def rerank_sweep(
     P(YES) with the change the written reasoning path makes (1: the injection moves the
     judgement as the reasoning does; about 0 for the random vector)."""
     rows = [_row("first stage only", None, stage.top, stage.targets)]
-    raug, alpha, layers = reranker.raug, reranker.alpha, reranker.injection_layers
+    # A kind that judges otherwise (change verification) takes no steering: it has no
+    # injection to set, and its rows are scored as it is.
+    steered = hasattr(reranker, "injection_layers")
+    raug, alpha, layers = (
+        (reranker.raug, reranker.alpha, reranker.injection_layers) if steered else (None, 0, [])
+    )
     runs: list[tuple[str, InjectionSetting, torch.Tensor | None, list[str] | None]] = [
         (setting.name, setting, raug, None) for setting in settings
     ]
@@ -222,8 +227,9 @@ def rerank_sweep(
     moves: dict[str, np.ndarray] = {}  # each later run's P(YES) minus the base's
     try:
         for name, setting, vectors, texts in runs:
-            reranker.raug, reranker.alpha = vectors, setting.alpha
-            reranker.injection_layers = choose_layers(reranker.num_layers, setting.layers)
+            if steered:
+                reranker.raug, reranker.alpha = vectors, setting.alpha
+                reranker.injection_layers = choose_layers(reranker.num_layers, setting.layers)
             refine = p_yes(reranker, split, stage, texts)
             if base is not None:
                 moves[name] = refine - base[0]
@@ -244,7 +250,8 @@ def rerank_sweep(
             if base is None and setting.alpha == 0 and texts is None:
                 base = refine, by_lambda
     finally:
-        reranker.raug, reranker.alpha, reranker.injection_layers = raug, alpha, layers
+        if steered:
+            reranker.raug, reranker.alpha, reranker.injection_layers = raug, alpha, layers
     # Does the injection move P(YES) the way writing the reasoning path does? Read whatever
     # the judge's quality: the correlation of the two changes over every (query, candidate).
     written = moves.get(ORACLE)

@@ -1,13 +1,13 @@
 """One entry point for a reranker folder: a ``cir rerank export`` folder runs on
-onnxruntime, anything else (a hub id or checkpoint folder) on torch."""
+onnxruntime, a checkpoint folder (or hub id) on torch as the class its recorded kind names
+(:mod:`cir_module.rerank.registry`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker
-from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.registry import Reranker, recorded_kind, reranker_kind
 
 __all__ = ["load_reranker"]
 
@@ -16,34 +16,45 @@ def load_reranker(
     path: str | Path,
     *,
     raug: str | Path | None = None,
-    alpha: float = 0.6,
-    layers: str | Sequence[int] = "all",
+    alpha: float | None = None,
+    layers: str | Sequence[int] | None = None,
     image_side: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     rationale: bool = False,
-) -> LVLMReranker | OnnxReranker:
-    """The reranker at ``path`` with its injection settings; ``rationale``: each query's
-    prompt carries the model's own reasoning path (CIR-CoT), generated once per query."""
+    **options,
+) -> Reranker:
+    """The reranker at ``path``. ``raug``, ``alpha``, ``layers`` and ``rationale`` steer the
+    P(YES) image judge (``rationale``: each query's prompt carries the model's own reasoning
+    path, CIR-CoT, generated once per query); a kind that judges otherwise refuses RAug-Rep
+    vectors and a rationale, and ignores the rest. Unset options keep the folder's saved
+    settings, else the class's defaults; ``options`` go to the class as they are."""
+    from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker
+
+    given = {"alpha": alpha, "layers": layers, "batch_size": batch_size}
+    given = {k: v for k, v in given.items() if v is not None}
     if is_onnx_reranker(path):
         if rationale:
             raise ValueError(
                 f"{path} is an ONNX export, which scores but does not generate: a reranker "
                 "that writes its own rationale needs the checkpoint folder (torch)"
             )
-        reranker = OnnxReranker(path, raug=raug, alpha=alpha, layers=layers, batch_size=batch_size)
+        reranker = OnnxReranker(path, raug=raug, **given)
         if image_side and image_side != reranker.image_side:
             raise ValueError(
                 f"{path} was exported for {reranker.image_side}-pixel images, not {image_side}; "
                 "export again with --image-side or leave the setting unset"
             )
         return reranker
-    extra = {"image_side": image_side} if image_side else {}
-    return LVLMReranker.from_pretrained(
-        path,
-        raug=raug,
-        alpha=alpha,
-        layers=layers,
-        batch_size=batch_size,
-        rationale=rationale,
-        **extra,
-    )
+    kind = reranker_kind(recorded_kind(path))
+    if kind.steered:
+        options |= {"raug": raug, "rationale": rationale, **given}
+    elif raug is not None or rationale:
+        raise ValueError(
+            f"{path} is served as {kind.title} and takes no RAug-Rep injection or rationale "
+            "prompt (those steer the P(YES) judgement of the image judge's prompt)"
+        )
+    else:
+        options |= {k: v for k, v in given.items() if k == "batch_size"}
+    if image_side:
+        options["image_side"] = image_side
+    return kind.cls.from_pretrained(path, **options)

@@ -25,6 +25,7 @@ from cir_module.models.onnx_model import (
     serving_session_options,
 )
 from cir_module.rerank.injection import choose_layers
+from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.rerank.prompt import RerankPrompt
 from cir_module.vlm.prompt import PromptCodec, mrope_positions
 
@@ -51,7 +52,7 @@ class OnnxPrefix:
     length: int
 
 
-class OnnxReranker:
+class OnnxReranker(PrefixedScoring):
     """P(YES) per candidate from the exported vision tower and decoder."""
 
     def __init__(
@@ -158,14 +159,6 @@ class OnnxReranker:
             },
         )
 
-    def score(
-        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
-    ) -> np.ndarray:
-        """P(YES) per candidate: the shared prefix once, its cache reused by batches."""
-        if not candidates:
-            return np.zeros(0, dtype=np.float32)
-        return self.score_prefixed(self.prefix(reference, text), candidates)
-
     def prefix(self, reference: Image.Image, text: str) -> OnnxPrefix:
         """The query's half of the prompt run once, injection applied (see LVLMReranker)."""
         prefix = self.codec.encode(self.prompt.prefix, text=text)
@@ -181,10 +174,6 @@ class OnnxReranker:
             steer=True,
         )
         return OnnxPrefix(keys, values, np.array([suffix]), positions, len(prefix))
-
-    def prefixes(self, references: Sequence[Image.Image], texts: Sequence[str]) -> list:
-        """:meth:`prefix` of many queries, one after another."""
-        return [self.prefix(r, t) for r, t in zip(references, texts, strict=True)]
 
     def score_prefixed(self, state: OnnxPrefix, candidates: Sequence[Image.Image]) -> np.ndarray:
         """P(YES) per candidate, continuing from a query's :meth:`prefix`."""

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cir_module.rerank.base import VisionLanguageScorer
 from cir_module.rerank.injection import choose_layers, injected
-from cir_module.rerank.prompt import RerankPrompt
 from cir_module.rerank.raug import load_raug
-from cir_module.vlm.family import VLM_SETTINGS, FamilyAdapter, adapter_for, saved_settings
-from cir_module.vlm.prompt import PromptCodec
+from cir_module.rerank.registry import register_reranker
+from cir_module.vlm.family import VLM_SETTINGS
 
 __all__ = ["RERANKER_SETTINGS", "LVLMReranker", "PrefixState"]
 
@@ -49,61 +49,28 @@ class PrefixState:
     length: int
 
 
-class LVLMReranker:
-    """Scores candidates for a composed query with a vision-language model."""
-
-    # A reranker that judges by its own written reasoning (a subclass) says so here, and
-    # refuses what steers the image judge's prompt: RAug-Rep injection, a rationale prompt.
-    unsteered: str | None = None
+@register_reranker("yes", title="P(YES) image judge", steered=True)
+class LVLMReranker(VisionLanguageScorer):
+    """Scores candidates for a composed query by P(YES) of the image judge's prompt, steered
+    by RAug-Rep injection and, optionally, the model's own reasoning path."""
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        tokenizer,
-        image_processor,
-        adapter: FamilyAdapter,
-        *,
+        *args,
         raug: torch.Tensor | None = None,
         alpha: float = 0.6,
         layers: str | Sequence[int] = "all",
-        image_side: int = 224,
-        prompt: RerankPrompt | None = None,
-        batch_size: int = 16,
         rationale: bool = False,
         rationale_tokens: int = 256,
+        **kwargs,
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.adapter = adapter
-        self.layers = adapter.decoder_layers(model)
-        self.raug = raug
+        super().__init__(*args, **kwargs)
+        self.raug = raug.to(self.device) if raug is not None else None
         self.alpha = float(alpha)
         self.injection_layers = choose_layers(len(self.layers), layers)
-        self.image_side = image_side
-        self.prompt = prompt or RerankPrompt()
-        self.batch_size = batch_size
         self.rationale = rationale  # each query's prompt carries the model's own reasoning
         self.rationale_tokens = rationale_tokens
         self._line_ends: list[int] | None = None
-        self.device = next(model.parameters()).device
-        self.codec = PromptCodec(
-            tokenizer,
-            image_processor,
-            adapter.image_start,
-            adapter.image_pad,
-            adapter.image_end,
-            adapter.image_tokens(model, image_side),
-            image_side,
-        )
-        self.yes_id, self.no_id = (
-            self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
-        )
-        if self.unsteered and (raug is not None or rationale):
-            raise ValueError(
-                f"{self.unsteered} and takes no RAug-Rep injection or rationale prompt (those "
-                "steer the P(YES) judgement of the image judge's prompt)"
-            )
         if raug is not None and raug.shape[0] != len(self.layers):
             raise ValueError(f"RAug-Rep has {raug.shape[0]} layers, the model {len(self.layers)}")
 
@@ -114,65 +81,18 @@ class LVLMReranker:
         """Load an image-text-to-text checkpoint (hub id or folder) and, optionally, the
         RAug-Rep vectors ``cir raug extract`` wrote for it. A folder's ``cir_reranker.json``
         (written by ``cir rerank train``) supplies defaults such as ``image_side``."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        kwargs = {**saved_settings(path), **kwargs}
-        # A folder may say it is served as describe-and-verify (``cir vlm train --stage
-        # rewrite``): P(YES) is not what that model was trained to answer.
-        verify = kwargs.pop("verify", "yes")
-        if verify == "describe" and cls is LVLMReranker:
-            from cir_module.rerank.describe import DescribingReranker
-
-            return DescribingReranker.from_pretrained(path, raug=raug, dtype=dtype, **kwargs)
-        if verify == "changes" and cls is LVLMReranker:  # ``cir vlm train --stage verify``
-            from cir_module.rerank.verify import ChangeVerifyingReranker
-
-            return ChangeVerifyingReranker.from_pretrained(path, raug=raug, dtype=dtype, **kwargs)
-
-        adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch_dtype = torch.float32 if device == "cpu" and dtype == "auto" else dtype
-        model = adapter.load_model(str(path), dtype=torch_dtype).to(device)
-        vectors = load_raug(raug)[0].to(device) if raug else None
-        return cls(
-            model,
-            AutoTokenizer.from_pretrained(path),
-            adapter.load_image_processor(str(path)),
-            adapter,
-            raug=vectors,
-            **kwargs,
-        )
+        vectors = load_raug(raug)[0] if raug else None
+        return super().from_pretrained(path, dtype=dtype, raug=vectors, **kwargs)
 
     def describe(self) -> dict:
         """What ``/meta`` shows."""
         return {
-            "family": self.adapter.name,
-            "runtime": "torch",
-            "layers": len(self.layers),
+            **super().describe(),
             "raug": self.raug is not None,
             "alpha": self.alpha,
             "injection_layers": self.injection_layers,
-            "image_side": self.image_side,
             "rationale": self.rationale,
         }
-
-    # -- prompt ------------------------------------------------------------------------------
-    def _encode(self, template: str, **fields: str) -> list[int]:
-        return self.codec.encode(template, **fields)
-
-    def _pixels(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels, grid = self.codec.pixels(images)
-        return torch.from_numpy(pixels).to(self.device, self.model.dtype), torch.from_numpy(
-            grid
-        ).to(self.device)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    def _p_yes(self, last_hidden: torch.Tensor) -> np.ndarray:
-        logits = self.adapter.lm_head(self.model)(last_hidden)[:, [self.yes_id, self.no_id]]
-        return torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
 
     def _steering(self):
         if self.raug is None or not self.injection_layers:
@@ -206,45 +126,7 @@ class LVLMReranker:
         )
         return written[0].split("\n")[0].strip()
 
-    @torch.inference_mode()
-    def generate(
-        self,
-        template: str,
-        images: Sequence[Image.Image],
-        max_new_tokens: int,
-        stop: Sequence[int] = (),
-        **fields: str,
-    ) -> list[str]:
-        """Greedy answers to ``template`` (its ``{image}`` marks filled in order, its other
-        fields from ``fields``), one per row: ``images`` holds every row's images, row after
-        row. Each answer ends at ``<|im_end|>`` or at a token of ``stop``."""
-        prompt = self._encode(template, **fields)
-        per_row = template.count("{image}")
-        rows = len(images) // per_row if per_row else 1
-        pixels, grid = self._pixels(images) if images else (None, None)
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        out = self.model.generate(
-            input_ids=torch.tensor([prompt] * rows, device=self.device),
-            attention_mask=torch.ones(rows, len(prompt), dtype=torch.long, device=self.device),
-            pixel_values=pixels,
-            image_grid_thw=grid,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=[end, *stop],
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        return self.tokenizer.batch_decode(out[:, len(prompt) :], skip_special_tokens=True)
-
     # -- scoring -----------------------------------------------------------------------------
-    def score(
-        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
-    ) -> np.ndarray:
-        """P(YES) per candidate: the shared prefix once, its cache reused by batches of
-        candidates."""
-        if not candidates:
-            return np.zeros(0, dtype=np.float32)
-        return self.score_prefixed(self.prefix(reference, text), candidates)
-
     @torch.inference_mode()
     def prefix(self, reference: Image.Image, text: str) -> PrefixState:
         """The query's half of the prompt run once (injection applied: the first token is in
@@ -267,11 +149,6 @@ class LVLMReranker:
                 use_cache=True,
             )
         return PrefixState(out.past_key_values, full, positions, p)
-
-    def prefixes(self, references: Sequence[Image.Image], texts: Sequence[str]) -> list:
-        """:meth:`prefix` of many queries (one after another here; a reranker that writes per
-        query batches them)."""
-        return [self.prefix(r, t) for r, t in zip(references, texts, strict=True)]
 
     @torch.inference_mode()
     def score_prefixed(self, state: PrefixState, candidates: Sequence[Image.Image]) -> np.ndarray:

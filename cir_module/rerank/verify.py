@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.base import VisionLanguageScorer
+from cir_module.rerank.registry import register_reranker
 from cir_module.vlm.changes import WORDINGS, description_changes
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, VERIFY_PROMPT
 
@@ -64,11 +65,10 @@ class VerifiedQuery:
     text: str
 
 
-class ChangeVerifyingReranker(LVLMReranker):
+@register_reranker("changes", title="change verification")
+class ChangeVerifyingReranker(VisionLanguageScorer):
     """Scores candidates by P(YES) that the changes between two captions do what the
     modification asks."""
-
-    unsteered = "a change-verifying reranker judges captions"
 
     def __init__(
         self,
@@ -177,9 +177,3 @@ class ChangeVerifyingReranker(LVLMReranker):
                         p[i] *= self._p_yes(hidden[i, [at for at, _ in ends]]).min()
             scores.append(p)
         return np.concatenate(scores)
-
-    def score_naive(
-        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
-    ) -> np.ndarray:
-        """The same scores (the reference is captioned once per query either way)."""
-        return self.score(reference, text, candidates)

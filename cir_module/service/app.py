@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -66,7 +67,11 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     return load_model(settings.checkpoint).to(settings.device)
 
 
-def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEncoder:
+def _load_encoder(
+    settings: ServiceSettings, metrics: ServiceMetrics, started: float | None = None
+) -> QueryEncoder:
+    """The encoder with its model and rerankers; ``started``: when loading began (the
+    metric's start, the app's chat model included)."""
     start = time.perf_counter()
     model = _load_model(settings)
     facts = model.describe()
@@ -81,8 +86,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
     )
     reranker = _load_reranker(settings)
     text_reranker = _load_text_reranker(settings)
-    chat, enhancer = _load_chat(settings)
-    metrics.model_load_seconds.set(time.perf_counter() - start)
+    metrics.model_load_seconds.set(time.perf_counter() - (started or start))
     metrics.model_info.labels(
         facts["name"],
         "onnxruntime" if settings.onnx_export else "torch",
@@ -98,8 +102,6 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         reranker=reranker,
         text_reranker=text_reranker,
         fusion_lambda=settings.reranker_lambda,
-        enhancer=enhancer,
-        chat=chat,
         model_workers=settings.model_workers,
         limits=InputLimits(
             max_image_bytes=settings.max_image_bytes,
@@ -118,44 +120,30 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
     )
 
 
-def _chat_backend(path: str):
-    """The chat model at ``path``: a describe-and-verify folder (``cir vlm train --stage
-    rewrite``) answers with its rationale, any other checkpoint by greedy generation."""
-    from cir_module.vlm.chat import TransformersChat
-    from cir_module.vlm.family import saved_settings
-
-    if saved_settings(path).get("verify") == "describe":
-        from cir_module.rerank.describe import RationaleChat
-
-        return RationaleChat.from_pretrained(path)
-    return TransformersChat(path)
-
-
 def _load_chat(settings: ServiceSettings):
     """The local chat model (if any) and the query enhancer (if enabled)."""
     from cir_module.enrich import BackendEnhancer, KeywordDistiller, QueryEnhancer
-    from cir_module.vlm.chat import OpenAIChat
+    from cir_module.vlm.chat import OpenAIChat, load_chat_backend
 
-    chat = _chat_backend(settings.chat_model) if settings.chat_model else None
+    # The folder's recorded kind picks the backend (greedy generation unless registered).
+    chat = load_chat_backend(settings.chat_model) if settings.chat_model else None
     if settings.query_enhancement == "off":
         return chat, None
-    writes_rationales = chat is not None and chat.id.startswith("rationale:")
-    if settings.query_enhancement == "chat" and writes_rationales:
+    distiller = getattr(chat, "query_distiller", None)
+    if settings.query_enhancement == "chat" and chat is not None and not chat.answers_text:
         raise ValueError(
-            f"CIR_CHAT_MODEL={settings.chat_model} writes rationales about two images and "
-            "cannot distil queries from text: use CIR_QUERY_ENHANCEMENT=keywords or off"
+            f"CIR_CHAT_MODEL={settings.chat_model} answers in a form of its own and cannot "
+            "distil queries from text: use CIR_QUERY_ENHANCEMENT=keywords or off"
         )
     if settings.query_enhancement == "keywords":
         rewriter = KeywordDistiller()
     elif settings.query_enhancement == "vlm":
-        from cir_module.enrich.distil import DescribingDistiller
-
-        if not writes_rationales:
+        if distiller is None:
             raise ValueError(
-                f"CIR_QUERY_ENHANCEMENT=vlm needs a describe-and-verify CIR_CHAT_MODEL (cir vlm "
-                f"train --stage rewrite); {settings.chat_model} is a plain chat model"
+                f"CIR_QUERY_ENHANCEMENT=vlm needs a CIR_CHAT_MODEL that distils queries "
+                f"itself; {settings.chat_model} is a plain chat model"
             )
-        rewriter = DescribingDistiller(chat.reranker)
+        rewriter = distiller()
     elif chat is not None:
         rewriter = BackendEnhancer(chat)
     else:
@@ -210,12 +198,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service; ``settings`` defaults to the ``CIR_*`` environment."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
+    # Plugins register their reranker kinds and chat backends before any model is loaded.
+    for name in settings.plugins:
+        importlib.import_module(name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         app.state.encoder = None
-        app.state.encoder = await asyncio.to_thread(_load_encoder, settings, metrics)
+        start = time.perf_counter()
+        # The chat model and the query enhancer are the app's, not the encoder's: the chat
+        # route and the encoder's callers (vectorize, rerank) take them from app.state. Set
+        # before the encoder, whose presence says the service is ready.
+        app.state.chat, app.state.enhancer = await asyncio.to_thread(_load_chat, settings)
+        app.state.encoder = await asyncio.to_thread(_load_encoder, settings, metrics, start)
         try:
             yield
         finally:
@@ -230,6 +226,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.encoder = None
+    app.state.chat = None
+    app.state.enhancer = None
     for module in (routes_health, routes_metrics, routes_vectorize, routes_rerank, routes_chat):
         app.include_router(module.router)
     install_middleware(app, settings, metrics)

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from cir_module.enrich import QueryEnhancer
     from cir_module.rerank import LVLMReranker, OnnxReranker
     from cir_module.rerank.text import CrossEncoderScorer
-    from cir_module.vlm.chat import ChatBackend
 
 __all__ = [
     "EMPTY_DOCUMENT_SCORE",
@@ -220,8 +219,6 @@ class QueryEncoder:
         admission: AdmissionLimits | None = None,
         single_flight: bool = True,
         on_batch: Callable[[str, int], None] | None = None,
-        enhancer: QueryEnhancer | None = None,
-        chat: ChatBackend | None = None,
         model_workers: int = 1,
     ) -> None:
         self.model = model
@@ -231,8 +228,6 @@ class QueryEncoder:
         self.reranker = reranker
         self.text_reranker = text_reranker
         self.fusion_lambda = fusion_lambda
-        self.enhancer = enhancer
-        self.chat = chat
         self.limits = limits or InputLimits()
         self.admission = Admission(admission or AdmissionLimits())
         # The query side of /rerank, shared by the concurrent chunks of one query.
@@ -400,17 +395,25 @@ class QueryEncoder:
         except InputError as exc:
             raise InputError(f"{what}: {exc.message}") from None
 
-    async def _enhanced(self, texts: list[str], images: Sequence[Image.Image]) -> list[str]:
-        """Composed queries' texts as the query enhancer rewrites them (if one is set)."""
-        if self.enhancer is None or not texts:
+    @staticmethod
+    async def _enhanced(
+        enhancer: QueryEnhancer | None, texts: list[str], images: Sequence[Image.Image]
+    ) -> list[str]:
+        """Composed queries' texts as the query enhancer rewrites them (if one is given)."""
+        if enhancer is None or not texts:
             return texts
-        return await anyio.to_thread.run_sync(self.enhancer.enhance, texts, images)
+        return await anyio.to_thread.run_sync(enhancer.enhance, texts, images)
 
     # -- /vectorize ------------------------------------------------------------------------
     async def vectorize(
-        self, texts: Sequence[str], images: Sequence[str]
+        self,
+        texts: Sequence[str],
+        images: Sequence[str],
+        *,
+        enhancer: QueryEnhancer | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One vector per text (composed-query strings get the composed vector) and per image."""
+        """One vector per text (composed-query strings get the composed vector) and per image;
+        ``enhancer`` (the app's) rewrites composed queries' texts first."""
         queries = [self._read_query(t, f"texts[{i}]") for i, t in enumerate(texts)]
         composed_idx = [i for i, q in enumerate(queries) if q is not None]
         data = [queries[i].image for i in composed_idx] + list(images)
@@ -422,12 +425,14 @@ class QueryEncoder:
         pixels = self._check_request_pixels(probes)
         async with self.admission.hold(len(texts) + len(images), pixels):
             try:
-                return await self._vectorize(texts, queries, composed_idx, probes, fallible)
+                return await self._vectorize(
+                    texts, queries, composed_idx, probes, fallible, enhancer
+                )
             finally:
                 if pixels > _RELEASE_AFTER_PIXELS:
                     release_memory()
 
-    async def _vectorize(self, texts, queries, composed_idx, probes, fallible):
+    async def _vectorize(self, texts, queries, composed_idx, probes, fallible, enhancer):
         decoded = await self._decode(
             [p for p in probes if p is not None],
             [f for p, f in zip(probes, fallible, strict=True) if p is not None],
@@ -444,7 +449,7 @@ class QueryEncoder:
         ref_images = [img for _, img in composed]
         # Plain texts are left alone: stored captions arrive on the same path as text queries.
         mod_texts = await self._enhanced(
-            [self._truncate(queries[i].text) for i, _ in composed], ref_images
+            enhancer, [self._truncate(queries[i].text) for i, _ in composed], ref_images
         )
         plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
             self._embed("text", plain_texts),
@@ -459,10 +464,13 @@ class QueryEncoder:
         return text_vecs, image_vecs
 
     # -- /rerank ----------------------------------------------------------------------------
-    async def rerank(self, query: str, documents: Sequence[str]) -> np.ndarray:
+    async def rerank(
+        self, query: str, documents: Sequence[str], *, enhancer: QueryEnhancer | None = None
+    ) -> np.ndarray:
         """One score per document, in order. Image documents: the first-stage cosine with
-        the query (composed or plain text), plus ``lambda`` x the LVLM reranker's P(YES) when
-        one is configured and the query is composed. Text documents: the cross-encoder's
+        the query (composed or plain text; ``enhancer``, the app's, rewrites a composed
+        query's text first), plus ``lambda`` x the LVLM reranker's P(YES) when one is
+        configured and the query is composed. Text documents: the cross-encoder's
         score of the query's text (a composed query's modification) against the document,
         or the text tower's cosine without one. Empty documents: :data:`EMPTY_DOCUMENT_SCORE`.
         """
@@ -490,7 +498,7 @@ class QueryEncoder:
             stats.in_flight += 1
             stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
             try:
-                return await self._rerank(job)
+                return await self._rerank(job, enhancer)
             finally:
                 stats.in_flight -= 1
                 for kind in job.kinds:
@@ -505,9 +513,9 @@ class QueryEncoder:
                 if pixels > _RELEASE_AFTER_PIXELS:
                     release_memory()
 
-    async def _rerank(self, job: _RerankJob) -> np.ndarray:
+    async def _rerank(self, job: _RerankJob, enhancer: QueryEnhancer | None) -> np.ndarray:
         side = await self.flights.get(
-            f"query:{job.key}", lambda: self._query_side(job.query, job.composed)
+            f"query:{job.key}", lambda: self._query_side(job.query, job.composed, enhancer)
         )
         scores = np.full(len(job.documents), EMPTY_DOCUMENT_SCORE, dtype=np.float32)
         text_idx = [i for i, k in enumerate(job.kinds) if k == "text"]
@@ -519,7 +527,9 @@ class QueryEncoder:
         scores[text_idx] = text_scores
         return scores
 
-    async def _query_side(self, query: str, composed: ComposedQuery | None) -> QuerySide:
+    async def _query_side(
+        self, query: str, composed: ComposedQuery | None, enhancer: QueryEnhancer | None
+    ) -> QuerySide:
         """The reference image decoded, the text enhanced and the first-stage query vector
         (composed, or the text tower's for a plain query)."""
         reference = None
@@ -533,7 +543,7 @@ class QueryEncoder:
             text = self._truncate(query)
             return QuerySide(text, (await self._embed("text", [text]))[0])
         modification = self._truncate(composed.text)
-        enhanced = await self._enhanced([modification], [reference])
+        enhanced = await self._enhanced(enhancer, [modification], [reference])
         vector = (await self._embed("composed", [reference], enhanced))[0]
         return QuerySide(modification, vector, reference)
 

@@ -75,14 +75,13 @@ def _parse(message: ChatMessage, limits) -> ChatRequest:
 )
 async def chat_completions(request: Request) -> dict:
     """Greedy completion of the last user message by the local chat model."""
-    encoder = request.app.state.encoder
-    if encoder is None or encoder.chat is None:
+    encoder, backend = request.app.state.encoder, request.app.state.chat
+    if encoder is None or backend is None:
         raise InputError("chat completions are not enabled: set CIR_CHAT_MODEL", 404)
     body = await read_json_body(request, ChatCompletionRequest)
     users = [m for m in body.messages if m.role == "user"]
     if not users:
         raise InputError("messages hold no user message")
-    backend = encoder.chat
     async with encoder.admission.hold(1):
         chat_request = await anyio.to_thread.run_sync(_parse, users[-1], encoder.limits)
         if not chat_request.text.strip():

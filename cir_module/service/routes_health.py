@@ -97,11 +97,11 @@ async def meta(request: Request) -> dict:
             else None
         ),
         "query_enhancement": (
-            encoder.enhancer.describe() if encoder is not None and encoder.enhancer else None
+            state.enhancer.describe() if getattr(state, "enhancer", None) else None
         ),
         "text_reranker": _public_name(state.settings.text_reranker_model),
         "admission": encoder.admission_stats() if encoder is not None else None,
-        "chat_model": encoder.chat.id if encoder is not None and encoder.chat else None,
+        "chat_model": state.chat.id if getattr(state, "chat", None) else None,
         "versions": {
             "python": platform.python_version(),
             **{name: _installed(*dists) for name, dists in _VERSIONED.items()},

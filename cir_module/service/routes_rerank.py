@@ -30,20 +30,20 @@ async def rerank(request: Request) -> dict:
     document and the answer carries ``score`` (the reference container's single-pair mode).
     """
     body = await read_json_body(request, RerankRequest)
-    encoder = request.app.state.encoder
+    encoder, enhancer = request.app.state.encoder, request.app.state.enhancer
     if body.documents is None:
         if body.property is None:
             raise InputError(
                 "rerank needs 'documents' (a list of documents) or 'property' (one document)", 422
             )
-        (score,) = await encoder.rerank(body.query, [body.property or ""])
+        (score,) = await encoder.rerank(body.query, [body.property or ""], enhancer=enhancer)
         return {
             "query": body.query,
             "scores": None,
             "property": body.property,
             "score": float(score),
         }
-    scores = await encoder.rerank(body.query, body.documents)
+    scores = await encoder.rerank(body.query, body.documents, enhancer=enhancer)
     return {
         "query": body.query,
         "scores": [

@@ -25,7 +25,10 @@ async def vectorize(request: Request) -> Response:
     """One vector per text and per image, in order; composed-query texts get composed vectors.
     An empty request gets empty lists, as the reference container answers."""
     body = await read_json_body(request, VectorizeRequest)
-    text_vecs, image_vecs = await request.app.state.encoder.vectorize(body.texts, body.images)
+    state = request.app.state
+    text_vecs, image_vecs = await state.encoder.vectorize(
+        body.texts, body.images, enhancer=state.enhancer
+    )
     # Written here rather than validated against the response model: two float lists need no
     # checking, and the response model's pass costs a share of a small model's forward.
     body = {"textVectors": text_vecs.tolist(), "imageVectors": image_vecs.tolist()}

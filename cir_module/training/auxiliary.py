@@ -12,15 +12,15 @@ scene graphs, for one) can supervise the model with it. Such a loss is an
 - keeps its heads in ``trainer_state.pt`` under the names the loss gives them (for
   ``--resume``), never in the checkpoint the service loads.
 
-Where the names come from: a data set registers a factory under a name with
-:func:`register_auxiliary_loss`, in the module that defines the loss. So that training/
-imports no data set at module level, :data:`KNOWN_LOSSES` names that module for the losses of
+Where the names come from: a loss registers a factory under a name with
+:func:`register_auxiliary_loss`, in the module that defines it. So that the trainer imports
+no data set's loss at module level, :data:`KNOWN_LOSSES` names that module for the losses of
 this package, and :func:`build_auxiliary_loss` imports it the first time a run asks for the
 name. Known today:
 
-- ``scene`` (:mod:`cir_module.data.scene_loss`): every grid cell's object read back from the
-  embeddings (weight ``embedding``) and from the image tokens (weight ``tokens``); the CLI's
-  ``--scene-loss`` and ``--token-scene-loss``.
+- ``scene`` (:mod:`cir_module.training.scene_loss`): every grid cell's object read back from
+  the embeddings (weight ``embedding``) and from the image tokens (weight ``tokens``); the
+  CLI's ``--scene-loss`` and ``--token-scene-loss``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class AuxiliaryLoss(Protocol):
 AuxiliaryLossFactory = Callable[[Mapping[str, float], CIRModel, str, str], AuxiliaryLoss]
 
 # Name -> the module that registers it (imported on first use).
-KNOWN_LOSSES: dict[str, str] = {"scene": "cir_module.data.scene_loss"}
+KNOWN_LOSSES: dict[str, str] = {"scene": "cir_module.training.scene_loss"}
 
 _registry: dict[str, AuxiliaryLossFactory] = {}
 

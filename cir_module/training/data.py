@@ -13,7 +13,12 @@ from PIL import Image
 from cir_module.eval.readers import CIRTriplet, read_cirr, read_image_split, resolve_image_path
 from cir_module.models.preprocess import ImagePreprocessor
 
-__all__ = ["Batch", "ImageStore", "TripletData"]
+__all__ = ["Batch", "ImageStore", "TripletData", "query_key"]
+
+
+def query_key(reference: str, text: str) -> str:
+    """A query's key in a distilled-queries file: its reference image's name and its text."""
+    return f"{reference}\t{text}"
 
 
 class ImageStore:
@@ -64,15 +69,14 @@ class TripletData:
 
     def rewrite_queries(self, distilled: Mapping[str, str]) -> None:
         """Replace every modification text by its distilled text for its reference
-        (``cir rar distil``'s file: keys from :func:`~cir_module.enrich.distil.query_key`)."""
-        from cir_module.enrich.distil import query_key
-
+        (a distilled-queries file, ``python -m research.cli rar-distil``: keys from
+        :func:`query_key`)."""
         keys = [query_key(t.reference, t.caption) for t in self.triplets]
         missing = [k for k in keys if k not in distilled]
         if missing:
             raise ValueError(
                 f"the distilled queries lack {len(missing)} of {len(keys)} triplets of this "
-                f"split, e.g. {missing[0]!r}: run cir rar distil over the split"
+                f"split, e.g. {missing[0]!r}: run python -m research.cli rar-distil over the split"
             )
         self.triplets = [
             replace(t, caption=distilled[k]) for t, k in zip(self.triplets, keys, strict=True)

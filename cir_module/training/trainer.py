@@ -78,7 +78,7 @@ class TrainConfig:
     # makes every candidate the enriched vector Weaviate stores, (1 - w) image + w caption
     # text; ``enhance`` rewrites the modification texts as the service would: by rules
     # (keywords), or as the VLM that reads each reference distilled them (vlm: ``queries``,
-    # JSON from `cir rar distil`).
+    # JSON from `python -m research.cli rar-distil`).
     captions: str | None = None
     caption_weight: float = 0.5
     enhance: str = "none"  # none | keywords | vlm

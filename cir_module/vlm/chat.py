@@ -7,6 +7,12 @@ at most one image, one reply is a text.
 - :class:`OpenAIChat`: any OpenAI-compatible ``/chat/completions`` endpoint (vLLM, Ollama,
   TGI, or this service's own ``/v1``), with at most ``concurrency`` requests in flight and
   retries with backoff on 429, 5xx and connection errors.
+
+A checkpoint folder that records a kind of its own (``cir_reranker.json``) may be served as
+chat by another class: :func:`register_chat_backend` maps the kind to it, and
+:func:`load_chat_backend` opens a folder with the class of its kind, else
+:class:`TransformersChat`. What a backend can do beside answering text is said by its
+attributes (:class:`ChatBackend`), never by its id.
 """
 
 from __future__ import annotations
@@ -16,15 +22,25 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from PIL import Image
 
-__all__ = ["ChatBackend", "ChatError", "ChatRequest", "OpenAIChat", "TransformersChat"]
+from cir_module.vlm.folder import recorded_kind
+
+__all__ = [
+    "ChatBackend",
+    "ChatError",
+    "ChatRequest",
+    "OpenAIChat",
+    "TransformersChat",
+    "load_chat_backend",
+    "register_chat_backend",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +58,40 @@ class ChatError(RuntimeError):
 
 
 class ChatBackend(Protocol):
+    """Answers chat requests. ``answers_text``: it answers a text prompt as asked (what a
+    query enhancer that prompts it needs); a backend that answers in a fixed form of its own
+    says False. A backend may also offer ``query_distiller()``: the query enhancer's rewriter
+    it brings itself (:class:`~cir_module.enrich.enhance.Enhancer`)."""
+
     id: str
+    answers_text: bool
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[str]: ...
+
+
+B = TypeVar("B", bound=type)
+
+_BACKENDS: dict[str, Callable[[str], ChatBackend]] = {}
+
+
+def register_chat_backend(kind: str) -> Callable[[B], B]:
+    """Class decorator: serve folders of ``kind`` as chat with the decorated class (built
+    by its ``from_pretrained(path)``)."""
+
+    def register(cls: B) -> B:
+        _BACKENDS[kind] = cls.from_pretrained
+        return cls
+
+    return register
+
+
+def load_chat_backend(path: str) -> ChatBackend:
+    """The chat backend for the checkpoint at ``path``: the class registered for its recorded
+    kind, else greedy generation (:class:`TransformersChat`)."""
+    kind = recorded_kind(path)
+    if kind in _BACKENDS:
+        return _BACKENDS[kind](path)
+    return TransformersChat(path)
 
 
 _TEMPLATE = "<|im_start|>user\n{image_part}{{text}}<|im_end|>\n<|im_start|>assistant\n"
@@ -53,6 +100,8 @@ _TEMPLATE = "<|im_start|>user\n{image_part}{{text}}<|im_end|>\n<|im_start|>assis
 class TransformersChat:
     """A local vision-language model answering greedily, ``batch_size`` requests at a time
     (requests are batched by their number of images, so no batch mixes prompt shapes)."""
+
+    answers_text = True
 
     def __init__(
         self,
@@ -142,6 +191,8 @@ def _data_url(image: Image.Image) -> str:
 
 class OpenAIChat:
     """An OpenAI-compatible chat-completions endpoint, ``concurrency`` requests at a time."""
+
+    answers_text = True
 
     RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 

@@ -9,29 +9,20 @@ InternVL, ...) gets its own adapter and registers it under its ``config.model_ty
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cir_module.vlm.folder import VLM_SETTINGS, saved_settings
+
 __all__ = ["FAMILIES", "VLM_SETTINGS", "FamilyAdapter", "adapter_for", "saved_settings"]
+
 
 # A checkpoint folder's own settings beside its weights (written by ``cir rerank train`` and
 # ``cir vlm train``), such as the image side the model was trained at.
-VLM_SETTINGS = "cir_reranker.json"
-
-
-def saved_settings(path: str | Path) -> dict[str, Any]:
-    """The settings a checkpoint folder carries (:data:`VLM_SETTINGS`); empty for a hub id
-    or a folder without them."""
-    saved = Path(path) / VLM_SETTINGS
-    return json.loads(saved.read_text()) if saved.is_file() else {}
-
-
 @dataclass(frozen=True)
 class FamilyAdapter:
     """The family-specific parts of a VLM, as data plus a few accessors."""

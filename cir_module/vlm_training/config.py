@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cir_module.vlm.changes import WORDINGS
 
-__all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
+__all__ = ["PRODUCT_STAGES", "STAGES", "STARTS_FROM", "StageConfig"]
 
 # The stages, and the stages whose folder each later one may start from (the usual one
 # first): a chain vision -> caption -> compare -> judge (the P(YES) reranker), and a branch
@@ -16,6 +16,10 @@ __all__ = ["STAGES", "STARTS_FROM", "StageConfig"]
 # captions, and a judge shown the reasoning path verifies a description. A verify stage may
 # go on from a finished one (e.g. on negatives mined from the first stage).
 STAGES = ("vision", "caption", "compare", "judge", "rewrite", "verify")
+# What the product trains (``cir vlm train``): the tower, the captioner, the change verifier.
+# The others are research (``python -m research.cli vlm-train``): their results were negative
+# or superseded (docs/results.md, "The staged VLM and the image judge").
+PRODUCT_STAGES = ("vision", "caption", "verify")
 STARTS_FROM = {
     "caption": ("vision",),
     "compare": ("caption",),

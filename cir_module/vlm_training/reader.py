@@ -1,6 +1,6 @@
 """The vision stage's read-out: what lies under each of the tower's merged tokens, and where.
 
-``what`` is the scene loss's :class:`~cir_module.data.scene_loss.CellTokenHead` (empty or
+``what`` is the scene loss's :class:`~cir_module.training.scene_loss.CellTokenHead` (empty or
 shape, colour, size, texture per cell). ``where`` classifies each token's cell index. Qwen2-VL's
 tower has rotary positions only, so its tokens say what they show but not where they are: a
 linear probe of the cell index on the tokens of a tower trained on ``what`` alone read 6.4 %
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cir_module.data.scene_loss import CellTokenHead, SceneVocabulary, cell_loss
+from cir_module.training.scene_loss import CellTokenHead, SceneVocabulary, cell_loss
 
 __all__ = ["CellReader"]
 

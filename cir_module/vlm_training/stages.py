@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs
-from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
+from cir_module.data.reasoning import reasoning_path
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.rerank.scorer import LVLMReranker
-from cir_module.rerank.training import reasoning_path
+from cir_module.rerank.base import VisionLanguageScorer
 from cir_module.rerank.verify import verify_row
+from cir_module.training.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.vlm.changes import description_changes
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.config import StageConfig
@@ -53,7 +53,7 @@ IGNORE = -100
 
 
 def forward_with_vision(
-    vlm: LVLMReranker, input_ids: torch.Tensor, mask: torch.Tensor, images: list
+    vlm: VisionLanguageScorer, input_ids: torch.Tensor, mask: torch.Tensor, images: list
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The language model's last hidden states for a right-padded batch whose image slots
     take ``images`` in order, and the vision tower's tokens per image ``[images, tokens,
@@ -137,7 +137,7 @@ class StageLoss:
     """One stage: which parameters learn (and at which rate), and the loss of a new batch."""
 
     cfg: StageConfig
-    vlm: LVLMReranker
+    vlm: VisionLanguageScorer
     reader: CellReader
     tier: Tier
     rng: random.Random

@@ -33,12 +33,14 @@ import torch
 from tqdm.auto import tqdm
 
 from cir_module.data.benchmark import Tier, describe_changes, load_scene_graphs, tier_of
-from cir_module.data.scene_loss import SceneVocabulary
+from cir_module.data.reasoning import reasoning_path
 from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.base import VisionLanguageScorer
+from cir_module.rerank.load import load_reranker
 from cir_module.rerank.prompt import RerankPrompt
-from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
+from cir_module.rerank.scorer import RERANKER_SETTINGS
 from cir_module.rerank.tiny import build_tiny_reranker
-from cir_module.rerank.training import reasoning_path
+from cir_module.training.scene_loss import SceneVocabulary
 from cir_module.training.schedule import warmup_cosine
 from cir_module.vlm.family import saved_settings
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
@@ -144,7 +146,7 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
 
 def _mark_served(cfg: StageConfig, folder: Path) -> None:
     """Say in the model folder's ``cir_reranker.json`` how a rewrite or verify stage is served:
-    as a describe-and-verify (rerank/describe.py) or change-verifying (rerank/verify.py)
+    as a describe-and-verify (research/describe.py) or change-verifying (rerank/verify.py)
     reranker, the latter with its change wording and, when it was trained with the per-change
     read-out, that read-out in its score. Written at every checkpoint: a resumed run may turn
     the read-out on."""
@@ -158,12 +160,21 @@ def _mark_served(cfg: StageConfig, folder: Path) -> None:
     (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
 
-def load_stage(folder: str | Path) -> tuple[LVLMReranker, CellReader, Tier]:
-    """A stage folder's model (through the reranker's ``from_pretrained``), its cell
-    read-out and the tier it was trained on."""
+def load_stage(
+    folder: str | Path, *, served: bool = False
+) -> tuple[VisionLanguageScorer, CellReader, Tier]:
+    """A stage folder's model, its cell read-out and the tier it was trained on. The model
+    is what training needs (the network and its prompt codec) unless ``served``: then it is
+    the reranker the folder records (:func:`~cir_module.rerank.load.load_reranker`)."""
     folder = Path(folder)
     tier = tier_of(read_stage(folder)["config"]["data"])
-    vlm = LVLMReranker.from_pretrained(folder / MODEL)
+    if served:
+        vlm = load_reranker(folder / MODEL)
+    else:
+        side = saved_settings(folder / MODEL).get("image_side")
+        vlm = VisionLanguageScorer.from_pretrained(
+            folder / MODEL, saved=False, **({"image_side": side} if side else {})
+        )
     reader = CellReader(vlm.model.config.text_config.hidden_size, SceneVocabulary.of(tier))
     if (folder / READER).is_file():
         reader.load_state_dict(torch.load(folder / READER, weights_only=True))

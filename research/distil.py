@@ -1,4 +1,6 @@
-"""Query distillation by the VLM trained here (``CIR_QUERY_ENHANCEMENT=vlm``).
+"""Query distillation by the describe-and-verify VLM (``CIR_QUERY_ENHANCEMENT=vlm`` with
+``CIR_PLUGINS=research.describe``; research: R@1 fell, docs/results.md, "The trained VLM as
+query distiller (issue 20)").
 
 RAR distils a modification to the constraints the target must satisfy. Its recipe withholds
 the reference image, because a general LLM given the image tends to describe it instead of
@@ -17,7 +19,8 @@ A question about the image is answered with it: its text is kept and the referen
 appended, so that "this" and "that" name what the image shows.
 
 :func:`distil_queries` runs the same steps over a benchmark split's queries into a resumable
-JSON file, the texts a retriever is trained on (``cir train --enhance vlm --queries``) so
+JSON file (``python -m research.cli rar-distil``), the texts a retriever is trained on
+(``cir train --enhance vlm --queries``) so
 that training sees what the service will send; :func:`agreement` scores such a file against
 true constraints.
 """
@@ -30,7 +33,8 @@ from pathlib import Path
 from PIL import Image
 
 from cir_module.enrich.resumable import fill_json
-from cir_module.rerank.describe import DescribingReranker, facts
+from cir_module.training.data import query_key
+from cir_module.vlm.changes import description_facts as facts
 
 __all__ = ["DescribingDistiller", "agreement", "constraints", "distil_queries", "query_key"]
 
@@ -52,7 +56,9 @@ class DescribingDistiller:
 
     reads_reference = True
 
-    def __init__(self, reranker: DescribingReranker) -> None:
+    def __init__(self, reranker) -> None:
+        # ``reranker``: a :class:`research.describe.DescribingReranker` (not imported here:
+        # the describe module offers this distiller, so the import would close a circle).
         self.reranker = reranker
         self.id = "vlm:" + reranker.adapter.name
 
@@ -63,11 +69,6 @@ class DescribingDistiller:
     def questions(self, texts: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         captions = self.reranker.captions(images)
         return [f"{t} (the image shows: {c})" for t, c in zip(texts, captions, strict=True)]
-
-
-def query_key(reference: str, text: str) -> str:
-    """A query's key in a distilled-queries file: its reference image's name and its text."""
-    return f"{reference}\t{text}"
 
 
 def distil_queries(

@@ -3,7 +3,7 @@
 # scratch, extract RAug-Rep from template reasoning paths, export it to ONNX, then sweep
 # injection settings and lambda over Weaviate's first stage, with one setting run through
 # Weaviate's rerank (served by onnxruntime).
-# Usage: scripts/rerank_ablation.sh DATA OUT [STEPS] [MINUTES] [QUERIES]
+# Usage: research/rerank_ablation.sh DATA OUT [STEPS] [MINUTES] [QUERIES]
 set -euo pipefail
 DATA=${1:?benchmark folder}
 OUT=${2:?output folder}

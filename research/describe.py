@@ -14,9 +14,11 @@ from the description in one attribute pays for that attribute's token; the rest 
 description costs every candidate alike.
 
 This is CIR-CoT's caption -> reasoning -> conclusion with the conclusion read as a likelihood,
-and it is what a ``cir vlm train --stage rewrite`` folder is served as (its
-``cir_reranker.json`` says ``"verify": "describe"``). RAug-Rep injection steers a P(YES)
-judgement and does not apply here.
+and it is what a rewrite-stage folder (``python -m research.cli vlm-train --stage rewrite``)
+is served as (its ``cir_reranker.json`` says ``"verify": "describe"``): importing this module
+registers the kind (``CIR_PLUGINS=research.describe`` for the service). RAug-Rep injection
+steers a P(YES) judgement and does not apply here. Research: superseded by change
+verification (docs/results.md, "A third way: describe, then verify (rewrite stage)").
 
 The same steps written out are the explicit rationale for one result (:meth:`explain`,
 :class:`Rationale`): the reference's caption, what the target must show, what the candidate
@@ -35,9 +37,10 @@ import torch
 from PIL import Image
 
 from cir_module.errors import InputError
-from cir_module.rerank.scorer import LVLMReranker
+from cir_module.rerank.base import VisionLanguageScorer
+from cir_module.rerank.registry import recorded_kind, register_reranker
 from cir_module.vlm.changes import description_facts
-from cir_module.vlm.chat import ChatRequest
+from cir_module.vlm.chat import ChatRequest, register_chat_backend
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, REWRITE_PROMPT
 
 __all__ = [
@@ -93,10 +96,9 @@ class Rationale:
         )
 
 
-class DescribingReranker(LVLMReranker):
+@register_reranker("describe", title="describe-and-verify")
+class DescribingReranker(VisionLanguageScorer):
     """Scores candidates by the likelihood of the target description the model writes."""
-
-    unsteered = "a describe-and-verify reranker writes its own reasoning"
 
     def __init__(self, *args, describe_tokens: int = 256, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -202,30 +204,28 @@ class DescribingReranker(LVLMReranker):
             )
         return out
 
-    def score_naive(
-        self, reference: Image.Image, text: str, candidates: Sequence[Image.Image]
-    ) -> np.ndarray:
-        """The same scores (the description is written once per query either way)."""
-        return self.score(reference, text, candidates)
-
 
 def load_describing(path: str, **kwargs) -> DescribingReranker:
     """The describe-and-verify model in ``path``; ValueError when the folder is another kind
     of reranker."""
-    reranker = LVLMReranker.from_pretrained(path, **kwargs)
-    if not isinstance(reranker, DescribingReranker):
+    if recorded_kind(path) != DescribingReranker.kind:
         raise ValueError(
             f"{path} is not a describe-and-verify model (cir vlm train --stage rewrite)"
         )
-    return reranker
+    return DescribingReranker.from_pretrained(path, **kwargs)
 
 
+@register_chat_backend(DescribingReranker.kind)
 class RationaleChat:
     """A chat backend that answers with :meth:`DescribingReranker.explain`'s rationale.
 
     A request with two images is a result and its query's reference, in the order Weaviate's
     ``generative-openai`` sends them (the result's stored image, then the query's images);
-    its text is the modification. A request with one image is answered with its caption."""
+    its text is the modification. A request with one image is answered with its caption.
+    It answers in that form only (``answers_text`` False), and distils queries itself
+    (:meth:`query_distiller`)."""
+
+    answers_text = False
 
     def __init__(self, reranker: DescribingReranker) -> None:
         self.reranker = reranker
@@ -233,7 +233,15 @@ class RationaleChat:
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> RationaleChat:
+        """The rationale writer of the describe-and-verify folder ``path``."""
         return cls(load_describing(path, **kwargs))
+
+    def query_distiller(self):
+        """The query enhancer's rewriter backed by the same model: it reads the reference
+        and writes what the edit adds and drops."""
+        from research.distil import DescribingDistiller
+
+        return DescribingDistiller(self.reranker)
 
     def complete(
         self, requests: Sequence[ChatRequest], max_new_tokens: int | None = None

@@ -1,4 +1,4 @@
-"""What a stage's model can do, on scenes it never saw (``cir vlm probe``).
+"""What a stage's model can do, on scenes it never saw (``python -m research.cli vlm-probe``).
 
 * cells read: the read-out's per-attribute accuracy over every cell of fresh rendered scenes,
   the share of images read entirely right, and how often a token's cell index is read right;
@@ -26,12 +26,15 @@ import numpy as np
 import torch
 
 from cir_module.data.benchmark import describe_changes, load_edit_ops, load_scene_graphs
-from cir_module.data.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import query_prefixes
+from cir_module.training.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.vlm.prompt import COMPARE_PROMPT, DESCRIBE_PROMPT, REWRITE_PROMPT
 from cir_module.vlm_training.stages import SceneStream
 from cir_module.vlm_training.train import load_stage, read_stage
+
+# A rewrite stage's folder is served as describe-and-verify: importing it registers the kind.
+from research import describe as _describe  # noqa: F401
 
 __all__ = ["probe_stage", "rationale_agreement"]
 
@@ -225,7 +228,7 @@ def probe_stage(
     seed: int = 12345,
 ) -> dict:
     """The probes that apply to a stage folder's model, on scenes drawn with ``seed``."""
-    vlm, reader, tier = load_stage(folder)
+    vlm, reader, tier = load_stage(folder, served=True)
     stage = read_stage(folder)
     stream = SceneStream(tier, random.Random(seed))
     out: dict = {"stage": stage["stage"], "step": stage.get("step", 0)}

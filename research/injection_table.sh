@@ -8,7 +8,7 @@
 # each setting). Every row is read against no injection (dR@1 with a paired bootstrap
 # interval, mean |dP|) and its change of P(YES) correlated with the written path's.
 # Each step is skipped when its output exists, so the same command resumes.
-# Usage: scripts/injection_table.sh DATA JUDGE OUT [QUERIES] [FORMS...]
+# Usage: research/injection_table.sh DATA JUDGE OUT [QUERIES] [FORMS...]
 set -euo pipefail
 DATA=${1:?benchmark folder}
 JUDGE=${2:?judge checkpoint folder}

@@ -4,7 +4,7 @@ MiniLM states of the modification lift R@1 over the first stage? It trains on th
 N_TRAIN triplets of hard-s0's train split for MINUTES minutes (listwise over the target, the
 4 hard negatives and the reference), then reranks the first stage's top 10 on the val split.
 
-    python scripts/judge_probe.py 6000 30     # writes runs/judge/ (caches, judge.pt)
+    python -m research.judge_probe 6000 30     # writes runs/judge/ (caches, judge.pt)
 
 Result on 2026-12-03 (docs/results.md): it did not learn in 30 minutes of a shared 2-core CPU.
 """

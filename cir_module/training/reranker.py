@@ -26,19 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from cir_module.data.benchmark import load_scene_graphs, tier_of
+from cir_module.data.reasoning import describe_pair, reasoning_path
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.training.schedule import warmup_cosine
 
-__all__ = [
-    "RerankTrainConfig",
-    "describe_pair",
-    "reasoning_pairs",
-    "reasoning_path",
-    "reasoning_records",
-    "train_reranker",
-]
+__all__ = ["RerankTrainConfig", "reasoning_pairs", "reasoning_records", "train_reranker"]
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +57,6 @@ class RerankTrainConfig:
     # 1: independent (reference, text, candidate) examples, half of them positive.
     group: int = 4
     max_minutes: float | None = None
-
-
-def describe_pair(describe, scenes: dict, reference: str, candidate: str) -> str:
-    """What both images of an example show, in words: the dense supervision written after
-    the answer (``describe`` is the tier's :attr:`~cir_module.data.benchmark.Tier.describe`)."""
-    return (
-        f" The reference shows {describe(scenes[reference])}."
-        f" The candidate shows {describe(scenes[candidate])}."
-    )
-
-
-def reasoning_path(describe, scenes: dict, triplet) -> str:
-    """The reasoning path of a triplet: what the reference shows, what the text asks, what
-    the target must show (from the scene graphs)."""
-    return (
-        f"The reference shows {describe(scenes[triplet.reference])}. The text asks to "
-        f"{triplet.caption}. The target must show {describe(scenes[triplet.target])}, nothing "
-        "else changed. So the answer depends on whether the candidate shows exactly that."
-    )
 
 
 def reasoning_records(

@@ -2,7 +2,7 @@
 # The pyramid / fusion ablation of docs/results.md: every run has the same training budget
 # (the same number of optimizer steps: EPOCHS epochs of the 20k-triplet train split at batch
 # 64), then is evaluated in-process on the synthetic test split. Usage:
-#   scripts/shapes_ablation.sh DATA_DIR OUT_DIR SEED [RUN ...]
+#   research/shapes_ablation.sh DATA_DIR OUT_DIR SEED [RUN ...]
 # RUN is one of: image text sum m1 m2 m3 m4 (default: all). Results: OUT_DIR/<run>-s<SEED>.json
 set -euo pipefail
 data=${1:?data dir}; out=${2:?out dir}; seed=${3:?seed}; shift 3

@@ -5,7 +5,7 @@ read every grid cell's shape, colour and size back, once from the pooled image e
 Accuracies are on held-out images (the test split); shape is scored on occupied cells only,
 so chance is 1/5 there.
 
-Usage: python scripts/scene_probe.py CHECKPOINT DATA [--images 4096] [--steps 300]
+Usage: python -m research.scene_probe CHECKPOINT DATA [--images 4096] [--steps 300]
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import random
 
 import torch
 
-from cir_module.data.scene_loss import CLASS_SIZES, CellTokenHead, SceneHead, SceneLabels
 from cir_module.models import load_model
 from cir_module.training.data import ImageStore, TripletData
+from cir_module.training.scene_loss import CLASS_SIZES, CellTokenHead, SceneHead, SceneLabels
 
 
 def features(model, store: ImageStore, names: list[str], batch: int = 128):
