@@ -1,5 +1,5 @@
 """``cir search``: one composed query (a reference image file and a modification text) against
-a collection, as the README's client snippet runs it: ``nearText`` with the composed-query
+a collection, as the client snippet of docs/search.md runs it: ``nearText`` with the composed-query
 string, optionally ``rerank`` with the same string, and the reference itself left out by a
 filter on its UUID when the collection holds it (``cir ingest`` derives UUIDs from content)."""
 

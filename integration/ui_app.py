@@ -6,7 +6,7 @@ a JavaScript front end that tries to reach the internet, and a server-rendered p
 forms is simple to drive from a headless browser in the tests. The page itself is in
 ``integration.ui_page``.
 
-Every query goes through the Weaviate Python client, as the README's snippet does
+Every query goes through the Weaviate Python client, as the snippet of docs/search.md does
 (``integration.search.composed_search``): ``nearText`` with the composed-query string, the
 reference left out, optionally Weaviate's ``rerank``. The page shows the results in the order
 Weaviate returned them.

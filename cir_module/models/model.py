@@ -1,9 +1,12 @@
 """``CIRModel``: pyramid image encoder, text encoder and composed-query head in one module.
 
-A checkpoint is one folder: ``cir_config.json`` (the architecture), the backbone as a normal
-transformers checkpoint (``config.json``, ``model.safetensors``), its tokenizer and image
-processor files, and ``cir_heads.safetensors`` (scale embeddings, fusion head). The folder is
-therefore also loadable by ``CLIPModel.from_pretrained`` / ``SiglipModel.from_pretrained``.
+A checkpoint is one folder: ``cir_config.json`` (the architecture), the backbone as its
+family saves it (a CLIP or SigLIP family: a transformers checkpoint, ``config.json`` and
+``model.safetensors``, at the top, so the folder also loads with ``CLIPModel.from_pretrained``
+/ ``SiglipModel.from_pretrained``; the dual family of the shipped models: the vision tower in
+``vision/``, ``dual_projections.safetensors``, and the text tower in ``text/`` only when it was
+trained, otherwise read again from its source), its tokenizer and image processor files, and
+``cir_heads.safetensors`` (scale embeddings, fusion head).
 """
 
 from __future__ import annotations

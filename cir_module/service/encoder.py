@@ -1,10 +1,11 @@
 """The serving front of a model: input classification, decoding, batching, caching.
 
 The model is a :class:`CIRModel` (torch) or an :class:`OnnxCIRModel` (onnxruntime); both
-offer ``embed_images`` / ``embed_texts`` / ``embed_composed``. Model calls run on one
-dedicated worker thread (the runtimes parallelise inside an op; two concurrent forwards on two
-cores only fight), fed by one :class:`MicroBatcher` per kind of input so that concurrent
-requests share forwards. Image headers are read first, so that a request is admitted
+offer ``embed_images`` / ``embed_texts`` / ``embed_composed``. Model calls run on
+``model_workers`` dedicated threads (``CIR_MODEL_WORKERS``, one by default: the runtimes
+parallelise inside an op, and a lone request is fastest on every core), the reranker on one
+thread of its own when there are more, fed by one :class:`MicroBatcher` per kind of input so
+that concurrent requests share forwards. Image headers are read first, so that a request is admitted
 (:class:`Admission`, in items and pixels) before any pixel is decoded. Small images (what
 Weaviate sends, one per request) are read and decoded on the event loop, where that costs less
 than a hop to a thread; larger ones on the default thread pool, off the loop.
