@@ -25,6 +25,7 @@ class ServiceProcess(ManagedProcess):
     ) -> None:
         super().__init__()
         self.checkpoint = str(checkpoint)
+        self._port_given = port is not None
         self.port = port or free_port()
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
@@ -45,6 +46,16 @@ class ServiceProcess(ManagedProcess):
         }
         self._spawn([sys.executable, "-m", "cir_module.cli", "serve"], env)
         return self
+
+    def choose_new_ports(self) -> bool:
+        """A new free port, unless the caller gave this one (a restart on the same port)."""
+        if self._port_given:
+            return False
+        self.port = free_port()
+        return True
+
+    def ports(self) -> dict[str, int]:
+        return {"http": self.port}
 
     def wait_until_ready(self) -> ServiceProcess:
         """Wait until ``/.well-known/ready`` answers 2xx."""

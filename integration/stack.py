@@ -3,6 +3,7 @@ a local cluster of such pairs, each Weaviate node with its own service beside it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,6 +15,7 @@ import httpx
 import weaviate
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
+from integration.processes import ManagedProcess, PortInUse
 from integration.service_process import ServiceProcess
 from integration.weaviate_server import WEAVIATE_VERSION, ClusterNode, WeaviateServer
 
@@ -25,6 +27,8 @@ __all__ = [
     "local_cluster",
     "local_stack",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,6 +164,48 @@ def local_stack(
         yield LocalStack(service=service, weaviate=server)
 
 
+def _joined_servers(
+    service_urls: list[str], weaviate_version: str, stack: ExitStack
+) -> list[WeaviateServer]:
+    """One Weaviate node per service, joined in one cluster and ready; stopped by ``stack``.
+
+    The nodes are spawned side by side, since none is ready until a Raft leader is elected.
+    Should one of them fail to listen on a port (taken since it was chosen), every node is
+    stopped and the cluster started again on new ports, a few times: the members' ports are
+    in every node's join lists, so one node alone cannot move."""
+    for attempt in range(1, ManagedProcess.port_attempts + 1):
+        names = [f"cir-node-{i + 1}" for i in range(len(service_urls))]
+        members = [ClusterNode.free(name) for name in names]
+        servers = [
+            WeaviateServer(url, version=weaviate_version, node=node, cluster=members)
+            for url, node in zip(service_urls, members, strict=True)
+        ]
+        for server in servers:
+            stack.callback(server.stop)
+            server.peers = [other for other in servers if other is not server]
+            server.spawn()
+        try:
+            for server in servers:
+                server.ready()
+        except PortInUse as error:
+            if attempt == ManagedProcess.port_attempts:
+                raise
+            log.warning(
+                "a cluster node could not listen, a port was taken; starting the %d nodes "
+                "again on new ports: %s",
+                len(servers),
+                str(error)[:300],
+            )
+            for server in servers:
+                server.keep_log = False  # the failure is retried and logged here
+                server.stop()
+            continue
+        for server in servers:
+            server.peers = ()  # a restarted node waits for itself only
+        return servers
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def local_cluster(
     checkpoint: str | Path,
@@ -173,20 +219,18 @@ def local_cluster(
     as one inference container beside each node. Services start first (Weaviate polls its
     service at start-up); the nodes are spawned together, since none is ready until a Raft
     leader is elected, and the cluster is yielded once every node sees every member healthy.
-    ``env`` adds ``CIR_*`` settings for the services. Data folders are temporary."""
-    members = [ClusterNode.free(f"cir-node-{i + 1}") for i in range(nodes)]
-    services = [ServiceProcess(checkpoint, env=env) for _ in members]
-    servers = [
-        WeaviateServer(service.url, version=weaviate_version, node=node, cluster=members)
-        for service, node in zip(services, members, strict=True)
-    ]
+    ``env`` adds ``CIR_*`` settings for the services. Data folders are temporary.
+
+    A port taken by another process between its choice and the bind is met by starting again
+    on new ports: a service alone, the nodes all together (each was told the others' ports)."""
+    services = [ServiceProcess(checkpoint, env=env) for _ in range(nodes)]
     with ExitStack() as stack:
-        for group in (services, servers):  # side by side: 2 x 3 start-ups, not 6 in a row
-            for process in group:
-                stack.callback(process.stop)
-                process.spawn()
-            for process in group:
-                process.wait_until_ready()
+        for service in services:  # side by side: n start-ups at once, not one after another
+            stack.callback(service.stop)
+            service.spawn()
+        for service in services:
+            service.ready()  # on another port if its own was taken (then its URL changes)
+        servers = _joined_servers([s.url for s in services], weaviate_version, stack)
         cluster = LocalCluster([LocalStack(s, w) for s, w in zip(services, servers, strict=True)])
         cluster.wait_until_joined()
         yield cluster

@@ -167,6 +167,19 @@ class WeaviateServer(ManagedProcess):
         cluster: Sequence[ClusterNode] = (),
     ) -> None:
         super().__init__()
+        # Ports the caller did not give may be chosen again after a bind failure, until the
+        # server has served once (then clients and peers know them: a restart keeps them).
+        # A member of a larger cluster keeps its node's ports: the peers were told them
+        # (``local_cluster`` chooses new ones for every member instead).
+        # Data in a folder the caller gave may name the old ports (Raft keeps its members'
+        # addresses), so such a server keeps its ports too.
+        self._chosen = {
+            "http": http_port is None,
+            "grpc": grpc_port is None,
+            "node": node is None and not cluster,
+            "data": data_dir is None,
+        }
+        self._served = False
         self.node = node or ClusterNode.free("cir-node-1")
         self.cluster = tuple(cluster) or (self.node,)
         if self.node not in self.cluster:
@@ -238,11 +251,38 @@ class WeaviateServer(ManagedProcess):
         self._spawn([*command, "--scheme", "http"], self.environment())
         return self
 
+    def choose_new_ports(self) -> bool:
+        """New free ports for those the launcher chose, if the server never served; ``False``
+        if the failed start may have been on a port that cannot change (given by the caller,
+        known to clients since the server served, a cluster member's, or named by data in a
+        folder the caller gave)."""
+        if self._served or not all(self._chosen.values()):
+            return False
+        # A fresh start: what the failed one wrote (Raft's state) holds the old addresses.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir()
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.node = ClusterNode.free(self.node.hostname)
+        self.cluster = (self.node,)
+        return True
+
+    def ports(self) -> dict[str, int]:
+        node = self.node
+        return {
+            "http": self.http_port,
+            "grpc": self.grpc_port,
+            "gossip": node.gossip_port,
+            "data": node.data_port,
+            "raft": node.raft_port,
+            "raft_rpc": node.raft_rpc_port,
+        }
+
     def wait_until_ready(self) -> WeaviateServer:
         """Wait until ``/v1/.well-known/ready`` answers (the process must be spawned)."""
         self._wait_ready(
             f"{self.url}/v1/.well-known/ready", f"Weaviate v{self.version}", self.startup_timeout
         )
+        self._served = True
         self.served_version = httpx.get(f"{self.url}/v1/meta", timeout=5).json().get("version")
         log.info(
             "Weaviate v%s serving on %s (grpc %d)", self.served_version, self.url, self.grpc_port

@@ -12,6 +12,7 @@ consistency check, it logs it.)
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -29,12 +30,15 @@ from weaviate.collections import Collection
 from weaviate.exceptions import WeaviateBaseError
 
 from cir_module import compose_query
+from integration.consistency import repair_vector_index, vector_index_gaps
 from integration.ingest import ingest_objects, ingest_until_stored, object_uuid
 from integration.schema import create_image_collection
 from integration.stack import LocalCluster, connect, local_cluster
 from tests.conftest import ingest_with_fault, png_b64, scene_images
 
 pytestmark = pytest.mark.integration
+
+log = logging.getLogger("tests")
 
 NODES = 3
 
@@ -175,7 +179,8 @@ def test_node_killed_under_query_load_no_failed_query_at_quorum_then_catches_up(
     """The node that leads the schema's Raft group is killed (SIGKILL) while two clients query
     the other two nodes at QUORUM: no query fails; objects written meanwhile at QUORUM (while
     the survivors elect a new leader) reach the killed node once it is restarted (async
-    replication)."""
+    replication); every node's vector index then finds every object (what the kill lost is
+    mended) and every node answers the same ranking."""
     objects = gallery(60, seed=53)
     late = gallery(20, seed=54, first=60)  # written while the victim is down
     assert ingest_objects(replicated_collection(clients[0], collection_name), objects).failed == []
@@ -257,9 +262,30 @@ def test_node_killed_under_query_load_no_failed_query_at_quorum_then_catches_up(
     for client in clients:
         assert stored_keys(client.collections.get(collection_name)) == set(keys)
     assert read_by_id(cluster, collection_name, late[-1][0], consistency_level="ALL") == 200
-    # The victim answers composed queries again. (Its ranking is not compared with the
-    # others': in one run of several it left out 4 objects that it held, see docs/results.md.)
-    assert len(composed_search(clients[victim].collections.get(collection_name), query)) == 10
+
+    # Every node's vector index finds every object. Weaviate 1.39 can lose the vector-index
+    # entries of the last batches a node wrote before a SIGKILL, while their objects survive
+    # (its batch flushes the write-ahead logs before the vector workers are done): a search
+    # through that node then leaves them out for good, and async replication does not see it.
+    # Only the killed node may show such gaps; they are mended as an operator would
+    # (docs/operations.md, "A node killed after an import").
+    gaps = vector_index_gaps(clients, collection_name)
+    assert all(not gaps[node] for node in live), gaps
+    if gaps[victim]:
+        log.warning(
+            "node %d lost %d vector-index entries in the kill", victim + 1, len(gaps[victim])
+        )
+        repair_vector_index(collection, sorted(gaps[victim]))
+    assert vector_index_gaps(clients, collection_name) == {node: set() for node in range(NODES)}
+    # Then every node, the restarted one too, answers the same ranking.
+    answers = [composed_search(c.collections.get(collection_name), query) for c in clients]
+    ranked = [[key for key, _, _ in answer] for answer in answers]
+    assert len(ranked[victim]) == 10 and ranked[0] == ranked[1] == ranked[2], ranked
+    for answer in answers:
+        for field in (1, 2):  # distance, rerank score
+            np.testing.assert_allclose(
+                [row[field] for row in answer], [row[field] for row in answers[live[0]]], atol=1e-5
+            )
 
 
 def node_of(key: str) -> int:
