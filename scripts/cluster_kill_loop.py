@@ -58,23 +58,18 @@ log = logging.getLogger("kill-loop")
 NODES = 3
 
 
-def near_text_keys(collection: Collection, query: str, limit: int) -> list[tuple[str, float]]:
-    """``(key, distance)`` of a composed ``nearText``, best first (no rerank)."""
-    result = collection.query.near_text(
-        query=query,
-        limit=limit,
-        return_properties=["key"],
-        return_metadata=MetadataQuery(distance=True),
-    )
-    return [(o.properties["key"], o.metadata.distance) for o in result.objects]
-
-
-def near_vector_keys(
-    collection: Collection, vector: list[float], limit: int
+def ranked_keys(
+    collection: Collection, limit: int, *, query: str | None = None, vector=None
 ) -> list[tuple[str, float]]:
-    """``(key, distance)`` of a ``nearVector``, best first."""
-    result = collection.query.near_vector(
-        near_vector=vector,
+    """``(key, distance)`` best first, of a composed ``nearText`` (``query``, no rerank) or
+    of a ``nearVector`` (``vector``)."""
+    search, target = (
+        (collection.query.near_text, {"query": query})
+        if query is not None
+        else (collection.query.near_vector, {"near_vector": vector})
+    )
+    result = search(
+        **target,
         limit=limit,
         return_properties=["key"],
         return_metadata=MetadataQuery(distance=True),
@@ -132,7 +127,7 @@ def diagnose(
         }
         if theirs.get("vector"):
             # Its own vector at distance ~0: found unless the vector index lacks it.
-            hits = near_vector_keys(collection, theirs["vector"], 3)
+            hits = ranked_keys(collection, 3, vector=theirs["vector"])
             entry["found_by_own_vector"] = [h for h in hits if h[0] == key]
             entry["top_by_own_vector"] = hits
         per_key[key] = entry
@@ -146,8 +141,8 @@ def compare(clients: list[WeaviateClient], name: str, query: str, vector: list[f
     for node, client in enumerate(clients):
         collection = client.collections.get(name)
         answers[node] = {
-            "text": near_text_keys(collection, query, 10),
-            "vector": near_vector_keys(collection, vector, 100),
+            "text": ranked_keys(collection, 10, query=query),
+            "vector": ranked_keys(collection, 100, vector=vector),
         }
     return answers
 
