@@ -2,7 +2,8 @@
 
 Every ``cir`` verb works here as there; in addition:
 
-- ``vlm-train``: ``cir vlm train`` with every stage (compare, judge and rewrite included);
+- ``vlm-train``: ``cir vlm train`` with every stage (compare, judge and rewrite included:
+  :mod:`research.stages`);
 - ``vlm-probe``: what a stage's model can do (:func:`research.vlm_probe.probe_stage`);
 - ``rar-distil``: a split's modifications distilled by the describe-and-verify model.
 
@@ -28,12 +29,13 @@ PLUGIN = "research.describe"
 
 
 def _add_vlm_train(sub: argparse._SubParsersAction) -> None:
+    import research.stages  # noqa: F401  (registers the compare, judge and rewrite stages)
     from cir_module.cli.vlm import add_train_arguments
-    from cir_module.vlm_training.config import STAGES
+    from cir_module.vlm_training.config import registered_stages
 
     add_train_arguments(
         sub.add_parser("vlm-train", help="cir vlm train with every stage (research included)"),
-        STAGES,
+        registered_stages(),
     )
 
 

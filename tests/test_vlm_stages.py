@@ -10,6 +10,8 @@ import dataclasses
 import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -34,11 +36,12 @@ from cir_module.eval.readers import read_cirr
 from cir_module.rerank.load import load_reranker
 from cir_module.rerank.scorer import LVLMReranker
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
-from cir_module.vlm_training import STAGES, StageConfig, load_stage, train_stage
-from cir_module.vlm_training.config import STARTS_FROM
+from cir_module.vlm_training import StageConfig, load_stage, registered_stages, train_stage
+from cir_module.vlm_training.config import PRODUCT_STAGES, STARTS_FROM
 from cir_module.vlm_training.stages import STAGE_LOSSES
 from cir_module.vlm_training.train import image_side_for, prepare_folder, read_stage
 from research import describe as _describe  # noqa: F401  (registers the describe kind)
+from research import stages as _stages  # noqa: F401  (registers compare, judge and rewrite)
 from research.cli import PLUGIN, RESEARCH_VERBS
 from research.vlm_probe import probe_stage
 
@@ -74,13 +77,17 @@ def hard_data(tmp_path_factory) -> str:
     return str(out)
 
 
+# Every stage, in the order the chain runs them (each after the stage it starts from).
+CHAIN = ("vision", "caption", "compare", "judge", "rewrite", "verify")
+
+
 @pytest.fixture(scope="module")
 def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
     """Every stage run, each from the folder of the stage it follows."""
     root = tmp_path_factory.mktemp("stages")
     folders: dict[str, Path] = {}
-    for stage in STAGES:
-        init = folders[STARTS_FROM[stage][0]] if stage in STARTS_FROM else None
+    for stage in CHAIN:
+        init = folders[STARTS_FROM[stage][0]] if STARTS_FROM[stage] else None
         # The verify stage with its per-change read-out, which its reranker then scores by.
         extra = {"asked_weight": 1.0} if stage == "verify" else {}
         cfg = StageConfig(
@@ -95,6 +102,32 @@ def chain(hard_data, tmp_path_factory) -> dict[str, Path]:
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     vlm, reader, _ = load_stage(folder)
     return {**vlm.model.state_dict(), **{f"reader.{k}": v for k, v in reader.state_dict().items()}}
+
+
+def test_research_registers_its_stages_and_the_package_knows_only_the_products():
+    from research.stages import CompareStage, JudgeStage, RewriteStage
+
+    assert set(registered_stages()) == set(CHAIN) == set(STAGE_LOSSES)
+    assert registered_stages()[: len(PRODUCT_STAGES)] == PRODUCT_STAGES
+    assert (STAGE_LOSSES["compare"], STAGE_LOSSES["judge"], STAGE_LOSSES["rewrite"]) == (
+        CompareStage,
+        JudgeStage,
+        RewriteStage,
+    )
+    assert STARTS_FROM["judge"] == ("compare", "caption")
+    assert STARTS_FROM["verify"] == ("caption", "verify", "rewrite")  # rewrite: from research
+    # Without research (a fresh interpreter, the configuration alone: no torch), the stages
+    # are the product's and a research stage is refused.
+    code = (
+        "import sys; from cir_module.vlm_training.config import STARTS_FROM, StageConfig\n"
+        "try:\n    StageConfig(stage='judge', data='d', out='o', init='i')\n"
+        "except ValueError as exc:\n    print(exc)\n"
+        "print(list(STARTS_FROM), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    refused, known = out.stdout.splitlines()
+    assert refused.startswith("unknown stage 'judge'")
+    assert known == "['vision', 'caption', 'verify'] False"
 
 
 def test_each_stage_trains_and_logs_its_own_losses(chain):
@@ -116,7 +149,7 @@ def test_each_stage_trains_and_logs_its_own_losses(chain):
 
 
 def test_later_stages_start_from_the_previous_stage_and_change_it(chain):
-    vision, caption, compare, judge, rewrite, verify = (weights(chain[s]) for s in STAGES)
+    vision, caption, compare, judge, rewrite, verify = (weights(chain[s]) for s in CHAIN)
     assert vision.keys() == caption.keys() == compare.keys() == judge.keys() == rewrite.keys()
     assert verify.keys() == caption.keys()
     # The caption stage trains the language model and (slower) the tower it was given.
@@ -508,7 +541,7 @@ def test_describing_many_queries_at_once_writes_what_one_at_a_time_writes(hard_d
 
 
 def test_the_rewrite_loss_weighs_what_a_copy_of_the_reference_gets_wrong(hard_data, chain):
-    from cir_module.vlm_training.stages import RewriteStage
+    from research.stages import RewriteStage
 
     vlm, reader, tier = load_stage(chain["caption"])
     cfg = StageConfig(stage="rewrite", data=hard_data, out="o", init="i", edit_weight=5.0)

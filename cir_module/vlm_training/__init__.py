@@ -1,12 +1,13 @@
 """The VLM trained here in stages (``cir vlm train --stage vision|caption|verify``): a tower
 that sees every object, then captioning, then verifying a caption's changes (the reranker's
-YES / NO). The research stages (compare, judge, rewrite) train here too, run through
-``python -m research.cli vlm-train``; what a stage can do is probed by ``research.vlm_probe``.
+YES / NO). The research stages (compare, judge, rewrite) are defined in research/stages.py and
+registered here (``stages.register_stage``), run through ``python -m research.cli vlm-train``
+with the same loop and folder layout; what a stage can do is probed by ``research.vlm_probe``.
 
 | module | what it holds |
 | --- | --- |
-| ``config`` | :class:`StageConfig`, one stage's run |
-| ``stages`` | the stages' losses over batches drawn fresh every step |
+| ``config`` | :class:`StageConfig`, one stage's run; the stages declared and their starts |
+| ``stages`` | the stages' losses over batches drawn fresh every step; their registry |
 | ``train`` | the resumable loop, a stage folder's layout, :func:`load_stage` |
 
 The names are imported on first use (they need torch and transformers).
@@ -19,16 +20,23 @@ from typing import TYPE_CHECKING
 from cir_module.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cir_module.vlm_training.config import PRODUCT_STAGES, STAGES, StageConfig
+    from cir_module.vlm_training.config import PRODUCT_STAGES, StageConfig, registered_stages
     from cir_module.vlm_training.train import StageResult, load_stage, train_stage
 
-__all__ = ["PRODUCT_STAGES", "STAGES", "StageConfig", "StageResult", "load_stage", "train_stage"]
+__all__ = [
+    "PRODUCT_STAGES",
+    "StageConfig",
+    "StageResult",
+    "load_stage",
+    "registered_stages",
+    "train_stage",
+]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         **dict.fromkeys(
-            ("PRODUCT_STAGES", "STAGES", "StageConfig"), "cir_module.vlm_training.config"
+            ("PRODUCT_STAGES", "StageConfig", "registered_stages"), "cir_module.vlm_training.config"
         ),
         **dict.fromkeys(
             ("StageResult", "load_stage", "train_stage"), "cir_module.vlm_training.train"

@@ -7,26 +7,49 @@ from dataclasses import dataclass
 
 from cir_module.vlm.changes import WORDINGS
 
-__all__ = ["PRODUCT_STAGES", "STAGES", "STARTS_FROM", "StageConfig"]
+__all__ = [
+    "PRODUCT_STAGES",
+    "STARTS_FROM",
+    "StageConfig",
+    "declare_stage",
+    "registered_stages",
+]
 
-# The stages, and the stages whose folder each later one may start from (the usual one
-# first): a chain vision -> caption -> compare -> judge (the P(YES) reranker), and a branch
-# caption -> rewrite (the text step of describe-and-verify reranking; the model keeps
-# captioning). The judge may also start straight from caption: the compare stage forgets
-# captions, and a judge shown the reasoning path verifies a description. A verify stage may
-# go on from a finished one (e.g. on negatives mined from the first stage).
-STAGES = ("vision", "caption", "compare", "judge", "rewrite", "verify")
-# What the product trains (``cir vlm train``): the tower, the captioner, the change verifier.
-# The others are research (``python -m research.cli vlm-train``): their results were negative
-# or superseded (docs/results.md, "The staged VLM and the image judge").
-PRODUCT_STAGES = ("vision", "caption", "verify")
-STARTS_FROM = {
+# Each stage, and the stages whose folder it may start from (the usual one first; none: it
+# builds the model). The product's chain is vision -> caption -> verify (the change verifier);
+# a verify stage may go on from a finished one (e.g. on negatives mined from the first stage).
+# Other stages are declared by the module that trains them (:func:`declare_stage`, through
+# :func:`cir_module.vlm_training.stages.register_stage`): the research stages compare, judge
+# and rewrite (research/stages.py, ``python -m research.cli vlm-train``), whose results were
+# negative or superseded (docs/results.md, "The staged VLM and the image judge").
+STARTS_FROM: dict[str, tuple[str, ...]] = {
+    "vision": (),
     "caption": ("vision",),
-    "compare": ("caption",),
-    "judge": ("compare", "caption"),
-    "rewrite": ("caption",),
-    "verify": ("caption", "rewrite", "verify"),
+    "verify": ("caption", "verify"),
 }
+# What the product trains (``cir vlm train``): the tower, the captioner, the change verifier.
+PRODUCT_STAGES = tuple(STARTS_FROM)
+
+
+def declare_stage(name: str, *, starts_from: tuple[str, ...], feeds: tuple[str, ...] = ()) -> None:
+    """Accept ``name`` as a stage (:class:`StageConfig`), started from the folder of one of
+    the stages ``starts_from`` (the usual one first); each stage of ``feeds`` may then also
+    start from ``name``'s folder (after the ones it had). Declaring a stage again replaces its
+    starts."""
+    for known in (*starts_from, *feeds):
+        if known not in STARTS_FROM and known != name:
+            raise ValueError(f"stage {name!r} names the undeclared stage {known!r}")
+    if not starts_from:
+        raise ValueError(f"stage {name!r} must start from a stage (only vision builds the model)")
+    STARTS_FROM[name] = tuple(starts_from)
+    for later in feeds:
+        if name not in STARTS_FROM[later]:
+            STARTS_FROM[later] = (*STARTS_FROM[later], name)
+
+
+def registered_stages() -> tuple[str, ...]:
+    """Every stage declared so far: the product's, then those other modules declared."""
+    return tuple(STARTS_FROM)
 
 
 @dataclass
@@ -89,8 +112,8 @@ class StageConfig:
         # Paths are kept as strings: the configuration is written to the stage's stage.json.
         self.data, self.out = str(self.data), str(self.out)
         self.init = str(self.init) if self.init else None
-        if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r}; the stages are {STAGES}")
+        if self.stage not in STARTS_FROM:
+            raise ValueError(f"unknown stage {self.stage!r}; the stages are {registered_stages()}")
         if self.stage != "vision" and not self.init:
             previous = " or ".join(STARTS_FROM[self.stage])
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
