@@ -71,12 +71,25 @@ def collection_name(clients: list[WeaviateClient]) -> Iterator[str]:
         clients[0].collections.delete(name)
 
 
-def replicated_collection(client: WeaviateClient, name: str) -> Collection:
+def replicated_collection(clients: list[WeaviateClient], name: str) -> Collection:
     """3 shards, each on all 3 nodes; ``flat`` (exact) search, so that every node must rank
-    the same candidates the same way."""
-    return create_image_collection(
-        client, name, text_properties=("key",), index="flat", replication_factor=3, shards=3
+    the same candidates the same way. Returned once every node can read it: the schema is
+    applied on each node after the Raft leader commits it, so a node that is not the leader
+    may not know it yet when the create returns ("tried to browse non-existing index")."""
+    collection = create_image_collection(
+        clients[0], name, text_properties=("key",), index="flat", replication_factor=3, shards=3
     )
+    deadline = time.monotonic() + 60  # a bound on the wait, not a measurement
+    for client in clients:
+        while True:
+            try:
+                len(client.collections.get(name))
+                break
+            except WeaviateBaseError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    return collection
 
 
 def gallery(n: int, seed: int, first: int = 0) -> list[tuple[str, dict[str, str]]]:
@@ -139,7 +152,7 @@ def test_import_through_one_node_queries_answered_alike_by_every_node(
 ):
     objects = gallery(60, seed=51)
     before = service_counters(cluster)
-    collection = replicated_collection(clients[0], collection_name)
+    collection = replicated_collection(clients, collection_name)
     report = ingest_objects(collection, objects)
     assert report.failed == []
     imported = service_counters(cluster)
@@ -183,7 +196,7 @@ def test_node_killed_under_query_load_no_failed_query_at_quorum_then_catches_up(
     mended) and every node answers the same ranking."""
     objects = gallery(60, seed=53)
     late = gallery(20, seed=54, first=60)  # written while the victim is down
-    assert ingest_objects(replicated_collection(clients[0], collection_name), objects).failed == []
+    assert ingest_objects(replicated_collection(clients, collection_name), objects).failed == []
     victim = cluster.raft_leader()
     live = [node for node in range(NODES) if node != victim]
     collection = clients[live[0]].collections.get(collection_name)
@@ -299,7 +312,7 @@ def test_service_killed_during_import_goes_on_through_the_other_nodes(
     """Node 2's service is killed (SIGKILL) while an import is spread over the 3 nodes: only
     what went through node 2 fails, and is re-sent through the next node; nothing is lost."""
     objects = gallery(150, seed=55)
-    collection = replicated_collection(clients[0], collection_name)
+    collection = replicated_collection(clients, collection_name)
     handles = [client.collections.get(collection_name) for client in clients]
     victim = cluster.nodes[1].service
     try:
