@@ -53,8 +53,8 @@ def load_reranker(
             f"{path} is served as {kind.title} and takes no RAug-Rep injection or rationale "
             "prompt (those steer the P(YES) judgement of the image judge's prompt)"
         )
-    else:
-        options |= {k: v for k, v in given.items() if k == "batch_size"}
+    elif "batch_size" in given:
+        options["batch_size"] = given["batch_size"]
     if image_side:
         options["image_side"] = image_side
     return kind.cls.from_pretrained(path, **options)

@@ -67,11 +67,8 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
     return load_model(settings.checkpoint).to(settings.device)
 
 
-def _load_encoder(
-    settings: ServiceSettings, metrics: ServiceMetrics, started: float | None = None
-) -> QueryEncoder:
-    """The encoder with its model and rerankers; ``started``: when loading began (the
-    metric's start, the app's chat model included)."""
+def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEncoder:
+    """The encoder with its model and rerankers."""
     start = time.perf_counter()
     model = _load_model(settings)
     facts = model.describe()
@@ -86,7 +83,6 @@ def _load_encoder(
     )
     reranker = _load_reranker(settings)
     text_reranker = _load_text_reranker(settings)
-    metrics.model_load_seconds.set(time.perf_counter() - (started or start))
     metrics.model_info.labels(
         facts["name"],
         "onnxruntime" if settings.onnx_export else "torch",
@@ -211,7 +207,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # route and the encoder's callers (vectorize, rerank) take them from app.state. Set
         # before the encoder, whose presence says the service is ready.
         app.state.chat, app.state.enhancer = await asyncio.to_thread(_load_chat, settings)
-        app.state.encoder = await asyncio.to_thread(_load_encoder, settings, metrics, start)
+        app.state.encoder = await asyncio.to_thread(_load_encoder, settings, metrics)
+        metrics.model_load_seconds.set(time.perf_counter() - start)
         try:
             yield
         finally:

@@ -172,18 +172,24 @@ class _RerankJob:
     def keep_probed(self, probes: Sequence[ProbedImage | None]) -> None:
         """Keep the documents of ``to_decode`` whose header was read; the others are
         unreadable."""
-        kept = [(i, p) for i, p in zip(self.to_decode, probes, strict=True) if p is not None]
-        for i, p in zip(self.to_decode, probes, strict=True):
-            if p is None:
+        to_decode, self.probes = [], []
+        for i, probe in zip(self.to_decode, probes, strict=True):
+            if probe is None:
                 self.kinds[i] = "unreadable"
-        self.to_decode, self.probes = [i for i, _ in kept], [p for _, p in kept]
+            else:
+                to_decode.append(i)
+                self.probes.append(probe)
+        self.to_decode = to_decode
 
     def keep_decoded(self, images: Sequence[Image.Image | None]) -> dict[int, Image.Image]:
         """The decoded images by document index; those that failed are unreadable."""
+        decoded = {}
         for i, img in zip(self.to_decode, images, strict=True):
             if img is None:
                 self.kinds[i] = "unreadable"
-        return {i: img for i, img in zip(self.to_decode, images, strict=True) if img is not None}
+            else:
+                decoded[i] = img
+        return decoded
 
 
 @dataclass

@@ -21,8 +21,6 @@ from cir_module.vlm.folder import VLM_SETTINGS, saved_settings
 __all__ = ["FAMILIES", "VLM_SETTINGS", "FamilyAdapter", "adapter_for", "saved_settings"]
 
 
-# A checkpoint folder's own settings beside its weights (written by ``cir rerank train`` and
-# ``cir vlm train``), such as the image side the model was trained at.
 @dataclass(frozen=True)
 class FamilyAdapter:
     """The family-specific parts of a VLM, as data plus a few accessors."""
