@@ -705,7 +705,7 @@ def test_the_judge_reads_which_candidate_cells_differ_from_the_target(hard_data,
 
 
 def test_changes_read_from_descriptions_are_the_scene_graphs_changes(hard_data):
-    from cir_module.vlm.changes import MAX_CHANGES, description_changes
+    from cir_module.vlm.changes import DIFFERS, MAX_CHANGES, description_changes
 
     tier = tier_of(hard_data)
     split = EvalSplit.load(hard_data, "train")
@@ -720,7 +720,9 @@ def test_changes_read_from_descriptions_are_the_scene_graphs_changes(hard_data):
         expected = describe_changes(tier.describe, scenes[before], scenes[after])
         if expected.count("; ") >= MAX_CHANGES:
             continue
-        said = description_changes(tier.describe(scenes[before]), tier.describe(scenes[after]))
+        said = description_changes(
+            tier.describe(scenes[before]), tier.describe(scenes[after]), differ="grid-facts"
+        )
         assert said == expected
         compared += 1
     assert compared > 100 and any(
@@ -730,9 +732,10 @@ def test_changes_read_from_descriptions_are_the_scene_graphs_changes(hard_data):
     many = "; ".join(
         f"small solid red circle at row {r}, column {c}" for r in (1, 2, 3, 4) for c in (1, 2, 3)
     )
-    cut = description_changes(many, "")
-    assert cut.count("removed") == MAX_CHANGES and cut.endswith("and 2 more changes")
-    assert description_changes(many, many) == "nothing changed"
+    for differ in DIFFERS:
+        cut = description_changes(many, "", differ=differ)
+        assert cut.count("removed") == MAX_CHANGES and cut.endswith("and 2 more changes")
+        assert description_changes(many, many, differ=differ) == "nothing changed"
 
 
 def _apply_edits(before: str, edits: str) -> dict[str, str]:
@@ -782,8 +785,8 @@ def test_edits_wording_leads_from_one_description_to_the_other(hard_data):
     moves = shorter = 0
     for before, after in pairs:
         old, new = tier.describe(scenes[before]), tier.describe(scenes[after])
-        edits = description_changes(old, new, max_changes=99, wording="edits")
-        facts = description_changes(old, new, max_changes=99)
+        edits = description_changes(old, new, max_changes=99, differ="grid-edits")
+        facts = description_changes(old, new, max_changes=99, differ="grid-facts")
         assert _apply_edits(old, edits) == _apply_edits(new, "nothing changed")
         assert edits.count("; ") <= facts.count("; ")  # a move is one edit, not two facts
         moves += " moved from " in edits
@@ -792,13 +795,13 @@ def test_edits_wording_leads_from_one_description_to_the_other(hard_data):
     assert description_changes(
         "small solid red circle at row 1, column 1; large hollow blue square at row 2, column 2",
         "small solid red circle at row 1, column 2; large hollow green square at row 2, column 2",
-        wording="edits",
+        differ="grid-edits",
     ) == (
         "small solid red circle moved from row 1, column 1 to row 1, column 2; "
         "large hollow blue square at row 2, column 2 became green"
     )
-    with pytest.raises(ValueError, match="unknown change wording"):
-        description_changes("", "", wording="prose")
+    with pytest.raises(ValueError, match="unknown differ"):
+        description_changes("", "", differ="prose")
 
 
 def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
@@ -809,7 +812,7 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     reranker = load_reranker(chain["verify"] / "model")
     assert isinstance(reranker, ChangeVerifyingReranker)
     assert reranker.describe()["verify"] == "changes"
-    assert reranker.describe()["change_wording"] == "edits"  # the stage's default
+    assert reranker.describe()["differ"] == "fact-diff"  # the stage's default
     split = EvalSplit.load(hard_data, "val")
     t = split.triplets[0]
     reference = split.open(t.reference)
@@ -849,7 +852,7 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     tier, scenes = tier_of(hard_data), load_scene_graphs(hard_data, "val")
     before = tier.describe(scenes[t.reference])
     lists = [
-        description_changes(before, tier.describe(scenes[n]), wording="edits")
+        description_changes(before, tier.describe(scenes[n]), differ=reranker.differ)
         for n in (t.target, *t.subset)
         if n != t.reference
     ]
@@ -887,12 +890,12 @@ def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard
     # The per-change read-out: each change's last token, asked for when the target has it.
     describe, scenes = tier.describe, stage.scenes
     reference = describe(scenes[t.reference])
-    wording = cfg.change_wording
+    differ = cfg.differ
     asked = set(
-        description_changes(reference, describe(scenes[t.target]), wording=wording).split("; ")
+        description_changes(reference, describe(scenes[t.target]), differ=differ).split("; ")
     )
     for candidate in candidates:
-        changes = description_changes(reference, describe(scenes[candidate]), wording=wording)
+        changes = description_changes(reference, describe(scenes[candidate]), differ=differ)
         ids, marks = stage.row(reference, t.caption, changes, asked)
         assert ids == vlm.codec.encode(
             VERIFY_PROMPT, description=reference, text=t.caption, changes=changes

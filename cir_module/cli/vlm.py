@@ -1,7 +1,8 @@
 """``cir vlm train`` and ``cir vlm mine``: the VLM trained here in stages (the product's:
-vision, caption, verify), each stage one resumable command, and the first stage's near misses
-the verify stage may train on. The research stages (compare, judge, rewrite) and the stage
-probe run through ``python -m research.cli`` (``vlm-train``, ``vlm-probe``)."""
+vision, caption, verify), each stage one resumable command, or a recipe's whole chain in one
+(``--recipe``), and the first stage's near misses the verify stage may train on. The
+research stages (compare, judge, rewrite) and the stage probe run through ``python -m
+research.cli`` (``vlm-train``, ``vlm-probe``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ _HELP = {
     "data": "synthetic benchmark folder (its tier, and the judge's training triplets)",
     "out": "the stage's folder; the same command resumes it",
     "init": "the folder of the stage this one starts from (every stage but vision)",
-    "change_wording": "verify stage: change lists as whole facts or as one short edit per object",
+    "differ": "verify stage: what writes its change lists (fact-diff: general; grid-edits, "
+    "grid-facts: the synthetic benchmark's grammar)",
     "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
     "neighbours": "verify stage: the first stage's near misses per query (cir vlm mine --out)",
     "neighbour_negatives": "verify stage: the share of negatives drawn from --neighbours",
@@ -38,13 +40,30 @@ def _config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(StageConfig))
 
 
-def add_train_arguments(train: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
-    """One flag per :class:`StageConfig` field on ``train``, ``--stage`` one of ``stages``."""
+def add_train_arguments(
+    train: argparse.ArgumentParser, stages: tuple[str, ...], *, recipes: bool = False
+) -> None:
+    """One flag per :class:`StageConfig` field on ``train``, ``--stage`` one of ``stages``;
+    with ``recipes``, ``--recipe`` (and ``--ship``) instead of ``--stage``."""
+    if recipes:
+        from cir_module.vlm_training.recipe import list_recipes
+
+        train.add_argument(
+            "--recipe",
+            help=f"run a recipe's whole chain ({', '.join(list_recipes())} or a JSON file), "
+            "resumable: the same command goes on where it stopped; --data is generated when "
+            "empty, every stage flag but --data and --out comes from the recipe",
+        )
+        train.add_argument(
+            "--ship",
+            help="with --recipe: also copy the finished model folder here (the package's: "
+            "cir_module/checkpoints/NAME)",
+        )
     for field in _config_fields():
         flag = "--" + field.name.replace("_", "-")
         extra = {"help": _HELP.get(field.name)}
         if field.name == "stage":
-            train.add_argument(flag, required=True, choices=stages, **extra)
+            train.add_argument(flag, required=not recipes, choices=stages, **extra)
         elif field.default is dataclasses.MISSING:
             train.add_argument(flag, required=True, **extra)
         elif field.default is None:
@@ -61,7 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     vlm = sub.add_parser("vlm", help="the VLM trained here in stages")
     vlm_sub = vlm.add_subparsers(dest="vlm_command", required=True)
-    add_train_arguments(vlm_sub.add_parser("train", help="run or resume one stage"), PRODUCT_STAGES)
+    add_train_arguments(
+        vlm_sub.add_parser("train", help="run or resume one stage, or a recipe's chain"),
+        PRODUCT_STAGES,
+        recipes=True,
+    )
     mine = vlm_sub.add_parser(
         "mine", help="the first stage's top K per training query, target left out"
     )
@@ -84,8 +107,19 @@ def stage_config(args: argparse.Namespace) -> StageConfig:
 
 
 def train_from_args(args: argparse.Namespace) -> None:
-    """Run or resume the stage a ``vlm train`` command line names."""
+    """Run or resume the stage (or the recipe) a ``vlm train`` command line names."""
     from cir_module.vlm_training.train import train_stage
+
+    if getattr(args, "recipe", None):
+        from cir_module.vlm_training.recipe import run_recipe
+
+        if args.stage:
+            raise SystemExit("--recipe runs every stage of the recipe: leave out --stage")
+        model = run_recipe(args.recipe, args.data, args.out, ship=args.ship)
+        print(f"recipe {args.recipe} complete: {model}")
+        return
+    if not args.stage:
+        raise SystemExit("cir vlm train needs --stage or --recipe")
 
     result = train_stage(stage_config(args))
     state = "complete" if result.complete else "stopped (run the same command to resume)"

@@ -40,8 +40,12 @@ class VisionLanguageScorer(PrefixedScoring):
         image_side: int = 224,
         prompt: RerankPrompt | None = None,
         batch_size: int = 16,
+        served_with: dict | None = None,
     ) -> None:
         self.model = model.eval()
+        # How a recipe's folder is served (``cir_module.vlm.folder.SERVED_WITH``): the
+        # service's defaults for lambda and K, shown in /meta.
+        self.served_with = dict(served_with or {})
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.adapter = adapter
@@ -94,6 +98,7 @@ class VisionLanguageScorer(PrefixedScoring):
             "runtime": "torch",
             "layers": len(self.layers),
             "image_side": self.image_side,
+            **({"served_with": self.served_with} if self.served_with else {}),
         }
 
     @property

@@ -31,7 +31,7 @@ from PIL import Image
 
 from cir_module.rerank.base import VisionLanguageScorer
 from cir_module.rerank.registry import register_reranker
-from cir_module.vlm.changes import WORDINGS, description_changes
+from cir_module.vlm.changes import DIFFERS, description_changes, recorded_differ
 from cir_module.vlm.prompt import DESCRIBE_PROMPT, VERIFY_PROMPT
 
 __all__ = ["ChangeVerifyingReranker", "VerifiedQuery", "verify_row"]
@@ -75,15 +75,18 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
         *args,
         describe_tokens: int = 256,
         caption_cache: int = 8192,
-        change_wording: str = "facts",
+        differ: str | None = None,
+        change_wording: str | None = None,
         asked_readout: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if change_wording not in WORDINGS:
-            raise ValueError(f"change wording {change_wording!r} is none of {WORDINGS}")
-        # Folders written before the "edits" wording existed say nothing: "facts".
-        self.change_wording = change_wording
+        # The folder records its differ (``change_wording`` in folders written before differs
+        # had names; neither: the oldest folders, whole grid facts).
+        legacy = {"change_wording": change_wording} if change_wording else {}
+        self.differ = differ or recorded_differ(legacy)
+        if self.differ not in DIFFERS:
+            raise ValueError(f"differ {self.differ!r} is none of {tuple(DIFFERS)}")
         self.asked_readout = asked_readout
         self.describe_tokens = describe_tokens
         self.caption_cache = caption_cache
@@ -93,7 +96,7 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
         return {
             **super().describe(),
             "verify": "changes",
-            "change_wording": self.change_wording,
+            "differ": self.differ,
             "asked_readout": self.asked_readout,
         }
 
@@ -138,8 +141,9 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
         return [VerifiedQuery(c, t) for c, t in zip(captions, texts, strict=True)]
 
     def changes_between(self, before: str, after: str) -> str:
-        """The change list between two descriptions, worded as this verifier was trained."""
-        return description_changes(before, after, wording=self.change_wording)
+        """The change list between two descriptions, by the differ this verifier was trained
+        with."""
+        return description_changes(before, after, differ=self.differ)
 
     def changes(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> list[str]:
         """Each candidate's change list against the reference, as the verifier reads it."""

@@ -8,7 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_KIND", "KIND_KEY", "VLM_SETTINGS", "recorded_kind", "saved_settings"]
+__all__ = [
+    "DEFAULT_KIND",
+    "KIND_KEY",
+    "SERVED_WITH",
+    "VLM_SETTINGS",
+    "recorded_kind",
+    "saved_settings",
+]
 
 VLM_SETTINGS = "cir_reranker.json"
 
@@ -24,6 +31,10 @@ def saved_settings(path: str | Path) -> dict[str, Any]:
 # name is historical), and the kind of a folder that names none: the P(YES) image judge.
 KIND_KEY = "verify"
 DEFAULT_KIND = "yes"
+# The key under which a folder made by a recipe records how it is served: the fusion weight
+# ``lambda`` and the ``k`` it was calibrated at, the ``first_stage`` it follows, its ``differ``
+# (``cir vlm train --recipe``; the service's settings override them).
+SERVED_WITH = "served_with"
 
 
 def recorded_kind(path: str | Path) -> str:

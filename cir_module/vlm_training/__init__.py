@@ -1,4 +1,5 @@
-"""The VLM trained here in stages (``cir vlm train --stage vision|caption|verify``): a tower
+"""The VLM trained here in stages (``cir vlm train --stage vision|caption|verify``, or the
+whole chain at once: ``cir vlm train --recipe NAME``): a tower
 that sees every object, then captioning, then verifying a caption's changes (the reranker's
 YES / NO). The research stages (compare, judge, rewrite) are defined in research/stages.py and
 registered here (``stages.register_stage``), run through ``python -m research.cli vlm-train``
@@ -9,6 +10,8 @@ with the same loop and folder layout; what a stage can do is probed by ``researc
 | ``config`` | :class:`StageConfig`, one stage's run; the stages declared and their starts |
 | ``stages`` | the stages' losses over batches drawn fresh every step; their registry |
 | ``train`` | the resumable loop, a stage folder's layout, :func:`load_stage` |
+| ``mining`` | the first stage's near misses per training query |
+| ``recipe`` | :func:`run_recipe`: a recipe's steps (``recipes/*.json``) in one resumable run |
 
 The names are imported on first use (they need torch and transformers).
 """
@@ -21,14 +24,17 @@ from cir_module.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cir_module.vlm_training.config import PRODUCT_STAGES, StageConfig, registered_stages
+    from cir_module.vlm_training.recipe import list_recipes, run_recipe
     from cir_module.vlm_training.train import StageResult, load_stage, train_stage
 
 __all__ = [
     "PRODUCT_STAGES",
     "StageConfig",
     "StageResult",
+    "list_recipes",
     "load_stage",
     "registered_stages",
+    "run_recipe",
     "train_stage",
 ]
 
@@ -41,5 +47,6 @@ __getattr__, __dir__ = lazy_exports(
         **dict.fromkeys(
             ("StageResult", "load_stage", "train_stage"), "cir_module.vlm_training.train"
         ),
+        **dict.fromkeys(("list_recipes", "run_recipe"), "cir_module.vlm_training.recipe"),
     },
 )

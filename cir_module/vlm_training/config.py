@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cir_module.vlm.changes import WORDINGS
+from cir_module.vlm.changes import DEFAULT_DIFFER, DIFFERS
 
 __all__ = [
     "PRODUCT_STAGES",
@@ -95,9 +95,9 @@ class StageConfig:
     # The verify stage: the weight of the per-change read-out (at the end of each change of
     # the list, YES / NO: is it a change the modification asks for; 0: off).
     asked_weight: float = 0.0
-    # ... and how its change lists are worded (``cir_module.vlm.changes``: whole "facts", or
-    # one short "edits" phrase per object, a move in one phrase).
-    change_wording: str = "edits"
+    # ... and the differ that writes its change lists (``cir_module.vlm.changes``: the general
+    # fact diff, or the synthetic grid's grammar).
+    differ: str = DEFAULT_DIFFER
     # ... and negatives mined from the first stage (``cir vlm mine``): the JSON file, and the
     # share of each group's negatives drawn from the query's mined ones (0: none).
     neighbours: str | None = None
@@ -119,8 +119,8 @@ class StageConfig:
             raise ValueError(f"the {self.stage} stage starts from the {previous} stage's folder")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
-        if self.change_wording not in WORDINGS:
-            raise ValueError(f"change wording {self.change_wording!r} is none of {WORDINGS}")
+        if self.differ not in DIFFERS:
+            raise ValueError(f"differ {self.differ!r} is none of {tuple(DIFFERS)}")
         if self.neighbour_negatives and not self.neighbours:
             raise ValueError("neighbour negatives need the mined file (cir vlm mine): --neighbours")
         if self.stage in ("judge", "verify") and (self.group < 2 or self.batch_size < self.group):

@@ -334,7 +334,7 @@ class VerifyStage(StageLoss):
         return ids, [(at, change in asked) for at, change in ends]
 
     def loss(self) -> torch.Tensor:
-        cfg, describe, wording = self.cfg, self.tier.describe, self.cfg.change_wording
+        cfg, describe, differ = self.cfg, self.tier.describe, self.cfg.differ
         rows, labels, points = [], [], []
         for _ in range(cfg.batch_size // cfg.group):
             t, candidates = draw_group(
@@ -347,7 +347,7 @@ class VerifyStage(StageLoss):
             )
             reference = describe(self.scenes[t.reference])
             lists = [
-                description_changes(reference, describe(self.scenes[c]), wording=wording)
+                description_changes(reference, describe(self.scenes[c]), differ=differ)
                 for c in candidates
             ]
             asked = set(lists[0].split("; "))  # draw_group puts the target first

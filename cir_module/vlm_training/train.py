@@ -147,7 +147,7 @@ def prepare_folder(cfg: StageConfig, tier: Tier, out: Path) -> None:
 def _mark_served(cfg: StageConfig, folder: Path) -> None:
     """Say in the model folder's ``cir_reranker.json`` how a rewrite or verify stage is served:
     as a describe-and-verify (research/describe.py) or change-verifying (rerank/verify.py)
-    reranker, the latter with its change wording and, when it was trained with the per-change
+    reranker, the latter with its differ and, when it was trained with the per-change
     read-out, that read-out in its score. Written at every checkpoint: a resumed run may turn
     the read-out on."""
     served = {"rewrite": "describe", "verify": "changes"}.get(cfg.stage)
@@ -155,7 +155,8 @@ def _mark_served(cfg: StageConfig, folder: Path) -> None:
         return
     settings = {**saved_settings(folder), "verify": served}
     if cfg.stage == "verify":
-        settings["change_wording"] = cfg.change_wording
+        settings["differ"] = cfg.differ
+        settings.pop("change_wording", None)  # a folder started from one before differs
         settings["asked_readout"] = cfg.asked_weight > 0
     (folder / RERANKER_SETTINGS).write_text(json.dumps(settings))
 
