@@ -1,8 +1,11 @@
 """Composed queries as they travel through Weaviate: the text of a JSON object.
 
 A composed query is ``{"$cir": 1, "image": "<base64 image>", "text": "<modification text>"}``
-serialised to a string (:func:`compose_query` writes it). It is sent as a ``nearText`` concept
-and as ``rerank(query: ...)``; the service tells it from ordinary texts by one rule
+serialised to a string (:func:`compose_query` writes it). An optional ``"caption"`` carries the
+reference's stored caption when the reference is a stored, enriched object (the property
+``cir enrich`` writes): the change verifier then reads it instead of captioning the image.
+The string is sent as a ``nearText`` concept and as ``rerank(query: ...)``; the service tells
+it from ordinary texts by one rule
 (:func:`read_composed_query`, docs/design.md decision 2):
 
 * **Marked**: a text that begins with a JSON object whose first key is ``"$cir"`` is a composed
@@ -51,10 +54,15 @@ class ComposedQuery:
     image: str
     text: str
     marked: bool = True
+    caption: str | None = None  # the reference's stored caption, when the client sent it
 
 
-def compose_query(image: Image.Image | bytes | str | Path, text: str) -> str:
-    """Build the composed-query string for a reference image and a modification text.
+def compose_query(
+    image: Image.Image | bytes | str | Path, text: str, caption: str | None = None
+) -> str:
+    """Build the composed-query string for a reference image and a modification text;
+    ``caption``: the reference's stored caption, if it is a stored, enriched object (the
+    second stage then captions nothing of the query).
 
     ``image`` may be a PIL image, raw encoded bytes (PNG, JPEG, ...), a path to an image file,
     or a base64 string already. The result goes into ``nearText(concepts=[...])`` and
@@ -72,9 +80,12 @@ def compose_query(image: Image.Image | bytes | str | Path, text: str) -> str:
         encoded = image
     else:
         raise TypeError(f"unsupported image type {type(image).__name__}")
-    return json.dumps(
-        {"$cir": COMPOSED_QUERY_VERSION, "image": encoded, "text": text}, separators=(",", ":")
-    )
+    query = {"$cir": COMPOSED_QUERY_VERSION, "image": encoded, "text": text}
+    if caption:
+        if not isinstance(caption, str):
+            raise TypeError(f"caption must be a str, got {type(caption).__name__}")
+        query["caption"] = caption
+    return json.dumps(query, separators=(",", ":"))
 
 
 def read_composed_query(text: str) -> ComposedQuery | None:
@@ -118,10 +129,11 @@ def parse_composed_query(text: str) -> ComposedQuery:
             f"composed query '$cir' is {version!r}; this service reads version "
             f"{COMPOSED_QUERY_VERSION}"
         )
-    unknown = sorted(set(obj) - {"$cir", "image", "text"})
+    unknown = sorted(set(obj) - {"$cir", "image", "text", "caption"})
     if unknown:
         raise InputError(
-            f"composed query has unknown keys {unknown}; expected '$cir', 'image', 'text'"
+            f"composed query has unknown keys {unknown}; expected '$cir', 'image', 'text' "
+            "and optionally 'caption'"
         )
     image, mod = obj.get("image"), obj.get("text")
     if not isinstance(image, str) or not image.strip():
@@ -132,7 +144,10 @@ def parse_composed_query(text: str) -> ComposedQuery:
         raise InputError(f"composed query 'text' must be a string, got {type(mod).__name__}")
     if not is_text(mod):
         raise InputError("composed query 'text' holds a lone UTF-16 surrogate (not a character)")
-    return ComposedQuery(image=image, text=mod)
+    caption = obj.get("caption")
+    if caption is not None and not (isinstance(caption, str) and is_text(caption)):
+        raise InputError("composed query 'caption' must be a string (the reference's caption)")
+    return ComposedQuery(image=image, text=mod, caption=caption or None)
 
 
 def is_text(value: str) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cir_module.checkpoints import shipped_checkpoint
+from cir_module.checkpoints import shipped_checkpoint, shipped_reranker_for
 
 if TYPE_CHECKING:
     from cir_module.images import ImageLimits
@@ -102,14 +102,19 @@ class ServiceSettings(BaseSettings):
         None,
         description="Image-text-to-text checkpoint (hub id or folder, Qwen2-VL family), or a "
         "`cir rerank export` folder (served by onnxruntime), that rescores /rerank candidates "
-        "by P(YES); unset: /rerank returns the first-stage cosine.",
+        "by P(YES). Unset: the shipped change verifier when the shipped hard-tier first stage "
+        "(shapes-hard-conv) is served, else none; `none`: no reranker (/rerank returns the "
+        "first-stage cosine).",
     )
     reranker_raug: str | None = Field(
         None, description="RAug-Rep vectors from `cir raug extract` to inject (safetensors)."
     )
     reranker_alpha: float = Field(0.6, description="Injection strength alpha (paper: 0.6).")
-    reranker_lambda: float = Field(
-        0.06, description="Fusion weight: score = cosine + lambda * P(YES) (paper: 0.06)."
+    reranker_lambda: float | None = Field(
+        None,
+        description="Fusion weight: score = cosine + lambda * P(YES). Default: the lambda the "
+        "reranker's folder records (`served_with`, written by `cir vlm train --recipe`), else "
+        "0.06 (PMTFR's).",
     )
     reranker_layers: str = Field(
         "all",
@@ -274,6 +279,13 @@ class ServiceSettings(BaseSettings):
                 "query_enhancement=vlm needs chat_model: a model that distils queries itself"
             )
         return self
+
+    def reranker_folder(self) -> str | None:
+        """The reranker to serve: ``reranker_model`` (``none``: no reranker); unset, the
+        shipped change verifier when the shipped hard-tier first stage is served."""
+        if self.reranker_model is not None:
+            return None if self.reranker_model.strip().lower() == "none" else self.reranker_model
+        return shipped_reranker_for(self.checkpoint)
 
     def reranker_layer_choice(self) -> str | list[int]:
         """``reranker_layers`` as :func:`choose_layers` takes it."""

@@ -76,12 +76,21 @@ def ingest_with_fault(
 
 
 def rerank_in_weaviate(
-    checkpoint: Path, env: dict[str, str], gallery: Sequence[Image.Image], text: str, name: str
+    checkpoint: Path,
+    env: dict[str, str],
+    gallery: Sequence[Image.Image],
+    text: str,
+    name: str,
+    *,
+    captions: Sequence[str] | None = None,
+    prop: str = "image",
 ) -> tuple[list[int], list[float], dict]:
     """A real Weaviate whose inference container is the service (``env`` its reranker
-    settings): ``gallery`` ingested, then one composed query (``gallery[0]`` + ``text``)
-    through ``nearText`` with ``rerank``. Returns the results' gallery indices and rerank
-    scores, best first, and the service's ``/meta`` reranker entry."""
+    settings): ``gallery`` ingested (with ``captions`` in a ``caption`` property, as ``cir
+    enrich`` writes them), then one composed query (``gallery[0]`` + ``text``, and with
+    captions the reference's, ``captions[0]``) through ``nearText`` with ``rerank`` on
+    ``prop``. Returns the results' gallery indices and rerank scores, best first, and the
+    service's ``/meta`` reranker entry after the query."""
     import httpx
     from weaviate.classes.query import Rerank
 
@@ -95,20 +104,23 @@ def rerank_in_weaviate(
         WeaviateServer(service.url) as server,
         connect(server) as client,
     ):
-        meta = httpx.get(f"{service.url}/meta").json()["reranker"]
         try:
-            collection = create_image_collection(client, name, text_properties=("key",))
-            report = ingest_objects(
-                collection, ((f"g{i}", {"image": b, "key": str(i)}) for i, b in enumerate(docs))
-            )
+            properties = ("key", "caption") if captions else ("key",)
+            collection = create_image_collection(client, name, text_properties=properties)
+            rows = [{"image": b, "key": str(i)} for i, b in enumerate(docs)]
+            for row, caption in zip(rows, captions or (), strict=False):
+                if caption is not None:  # None: an object the enrichment job has not reached
+                    row["caption"] = caption
+            report = ingest_objects(collection, ((f"g{i}", r) for i, r in enumerate(rows)))
             assert report.failed == []
-            query = compose_query(docs[0], text)
+            query = compose_query(docs[0], text, caption=captions[0] if captions else None)
             result = collection.query.near_text(
                 query=query,
                 limit=len(docs),
-                rerank=Rerank(prop="image", query=query),
+                rerank=Rerank(prop=prop, query=query),
                 return_properties=["key"],
             )
+            meta = httpx.get(f"{service.url}/meta").json()["reranker"]
         finally:
             client.collections.delete(name)
     keys = [int(o.properties["key"]) for o in result.objects]

@@ -25,6 +25,14 @@ def test_compose_and_read_round_trip(tmp_path):
     assert json.loads(compose_query(b64, "t")) == {"$cir": 1, "image": b64, "text": "t"}
 
 
+def test_a_stored_reference_carries_its_caption():
+    query = compose_query(PNG, "make it blue", caption="a red square")
+    parsed = read_composed_query(query)
+    assert parsed is not None and parsed.caption == "a red square"
+    assert json.loads(query)["caption"] == "a red square"
+    assert read_composed_query(compose_query(PNG, "make it blue")).caption is None
+
+
 def test_legacy_form_is_still_read():
     parsed = read_composed_query(json.dumps({"image": PNG, "text": "make it blue"}))
     assert parsed is not None and not parsed.marked
@@ -63,6 +71,7 @@ def test_plain_texts_are_not_composed(text):
         ('{"$cir": 1, "image": "abc"}', "needs 'text'"),
         ('{"$cir": 1, "image": "abc", "text": 3}', "must be a string"),
         ('{"$cir": 1, "image": "abc", "text": "x", "extra": 1}', "unknown keys"),
+        ('{"$cir": 1, "image": "abc", "text": "x", "caption": 7}', "'caption' must be a string"),
         ('{"$cir": 2, "image": "abc", "text": "x"}', "reads version 1"),
         (' { "$cir" :1}', "needs 'image'"),
     ],

@@ -456,6 +456,45 @@ def test_a_reranker_that_writes_captions_answers_weaviates_rerank(
 
 
 @pytest.mark.integration
+def test_the_verifier_reads_the_stored_captions_weaviates_rerank_sends(
+    hard_data, chain, tiny_checkpoint, local_model, tmp_path
+):
+    """``rerank(property: "caption")``: the candidates' stored captions are verified as they
+    are and the query carries the reference's, so nothing is captioned at query time; the
+    fusion weight is the one the folder records; P(YES) equals the image path's when the
+    captions are the model's own; an object without a caption ranks last."""
+    from cir_module.service.encoder import EMPTY_DOCUMENT_SCORE
+    from cir_module.vlm.folder import SERVED_WITH, VLM_SETTINGS, saved_settings
+    from tests.conftest import rerank_in_weaviate
+
+    folder = tmp_path / "verifier"
+    shutil.copytree(chain["verify"] / "model", folder)
+    settings = saved_settings(folder) | {SERVED_WITH: {"lambda": 0.5, "k": 10}}
+    (folder / VLM_SETTINGS).write_text(json.dumps(settings))
+    split = EvalSplit.load(hard_data, "val")
+    t = split.triplets[0]
+    gallery = [split.open(n) for n in (t.reference, t.target, *t.subset)]
+    reranker = load_reranker(folder)
+    captions: list[str | None] = list(reranker.captions(gallery))  # as cir enrich writes them
+    captions[-1] = None
+    name = "CIRCaptions_" + tmp_path.name.replace("-", "_")[-12:]
+    env = {"CIR_RERANKER_MODEL": str(folder)}  # no CIR_RERANKER_LAMBDA: the folder's
+    keys, scores, meta = rerank_in_weaviate(
+        tiny_checkpoint, env, gallery, t.caption, name, captions=captions, prop="caption"
+    )
+    assert meta["captioned"] == 0 and meta["lambda"] == 0.5
+    assert keys[-1] == len(gallery) - 1 and scores[-1] == pytest.approx(EMPTY_DOCUMENT_SCORE)
+    keys, scores = keys[:-1], scores[:-1]
+    query_vec = local_model.embed_composed([gallery[0]], [t.caption])[0]
+    cosine = local_model.embed_texts([captions[k] for k in keys]) @ query_vec
+    state = reranker.prefix_from_caption(captions[0], t.caption)
+    judged = reranker.score_captions(state, [captions[k] for k in keys])
+    np.testing.assert_allclose(scores, cosine + 0.5 * judged, atol=1e-4)
+    from_images = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
+    np.testing.assert_allclose(judged, from_images, atol=1e-5)
+
+
+@pytest.mark.integration
 def test_rerank_eval_through_weaviate_only_runs_the_served_setting(
     hard_data, chain, tiny_checkpoint, tmp_path
 ):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fuse_scores"]
+__all__ = ["DEFAULT_FUSION_LAMBDA", "fuse_scores"]
+
+# PMTFR's lambda: the fusion weight of a reranker whose folder records none.
+DEFAULT_FUSION_LAMBDA = 0.06
 
 
-def fuse_scores(match: np.ndarray, refine: np.ndarray, lam: float = 0.06) -> np.ndarray:
+def fuse_scores(
+    match: np.ndarray, refine: np.ndarray, lam: float = DEFAULT_FUSION_LAMBDA
+) -> np.ndarray:
     """PMTFR's fusion: s = s_match + lambda * s_refine, per candidate.
 
     ``match`` is the first-stage cosine (composed query vs candidate), ``refine`` the

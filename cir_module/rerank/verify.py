@@ -20,10 +20,12 @@ judge's prompt and does not apply here.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,18 +59,30 @@ def verify_row(tokenizer, description: str, text: str, changes: str) -> tuple[li
     return encoded["input_ids"], ends
 
 
-@dataclass(frozen=True)
+# Where a verify prompt's candidate half begins: everything before it (the reference's
+# caption and the modification) is the same for every candidate of a query.
+_CHANGES = "\nChanges:"
+
+
+@dataclass
 class VerifiedQuery:
-    """A query's shared half: the reference's caption and the modification."""
+    """A query's shared half: the reference's caption and the modification, and once a
+    candidate was verified, the prompt's shared token ids and their key / value cache (every
+    later candidate, in any chunk of the query, continues from it)."""
 
     caption: str
     text: str
+    ids: list[int] | None = field(default=None, repr=False)
+    cache: Any = field(default=None, repr=False)
 
 
 @register_reranker("changes", title="change verification")
 class ChangeVerifyingReranker(VisionLanguageScorer):
     """Scores candidates by P(YES) that the changes between two captions do what the
     modification asks."""
+
+    # The service sends it the candidates' stored captions (text documents) as they are.
+    reads_captions = True
 
     def __init__(
         self,
@@ -91,6 +105,7 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
         self.describe_tokens = describe_tokens
         self.caption_cache = caption_cache
         self._captions: OrderedDict[str, str] = OrderedDict()
+        self.captioned = 0  # images captioned so far (a stored caption costs none)
 
     def describe(self) -> dict:
         return {
@@ -98,6 +113,7 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
             "verify": "changes",
             "differ": self.differ,
             "asked_readout": self.asked_readout,
+            "captioned": self.captioned,
         }
 
     @staticmethod
@@ -112,6 +128,7 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
         keys = [self._key(im) for im in images]
         todo = list(dict.fromkeys(k for k in keys if k not in self._captions))
         if todo:
+            self.captioned += len(todo)
             first = {k: im for k, im in zip(keys, images, strict=True) if k in todo}
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
@@ -130,8 +147,13 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
 
     @torch.inference_mode()
     def prefix(self, reference: Image.Image, text: str) -> VerifiedQuery:
-        """The reference captioned (once per query)."""
+        """The reference captioned (once per query; cached by its pixels)."""
         return VerifiedQuery(self.captions([reference])[0], text)
+
+    def prefix_from_caption(self, caption: str, text: str) -> VerifiedQuery:
+        """A query whose reference's caption is known (stored by the enrichment job):
+        nothing is captioned."""
+        return VerifiedQuery(caption.strip(), text)
 
     def prefixes(
         self, references: Sequence[Image.Image], texts: Sequence[str]
@@ -152,32 +174,83 @@ class ChangeVerifyingReranker(VisionLanguageScorer):
     @torch.inference_mode()
     def score_prefixed(self, state: VerifiedQuery, candidates: Sequence[Image.Image]) -> np.ndarray:
         """P(YES) per candidate: its caption's changes from the reference's, judged."""
-        return self.verify(state.caption, state.text, self.changes(state, candidates))
+        return self.verified(state, self.changes(state, candidates))
+
+    @torch.inference_mode()
+    def score_captions(self, state: VerifiedQuery, captions: Sequence[str]) -> np.ndarray:
+        """P(YES) per candidate given by its caption (stored by the enrichment job)."""
+        lists = [self.changes_between(state.caption, c.strip()) for c in captions]
+        return self.verified(state, lists)
 
     @torch.inference_mode()
     def verify(self, description: str, text: str, changes: Sequence[str]) -> np.ndarray:
         """P(YES) of ``VERIFY_PROMPT`` for each change list against one reference
-        description and modification, in right-padded batches (text only); with
-        ``asked_readout``, times the lowest P(YES) at the end of the list's changes."""
+        description and modification; with ``asked_readout``, times the lowest P(YES) at the
+        end of the list's changes."""
+        return self.verified(VerifiedQuery(description, text), changes)
+
+    def _shared(self, state: VerifiedQuery) -> tuple[list[int], Any]:
+        """The shared half's ids and key / value cache, computed on first use."""
+        if state.cache is None:
+            request = VERIFY_PROMPT.format(description=state.caption, text=state.text, changes="")
+            head = request[: request.index(_CHANGES) + len(_CHANGES)]
+            ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+            p = len(ids)
+            out = self.model.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                position_ids=torch.arange(p, device=self.device).expand(3, 1, p),
+                use_cache=True,
+            )
+            state.ids, state.cache = ids, out.past_key_values
+        return state.ids, state.cache
+
+    @torch.inference_mode()
+    def verified(self, state: VerifiedQuery, changes: Sequence[str]) -> np.ndarray:
+        """P(YES) per change list, each row continuing from the query's shared half (its
+        key / value cache computed once), in right-padded batches. A row whose tokens do not
+        begin with the shared half's (a tokenizer that merges across the boundary) runs
+        whole, so every score is that of the prompt as the verifier was trained on it."""
         if not changes:
             return np.zeros(0, dtype=np.float32)
-        encoded = [verify_row(self.tokenizer, description, text, c) for c in changes]
-        rows = [ids for ids, _ in encoded]
-        scores = []
+        encoded = [verify_row(self.tokenizer, state.caption, state.text, c) for c in changes]
+        shared, cache = self._shared(state)
+        p = len(shared)
+        scores = np.zeros(len(changes), dtype=np.float32)
+        apart = [i for i, (ids, _) in enumerate(encoded) if ids[:p] != shared]
+        together = sorted(set(range(len(changes))) - set(apart))
+        for start in range(0, len(together), self.batch_size):
+            rows = together[start : start + self.batch_size]
+            scores[rows] = self._batch([encoded[i] for i in rows], p, cache)
+        for start in range(0, len(apart), self.batch_size):
+            rows = apart[start : start + self.batch_size]
+            scores[rows] = self._batch([encoded[i] for i in rows], 0, None)
+        return scores
+
+    def _batch(self, encoded: list[tuple[list[int], list]], p: int, cache: Any) -> np.ndarray:
+        """P(YES) of rows (their ids and change ends), all but their first ``p`` tokens run
+        on a copy of ``cache`` (p = 0: whole)."""
+        rows = [ids[p:] for ids, _ in encoded]
+        n, width = len(rows), max(map(len, rows))
         pad = self.tokenizer.pad_token_id
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            width = max(map(len, batch))
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch], device=self.device)
-            mask = torch.tensor(
-                [[1] * len(r) + [0] * (width - len(r)) for r in batch], device=self.device
-            )
-            hidden = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            last = torch.tensor([len(r) - 1 for r in batch], device=self.device)
-            p = self._p_yes(hidden[torch.arange(len(batch)), last])
-            if self.asked_readout:
-                for i, (_, ends) in enumerate(encoded[start : start + len(batch)]):
-                    if ends:
-                        p[i] *= self._p_yes(hidden[i, [at for at, _ in ends]]).min()
-            scores.append(p)
-        return np.concatenate(scores)
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor(
+            [[1] * (p + len(r)) + [0] * (width - len(r)) for r in rows], device=self.device
+        )
+        positions = torch.arange(p, p + width, device=self.device).expand(3, n, width)
+        if cache is not None:
+            cache = copy.deepcopy(cache)  # never changed: shared by the query's chunks
+            cache.batch_repeat_interleave(n)
+        hidden = self.model.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
+        last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
+        scores = self._p_yes(hidden[torch.arange(n), last])
+        if self.asked_readout:
+            for i, (_, ends) in enumerate(encoded):
+                if ends:
+                    scores[i] *= self._p_yes(hidden[i, [at - p for at, _ in ends]]).min()
+        return scores

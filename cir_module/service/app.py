@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cir_module.errors import ClientGone, InputError, Overloaded
 from cir_module.lazy import missing_extra
+from cir_module.rerank.fusion import DEFAULT_FUSION_LAMBDA
 from cir_module.service import (
     routes_chat,
     routes_health,
@@ -97,7 +98,7 @@ def _load_encoder(settings: ServiceSettings, metrics: ServiceMetrics) -> QueryEn
         max_wait_s=settings.batch_wait_ms / 1000,
         reranker=reranker,
         text_reranker=text_reranker,
-        fusion_lambda=settings.reranker_lambda,
+        fusion_lambda=_fusion_lambda(settings, reranker),
         model_workers=settings.model_workers,
         limits=InputLimits(
             max_image_bytes=settings.max_image_bytes,
@@ -166,14 +167,23 @@ def _load_text_reranker(settings: ServiceSettings):
     return scorer
 
 
+def _fusion_lambda(settings: ServiceSettings, reranker) -> float:
+    """The setting, else the lambda the reranker's folder records, else PMTFR's 0.06."""
+    if settings.reranker_lambda is not None:
+        return settings.reranker_lambda
+    served = getattr(reranker, "served_with", None) or {}
+    return float(served.get("lambda", DEFAULT_FUSION_LAMBDA))
+
+
 def _load_reranker(settings: ServiceSettings):
-    if not settings.reranker_model:
+    folder = settings.reranker_folder()
+    if not folder:
         return None
     from cir_module.rerank import load_reranker
 
     start = time.perf_counter()
     reranker = load_reranker(
-        settings.reranker_model,
+        folder,
         raug=settings.reranker_raug,
         alpha=settings.reranker_alpha,
         layers=settings.reranker_layer_choice(),
@@ -183,7 +193,7 @@ def _load_reranker(settings: ServiceSettings):
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",
-        settings.reranker_model,
+        folder,
         time.perf_counter() - start,
         reranker.describe(),
     )

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio.to_thread
@@ -37,7 +38,7 @@ from cir_module.images import (
     release_memory,
 )
 from cir_module.query import ComposedQuery, is_text, read_composed_query
-from cir_module.rerank.fusion import fuse_scores
+from cir_module.rerank.fusion import DEFAULT_FUSION_LAMBDA, fuse_scores
 from cir_module.service.admission import Admission, AdmissionLimits
 from cir_module.service.batcher import MicroBatcher
 from cir_module.service.singleflight import SingleFlight
@@ -139,6 +140,7 @@ class QuerySide:
     text: str
     vector: np.ndarray
     reference: Image.Image | None = None
+    caption: str | None = None  # the reference's stored caption, sent in the query
 
 
 @dataclass
@@ -221,7 +223,7 @@ class QueryEncoder:
         max_wait_s: float = 0.002,
         reranker: LVLMReranker | OnnxReranker | None = None,
         text_reranker: CrossEncoderScorer | None = None,
-        fusion_lambda: float = 0.06,
+        fusion_lambda: float = DEFAULT_FUSION_LAMBDA,
         limits: InputLimits | None = None,
         admission: AdmissionLimits | None = None,
         single_flight: bool = True,
@@ -552,7 +554,23 @@ class QueryEncoder:
         modification = self._truncate(composed.text)
         enhanced = await self._enhanced(enhancer, [modification], [reference])
         vector = (await self._embed("composed", [reference], enhanced))[0]
-        return QuerySide(modification, vector, reference)
+        return QuerySide(modification, vector, reference, composed.caption)
+
+    @property
+    def reads_captions(self) -> bool:
+        """Whether the reranker judges captions (the change verifier): text documents are
+        then the candidates' stored captions, verified as their images' would be."""
+        return bool(getattr(self.reranker, "reads_captions", False))
+
+    async def _prefix(self, key: str, side: QuerySide):
+        """The reranker's per-query state, once per query however many chunks ask (single-
+        flight): from the reference's stored caption when the query carries it (nothing is
+        captioned), else from the reference image."""
+        if side.caption is not None and self.reads_captions:
+            compute = partial(self.reranker.prefix_from_caption, side.caption, side.text)
+        else:
+            compute = partial(self.reranker.prefix, side.reference, side.text)
+        return await self.flights.get(f"prefix:{key}", lambda: self._on_rerank_thread(compute))
 
     async def _score_images(self, job: _RerankJob, side: QuerySide) -> tuple[list[int], np.ndarray]:
         """The image documents that could be read, and their scores."""
@@ -569,10 +587,7 @@ class QueryEncoder:
         match = np.stack([vectors[i] for i in job.image_idx]) @ side.vector
         if self.reranker is None or side.reference is None:
             return job.image_idx, match
-        prefix = await self.flights.get(
-            f"prefix:{job.key}",
-            lambda: self._on_rerank_thread(self.reranker.prefix, side.reference, side.text),
-        )
+        prefix = await self._prefix(job.key, side)
         refine = await self._on_rerank_thread(
             self.reranker.score_prefixed, prefix, [images[i] for i in job.image_idx]
         )
@@ -581,6 +596,8 @@ class QueryEncoder:
     async def _score_texts(self, key: str, side: QuerySide, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0, dtype=np.float32)
+        if side.reference is not None and self.reads_captions:
+            return await self._score_captions(key, side, texts)
         texts = [self._truncate(t) for t in texts]
         if self.text_reranker is not None:
             return await self._on_rerank_thread(self.text_reranker.score, side.text, texts)
@@ -589,6 +606,25 @@ class QueryEncoder:
         else:
             query_vec = await self.flights.get(f"text:{key}", self._text_vector(side.text))
         return await self._embed("text", texts) @ query_vec
+
+    async def _score_captions(self, key: str, side: QuerySide, captions: list[str]) -> np.ndarray:
+        """Stored captions of the candidates (``rerank(property: "caption")``): the verifier
+        judges the changes from the reference's caption to each, fused with the cosine of
+        the composed query with the caption's text embedding (Weaviate sends no image, and
+        the first stage's text tower maps a description next to the image it describes).
+        Caption vectors are cached by content: a gallery's captions come back across
+        queries."""
+        keys = [self.cache.key("caption:" + c) for c in captions]
+        known = {i: v for i, k in enumerate(keys) if (v := self.cache.get(k)) is not None}
+        todo = [i for i in range(len(captions)) if i not in known]
+        fresh = await self._embed("text", [self._truncate(captions[i]) for i in todo])
+        for i, vector in zip(todo, fresh, strict=True):
+            self.cache.put(keys[i], vector)
+            known[i] = vector
+        match = np.stack([known[i] for i in range(len(captions))]) @ side.vector
+        prefix = await self._prefix(key, side)
+        refine = await self._on_rerank_thread(self.reranker.score_captions, prefix, captions)
+        return fuse_scores(match, refine, self.fusion_lambda)
 
     def _text_vector(self, text: str):
         async def compute() -> np.ndarray:
