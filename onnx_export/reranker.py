@@ -1,4 +1,5 @@
-"""``cir rerank export``: an LVLM reranker -> ``vision.onnx`` + ``decoder.onnx``, validated.
+"""``cir rerank export``: an LVLM reranker -> ``vision.onnx`` + ``decoder.onnx``, validated
+(a change verifier's folder: :mod:`onnx_export.verifier`).
 
 The vision tower is exported for one image of the reranker's fixed side (the scorer resizes
 every image to it); the decoder with dynamic batch, new-token and cache lengths, the RAug-Rep
@@ -74,10 +75,16 @@ def export_reranker(
     """Export the reranker at ``model`` to ``out``; return the manifest (also written)."""
     kwargs = {"image_side": image_side} if image_side else {}
     kind = recorded_kind(model)
+    if kind == "changes":  # the change verifier: its captioner and its verdicts
+        from onnx_export.verifier import export_verifier
+
+        if image_side:
+            raise ValueError("a change verifier is exported at the side it was trained at")
+        return export_verifier(model, out, opset=opset, validate=validate)
     if kind != LVLMReranker.kind:  # its score needs generated text: the export only scores
         raise ValueError(
             f"{model} is served as a {kind!r} reranker: its scores need text the model "
-            "generates (captions), which the ONNX export does not run; serve the folder itself"
+            "generates, which the ONNX export does not run; serve the folder itself"
         )
     reranker = LVLMReranker.from_pretrained(model, dtype=torch.float32, **kwargs)
     out = Path(out)

@@ -14,7 +14,8 @@ cache (the candidates), alpha is multiplied by zero inside the graph.
 The decoder is written out layer by layer from the model's own modules (norms, projections,
 rotary embedding, MLP): HF's forward builds its cache objects and masks in Python, which a
 trace cannot follow across cache lengths. Parity against the model's own forward is checked
-on every export.
+on every export. ``TextDecoderGraph`` is the same decoder for the change verifier (captions
+and text-only verdicts, no injection).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from cir_module.vlm.layers import attend
 
-__all__ = ["DecoderGraph", "VisionGraph"]
+__all__ = ["DecoderGraph", "TextDecoderGraph", "VisionGraph"]
 
 
 class VisionGraph(nn.Module):
@@ -69,17 +70,18 @@ class DecoderGraph(nn.Module):
         )
         return torch.where(is_image.unsqueeze(-1), gathered.to(hidden.dtype), hidden)
 
-    def forward(
+    def run(
         self,
         input_ids: torch.Tensor,  # batch x new
         image_embeds: torch.Tensor,  # batch x placeholders x hidden
         position_ids: torch.Tensor,  # 3 x batch x new
         past_keys: torch.Tensor,  # layers x batch x kv_heads x past x head_dim
         past_values: torch.Tensor,
-        raug: torch.Tensor,  # layers x hidden
-        alpha: torch.Tensor,  # scalar
-        inject: torch.Tensor,  # layers (1.0 where the layer is steered)
-    ):
+        steer=None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layers over the new tokens: the last layer's output (before the final norm)
+        and the keys and values with the cache. ``steer(i, hidden, starts_at_zero)``, if
+        given, may change layer ``i``'s output."""
         hidden = self._embed(input_ids, image_embeds)
         cos, sin = self.rotary(hidden, position_ids)
         new, past = input_ids.shape[1], past_keys.shape[3]
@@ -100,11 +102,55 @@ class DecoderGraph(nn.Module):
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
             keys.append(k)
             values.append(v)
+            if steer is not None:
+                hidden = steer(i, hidden, starts_at_zero)
+        return hidden, torch.stack(keys), torch.stack(values)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        image_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_keys: torch.Tensor,
+        past_values: torch.Tensor,
+        raug: torch.Tensor,  # layers x hidden
+        alpha: torch.Tensor,  # scalar
+        inject: torch.Tensor,  # layers (1.0 where the layer is steered)
+    ):
+        def steer(i: int, hidden: torch.Tensor, starts_at_zero: torch.Tensor) -> torch.Tensor:
             weight = alpha * inject[i] * starts_at_zero
             first = hidden[:, 0]
             moved = first + weight * raug[i].to(first.dtype)
             moved = moved * (first.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True))
-            hidden = torch.cat([moved.unsqueeze(1), hidden[:, 1:]], dim=1)
+            return torch.cat([moved.unsqueeze(1), hidden[:, 1:]], dim=1)
+
+        hidden, keys, values = self.run(
+            input_ids, image_embeds, position_ids, past_keys, past_values, steer
+        )
         last = self.norm(hidden[:, -1])
         logits = self.lm_head(last).index_select(-1, self.answer_ids)
-        return logits, torch.stack(keys), torch.stack(values)
+        return logits, keys, values
+
+
+class TextDecoderGraph(DecoderGraph):
+    """The change verifier's decoder: no injection; the next token's logits at the last
+    position (greedy captioning) and the YES / NO logits at every new position (the verdict
+    at a row's last token, and the per-change read-out at each change's last token)."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        image_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_keys: torch.Tensor,
+        past_values: torch.Tensor,
+    ):
+        hidden, keys, values = self.run(
+            input_ids, image_embeds, position_ids, past_keys, past_values
+        )
+        normed = self.norm(hidden)
+        next_logits = self.lm_head(normed[:, -1])
+        # Only the two answers' rows of the head: every position, not the whole vocabulary.
+        answers = self.lm_head.weight.index_select(0, self.answer_ids)
+        answer_logits = torch.nn.functional.linear(normed, answers)
+        return next_logits, answer_logits, keys, values

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # choose_layers is read where torch is absent (the ONNX rerankers)
+    import torch
+    from torch import nn
 
 __all__ = ["LAYER_CHOICES", "capture_last_token", "choose_layers", "injected"]
 
@@ -56,6 +58,8 @@ def injected(
     """Within the block, every forward through ``layers[i]`` (``i`` in ``which``) steers
     position 0 by ``alpha * vectors[i]`` and keeps its norm. Use it for passes that contain
     the first token (a full prompt, or the shared prefix); the hooks are gone on exit."""
+    import torch
+
     if vectors.shape[0] != len(layers):
         raise ValueError(f"{vectors.shape[0]} injection vectors for {len(layers)} layers")
 

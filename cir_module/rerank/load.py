@@ -28,10 +28,17 @@ def load_reranker(
     path, CIR-CoT, generated once per query); a kind that judges otherwise refuses RAug-Rep
     vectors and a rationale, and ignores the rest. Unset options keep the folder's saved
     settings, else the class's defaults; ``options`` go to the class as they are."""
-    from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker
+    from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker, onnx_kind
 
     given = {"alpha": alpha, "layers": layers, "batch_size": batch_size}
     given = {k: v for k, v in given.items() if v is not None}
+    if is_onnx_reranker(path) and onnx_kind(path) == "changes":
+        from cir_module.rerank.onnx_verifier import OnnxChangeVerifier
+
+        if raug is not None or rationale:
+            raise ValueError(f"{path} is a change verifier: it takes no RAug-Rep or rationale")
+        kept = {"batch_size": batch_size} if batch_size else {}
+        return OnnxChangeVerifier(path, **kept, **options)
     if is_onnx_reranker(path):
         if rationale:
             raise ValueError(

@@ -29,7 +29,7 @@ from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.rerank.prompt import RerankPrompt
 from cir_module.vlm.prompt import PromptCodec, mrope_positions
 
-__all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker"]
+__all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker", "onnx_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ RERANKER_MANIFEST = "reranker_manifest.json"
 def is_onnx_reranker(path: str | Path) -> bool:
     """Whether ``path`` is a ``cir rerank export`` folder."""
     return (Path(path) / RERANKER_MANIFEST).is_file()
+
+
+def onnx_kind(path: str | Path) -> str:
+    """The kind an export's manifest records (exports before kinds: the P(YES) judge)."""
+    return json.loads((Path(path) / RERANKER_MANIFEST).read_text()).get("kind", "yes")
 
 
 @dataclass(frozen=True)

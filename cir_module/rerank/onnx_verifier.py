@@ -1,0 +1,178 @@
+"""The change verifier exported by ``cir rerank export``, served by onnxruntime (no torch): the
+same captions (greedy, with the decoder's key / value cache) and the same P(YES) as
+:class:`~cir_module.rerank.verify.ChangeVerifyingReranker`, the prompt's shared half run once
+per query. The folder holds ``reranker_manifest.json`` (``"kind": "changes"``),
+``vision.onnx``, ``decoder.onnx`` (:class:`onnx_export.reranker_graphs.TextDecoderGraph`), the
+tokenizer, the image processor and the source folder's ``cir_reranker.json`` (its differ,
+read-out and recorded serving)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cir_module.models.onnx_model import (
+    choose_providers,
+    onnxruntime_module,
+    serving_session_options,
+)
+from cir_module.rerank.verification import ChangeVerification, Row, right_padded
+from cir_module.vlm.folder import KIND_KEY, saved_settings
+from cir_module.vlm.prompt import DESCRIBE_PROMPT, PromptCodec, mrope_positions
+
+__all__ = ["VERIFIER_KIND", "OnnxChangeVerifier"]
+
+VERIFIER_KIND = "changes"
+
+
+def _p_yes(logits: np.ndarray) -> np.ndarray:
+    """P(YES) over (YES, NO) logits on the last axis."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted[..., 0] / shifted.sum(axis=-1)).astype(np.float32)
+
+
+class OnnxChangeVerifier(ChangeVerification):
+    """Change verification on the exported vision tower and text decoder."""
+
+    kind = VERIFIER_KIND
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        batch_size: int = 16,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        **settings: Any,
+    ) -> None:
+        from transformers import AutoTokenizer, Qwen2VLImageProcessor
+
+        from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST
+
+        ort = onnxruntime_module()
+        self.folder = Path(folder)
+        self.manifest = manifest = json.loads((self.folder / RERANKER_MANIFEST).read_text())
+        recorded = {k: v for k, v in saved_settings(folder).items() if k != KIND_KEY}
+        recorded.pop("image_side", None)
+        self.served_with = dict(recorded.pop("served_with", None) or {})
+        self.setup_verification(**(recorded | settings))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.image_side = int(manifest["image_side"])
+        self.codec = PromptCodec(
+            self.tokenizer,
+            Qwen2VLImageProcessor.from_pretrained(self.folder),
+            *manifest["image_markers"],
+            int(manifest["image_tokens"]),
+            self.image_side,
+        )
+        shape = manifest["decoder"]
+        self.num_layers, self.hidden = int(shape["layers"]), int(shape["hidden"])
+        self.kv_heads, self.head_dim = int(shape["kv_heads"]), int(shape["head_dim"])
+        self.merged_grid = tuple(manifest["merged_grid"])
+        self.family = manifest["family"]
+        self.batch_size = batch_size
+        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        options = serving_session_options(threads)
+        chosen = choose_providers(providers)
+        self.sessions = {
+            graph: ort.InferenceSession(
+                str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen
+            )
+            for graph in ("vision", "decoder")
+        }
+        self.provider = self.sessions["decoder"].get_providers()[0]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/meta`` shows."""
+        return {
+            "family": self.family,
+            "runtime": "onnxruntime",
+            "provider": self.provider,
+            "layers": self.num_layers,
+            "image_side": self.image_side,
+            **({"served_with": self.served_with} if self.served_with else {}),
+            **self.describe_verification(),
+        }
+
+    # -- graphs ----------------------------------------------------------------------------------
+    def _empty(self, batch: int) -> np.ndarray:
+        return np.zeros((self.num_layers, batch, self.kv_heads, 0, self.head_dim), np.float32)
+
+    def _decode(self, ids, positions, keys, values, features=None) -> list[np.ndarray]:
+        """next_logits, answer_logits, keys, values of one decoder pass."""
+        if features is None:  # text only: the placeholder features are never read
+            features = np.zeros((ids.shape[0], 1, self.hidden), np.float32)
+        return self.sessions["decoder"].run(
+            None,
+            {
+                "input_ids": ids.astype(np.int64),
+                "image_embeds": features,
+                "position_ids": positions.astype(np.int64),
+                "past_keys": keys,
+                "past_values": values,
+            },
+        )
+
+    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Placeholder-token features per image (images x tokens x hidden)."""
+        pixels, _ = self.codec.pixels(images)
+        rows = pixels.reshape(len(images), -1, pixels.shape[-1]).astype(np.float32)
+        session = self.sessions["vision"]
+        return np.stack([session.run(None, {"pixel_values": r})[0] for r in rows])
+
+    # -- the three primitives of change verification ---------------------------------------------
+    def write_captions(self, images: Sequence[Image.Image]) -> list[str]:
+        """Greedy captions, one token at a time over the growing cache (as ``generate``)."""
+        prompt = self.codec.encode(DESCRIBE_PROMPT)
+        n = len(images)
+        positions = mrope_positions(prompt, self.codec.image_token_id, self.merged_grid)
+        logits, _, keys, values = self._decode(
+            np.array([prompt] * n),
+            np.repeat(positions[:, None], n, axis=1),
+            self._empty(n),
+            self._empty(n),
+            self.image_features(images),
+        )
+        following = int(positions.max()) + 1
+        written: list[list[int]] = [[] for _ in range(n)]
+        done = np.zeros(n, dtype=bool)
+        for step in range(self.describe_tokens):
+            token = logits.argmax(-1)
+            for i in np.flatnonzero(~done):
+                if token[i] == self.end_id:
+                    done[i] = True
+                else:
+                    written[i].append(int(token[i]))
+            if done.all() or step == self.describe_tokens - 1:
+                break
+            position = np.full((3, n, 1), following + step)
+            logits, _, keys, values = self._decode(token[:, None], position, keys, values)
+        return self.tokenizer.batch_decode(written, skip_special_tokens=True)
+
+    def run_shared(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        p = len(ids)
+        positions = np.broadcast_to(np.arange(p), (3, 1, p))
+        _, _, keys, values = self._decode(
+            np.array([ids]), positions, self._empty(1), self._empty(1)
+        )
+        return keys, values
+
+    def run_rows(self, rows: list[Row], p: int, cache: Any) -> np.ndarray:
+        ids, _, last = right_padded(rows, p, self.tokenizer.pad_token_id)
+        n, width = ids.shape
+        keys, values = cache if cache is not None else (self._empty(1), self._empty(1))
+        positions = np.broadcast_to(np.arange(p, p + width), (3, n, width))
+        _, answers, _, _ = self._decode(
+            ids, positions, np.repeat(keys, n, axis=1), np.repeat(values, n, axis=1)
+        )
+        scores = _p_yes(answers[np.arange(n), last])
+        if self.asked_readout:
+            for i, (_, ends) in enumerate(rows):
+                if ends:
+                    scores[i] *= _p_yes(answers[i, [at - p for at, _ in ends]]).min()
+        return scores
