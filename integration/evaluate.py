@@ -23,7 +23,7 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +66,14 @@ def gallery_collection(
     split: EvalSplit,
     captioner: Captioner | None = None,
     caption_weight: float = 0.5,
+    stored_captions: Mapping[str, str] | None = None,
 ) -> Iterator[Collection]:
     """A new flat-index collection holding ``split``'s gallery (``image``, ``name``), deleted
     on exit.
+
+    With ``stored_captions`` (image name -> caption) each object also holds its caption in a
+    ``caption`` text property that is not part of its vector, as ``cir enrich`` leaves a
+    collection whose vector is the image's: what ``rerank(property: "caption")`` reads.
 
     With a ``captioner`` the collection is RAR-enriched: its vector recipe gives
     ``caption_weight`` to a caption property, and ``cir enrich``'s job writes every caption,
@@ -78,14 +83,20 @@ def gallery_collection(
         collection = create_image_collection(
             client,
             name,
-            text_properties=("name",),
+            text_properties=("name", "caption") if stored_captions else ("name",),
             index="flat",
             caption_property="caption" if captioner else None,
             caption_weight=caption_weight,
         )
+        captions = stored_captions or {}
         report = ingest_objects(
             collection,
-            ((n, {"image": _b64(split.image_path(n)), "name": n}) for n in split.gallery),
+            (
+                (n, {"image": _b64(split.image_path(n)), "name": n, "caption": captions[n]})
+                if n in captions
+                else (n, {"image": _b64(split.image_path(n)), "name": n})
+                for n in split.gallery
+            ),
         )
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} gallery images failed: {report.failed[:3]}")
@@ -98,9 +109,10 @@ def gallery_collection(
         client.collections.delete(name)
 
 
-def composed_query(split: EvalSplit, triplet) -> str:
-    """The composed-query string of a triplet (reference image as base64 + its text)."""
-    return compose_query(_b64(split.image_path(triplet.reference)), triplet.caption)
+def composed_query(split: EvalSplit, triplet, caption: str | None = None) -> str:
+    """The composed-query string of a triplet (reference image as base64 + its text; with
+    ``caption``, the reference's stored caption, as a client sends for a stored reference)."""
+    return compose_query(_b64(split.image_path(triplet.reference)), triplet.caption, caption)
 
 
 def evaluate_with_client(
@@ -170,20 +182,32 @@ def weaviate_rerank_run(
     split: EvalSplit,
     k: int,
     reranker_env: dict[str, str],
+    *,
+    stored_captions: Mapping[str, str] | None = None,
+    stored_reference: bool = True,
 ) -> tuple[FirstStage, list[list[str]], QueryLatency]:
     """Start the service (with the reranker settings in ``reranker_env``) and Weaviate; return
     Weaviate's first stage (top ``k`` per query), the same queries' top ``k`` reranked by
-    Weaviate's ``rerank`` with those settings, and how long each call took."""
+    Weaviate's ``rerank`` with those settings, and how long each call took.
+
+    With ``stored_captions`` (image name -> caption) the gallery holds them and ``rerank``
+    reads the ``caption`` property; ``stored_reference``: the query carries the reference's
+    stored caption (a stored, enriched reference), else the service captions the uploaded
+    reference. Without them ``rerank`` reads the ``image`` property."""
     quiet = not log.isEnabledFor(logging.INFO)
     top, cosine, reranked = [], [], []
     latency = QueryLatency()
     with (
         local_stack(first_stage_checkpoint, env=reranker_env) as stack,
         connect(stack.weaviate) as client,
-        gallery_collection(client, split) as collection,
+        gallery_collection(client, split, stored_captions=stored_captions) as collection,
     ):
+        prop = "caption" if stored_captions else "image"
         for t in tqdm(split.triplets, desc="weaviate rerank", disable=quiet, leave=False):
-            query = composed_query(split, t)
+            known = (
+                stored_captions.get(t.reference) if stored_captions and stored_reference else None
+            )
+            query = composed_query(split, t, known)
             not_reference = Filter.by_property("name").not_equal(t.reference)
             start = time.perf_counter()
             first = collection.query.near_text(
@@ -201,7 +225,7 @@ def weaviate_rerank_run(
                 query=query,
                 limit=k,
                 filters=not_reference,
-                rerank=Rerank(prop="image", query=query),
+                rerank=Rerank(prop=prop, query=query),
                 return_properties=["name"],
             )
             latency.with_rerank.append(time.perf_counter() - start)

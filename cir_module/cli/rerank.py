@@ -87,8 +87,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the reranker writes its own reasoning path per query first (CIR-CoT)",
     )
+    reval.add_argument(
+        "--stored-captions",
+        help="with --weaviate: JSON {image: caption} (cir rar captions --captioner vlm) stored "
+        "with the gallery; rerank reads the caption property and each query carries its "
+        "reference's caption",
+    )
+    reval.add_argument(
+        "--uploaded-reference",
+        action="store_true",
+        help="with --stored-captions: the queries carry no caption (the service captions the "
+        "reference, as for an uploaded image)",
+    )
     reval.add_argument("--serve-alpha", type=float, default=0.6)
-    reval.add_argument("--serve-lambda", type=float, default=0.06)
+    reval.add_argument(
+        "--serve-lambda",
+        type=float,
+        help="the served fusion weight (default: the reranker folder's recorded lambda, else 0.06)",
+    )
     reval.add_argument("--json-out")
     reval.set_defaults(func=_rerank_eval)
 
@@ -172,26 +188,44 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     )
     from cir_module.models import load_model
     from cir_module.rerank import load_reranker
+    from cir_module.rerank.fusion import DEFAULT_FUSION_LAMBDA
     from cir_module.rerank.registry import reranker_kind
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     if args.weaviate_only and not args.weaviate:
         sys.exit("--weaviate-only needs --weaviate")
+    if args.stored_captions and not args.weaviate:
+        sys.exit("--stored-captions needs --weaviate")
+    reranker = load_reranker(args.reranker, raug=args.raug, rationale=args.rationale)
+    recorded = (getattr(reranker, "served_with", None) or {}).get("lambda")
+    serve_lambda = args.serve_lambda if args.serve_lambda is not None else recorded
     served = None
     if args.weaviate:
+        import json
+        from pathlib import Path
+
         from integration.evaluate import weaviate_rerank_run
 
         env = {
             "CIR_RERANKER_MODEL": str(args.serve or args.reranker),
             "CIR_RERANKER_ALPHA": str(args.serve_alpha),
-            "CIR_RERANKER_LAMBDA": str(args.serve_lambda),
             "CIR_RERANKER_RATIONALE": "1" if args.rationale else "0",
+            **({"CIR_RERANKER_LAMBDA": str(serve_lambda)} if serve_lambda is not None else {}),
             **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
         }
-        stage, served, latency = weaviate_rerank_run(args.first_stage, split, args.k, env)
+        captions = (
+            json.loads(Path(args.stored_captions).read_text()) if args.stored_captions else None
+        )
+        stage, served, latency = weaviate_rerank_run(
+            args.first_stage,
+            split,
+            args.k,
+            env,
+            stored_captions=captions,
+            stored_reference=not args.uploaded_reference,
+        )
     else:
         stage = first_stage(load_model(args.first_stage), split, args.k)
-    reranker = load_reranker(args.reranker, raug=args.raug, rationale=args.rationale)
     # Without RAug-Rep vectors every injection setting would score the same: run one.
     settings = (
         injection_settings(args.alphas, args.layer_alpha) if args.raug else [InjectionSetting(0.0)]
@@ -204,7 +238,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         kind = reranker_kind(reranker.kind)
         # The image judge's row is named by its injection; another kind by its title.
         name = InjectionSetting(args.serve_alpha).name if kind.steered else kind.title
-        row = weaviate_rerank_row(name, args.serve_lambda, served, stage.targets)
+        lam = serve_lambda if serve_lambda is not None else DEFAULT_FUSION_LAMBDA
+        row = weaviate_rerank_row(name, lam, served, stage.targets)
         rows.append({**row, "k": args.k, "latency": latency.summary()})
         print(f"per query through Weaviate, K = {args.k}: {latency.summary()}")
     print(rerank_table(rows))

@@ -470,7 +470,13 @@ class QueryEncoder:
             text_vecs[plain_idx] = plain_vecs
         if composed:
             text_vecs[[i for i, _ in composed]] = composed_vecs
+            # Weaviate sends the same query to /rerank after nearText: keep its vector.
+            for (i, _), vector in zip(composed, composed_vecs, strict=True):
+                self.cache.put(self._query_key(texts[i]), vector)
         return text_vecs, image_vecs
+
+    def _query_key(self, query: str) -> str:
+        return self.cache.key("query:" + query)
 
     # -- /rerank ----------------------------------------------------------------------------
     async def rerank(
@@ -552,8 +558,10 @@ class QueryEncoder:
             text = self._truncate(query)
             return QuerySide(text, (await self._embed("text", [text]))[0])
         modification = self._truncate(composed.text)
-        enhanced = await self._enhanced(enhancer, [modification], [reference])
-        vector = (await self._embed("composed", [reference], enhanced))[0]
+        vector = self.cache.get(self._query_key(query))  # computed by nearText's /vectorize
+        if vector is None:
+            enhanced = await self._enhanced(enhancer, [modification], [reference])
+            vector = (await self._embed("composed", [reference], enhanced))[0]
         return QuerySide(modification, vector, reference, composed.caption)
 
     @property

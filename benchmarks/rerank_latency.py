@@ -1,0 +1,100 @@
+"""What the second stage costs per query through Weaviate, against the first stage alone, in
+one run on this machine.
+
+    python benchmarks/rerank_latency.py --reranker cir_module/checkpoints/shapes-hard-verifier \\
+        --data .cache/data/hard-s0 [--first-stage cir_module/checkpoints/shapes-hard-conv] \\
+        [--limit 200] [--k 10 50] [--captions runs/captions-hard-s0-test.json]
+
+For each K and each way of reranking, a local stack (Weaviate and the service with the
+reranker) holds the test split's gallery, and every query is sent twice by the v4 client:
+``nearText`` alone (the first stage) and ``nearText`` with ``rerank``. The ways:
+
+* ``stored``: ``rerank(property: "caption")`` on captions stored with the gallery (as ``cir
+  enrich`` writes them), the query carrying its reference's stored caption: nothing is
+  captioned at query time;
+* ``uploaded``: the same stored captions, but the query carries none (an uploaded reference):
+  the service captions each reference once;
+* ``image``: ``rerank(property: "image")``: the service captions the candidates (cached by
+  their pixels, so a gallery's images come back cheaper as the run goes on).
+
+The captions are the reranker's own (computed here once and kept in ``--captions``, a JSON file
+a rerun reads). Printed: p50 and p90 of each call in milliseconds and the ratio of the p50 with
+``rerank`` to the first stage's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cir_module.checkpoints import HARD_TIER_MODEL, shipped_checkpoint
+from cir_module.eval.inprocess import EvalSplit
+from cir_module.rerank.load import load_reranker
+from integration.evaluate import weaviate_rerank_run
+
+WAYS = ("stored", "uploaded", "image")
+
+
+def gallery_captions(reranker_folder: str, split: EvalSplit, path: Path | None) -> dict:
+    """The reranker's captions of the split's gallery (read from ``path`` when it has them)."""
+    known = json.loads(path.read_text()) if path and path.is_file() else {}
+    missing = [n for n in split.gallery if n not in known]
+    if missing:
+        reranker = load_reranker(reranker_folder)
+        for start in range(0, len(missing), 64):
+            names = missing[start : start + 64]
+            known |= dict(
+                zip(names, reranker.captions([split.open(n) for n in names]), strict=True)
+            )
+            if path:
+                path.write_text(json.dumps(known))
+    return known
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reranker", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--first-stage", default=str(shipped_checkpoint(HARD_TIER_MODEL)))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--k", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
+    parser.add_argument("--captions", type=Path, help="JSON of the gallery's captions (cache)")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+
+    split = EvalSplit.load(args.data, args.split, limit=args.limit)
+    captions = gallery_captions(args.reranker, split, args.captions)
+    env = {"CIR_RERANKER_MODEL": args.reranker, "CIR_TORCH_THREADS": "2"}
+    rows = []
+    print("| K | rerank | first stage p50 / p90 ms | with rerank p50 / p90 ms | p50 ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for k in args.k:
+        for way in args.ways:
+            _, _, latency = weaviate_rerank_run(
+                args.first_stage,
+                split,
+                k,
+                env,
+                stored_captions=None if way == "image" else captions,
+                stored_reference=way == "stored",
+            )
+            s = latency.summary()
+            ratio = s["with_rerank_median_ms"] / s["first_stage_median_ms"]
+            rows.append({"k": k, "way": way, **s, "ratio": round(ratio, 2)})
+            print(
+                f"| {k} | {way} | {s['first_stage_median_ms']} / {s['first_stage_p90_ms']} | "
+                f"{s['with_rerank_median_ms']} / {s['with_rerank_p90_ms']} | {ratio:.2f}x |",
+                flush=True,
+            )
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
