@@ -20,6 +20,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--top-k", type=int, default=5)
     demo.add_argument(
+        "--tier",
+        choices=("base", "hard"),
+        default="base",
+        help="hard: the hard tier's gallery and first stage, with the shipped change verifier "
+        "as the second stage (its captions stored, the target's rank before and after rerank "
+        "and the top result's rationale printed)",
+    )
+    demo.add_argument(
         "--ui",
         action="store_true",
         help="instead of printing queries, keep the stack up and serve the search page on the "
@@ -42,6 +50,8 @@ def _demo(args: argparse.Namespace) -> None:
         "seed": args.seed,
     }
     if args.ui:
+        if args.tier != "base":
+            raise SystemExit("cir demo --ui serves the base tier's gallery (no --tier)")
         run_demo_ui(**gallery, gallery_dir=args.gallery_dir, host=args.host, port=args.port)
     else:
-        run_demo(**gallery, top_k=args.top_k)
+        run_demo(**gallery, top_k=args.top_k, tier=args.tier)
