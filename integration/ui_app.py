@@ -75,6 +75,9 @@ class UIConfig:
     browse_page: int = 12
     image_property: str = "image"
     examples: Sequence[Example] = ()
+    # The stored captions a change verifier reads (``rerank`` on them; each result's
+    # rationale shown on demand); None: rerank on the image.
+    caption_property: str | None = None
 
 
 class _PageError(Exception):
@@ -132,6 +135,11 @@ def create_ui_app(connect: Callable[[], WeaviateClient], config: UIConfig) -> Fa
             app.state.collection = collection
             # A collection of cir ingest has both; others may lack one (asking would fail).
             app.state.text_properties = tuple(p for p in TEXT_PROPERTIES if p in names)
+            if config.caption_property and config.caption_property not in names:
+                raise RuntimeError(
+                    f"{config.collection} has no {config.caption_property!r} property: caption "
+                    "it first (cir enrich)"
+                )
             yield
         finally:
             client.close()
@@ -252,6 +260,7 @@ def _respond(
                 label=ref.label,
                 text_properties=request.app.state.text_properties,
                 image_property=config.image_property,
+                caption_property=config.caption_property,
             )
             state = replace(state, results=_tiles(result, state, config), excluded=result.excluded)
     except _PageError as exc:
@@ -324,6 +333,12 @@ def _tiles(result: SearchResult, state: PageState, config: UIConfig) -> list[Res
             hit.scores(),
             path=hit.path or "",
             target=hit.uuid in targets,
+            first_rank=hit.first_rank,
+            rationale=(
+                (result.reference_caption, hit.changes)
+                if result.reference_caption and hit.changes
+                else None
+            ),
         )
         for hit in result.hits
     ]

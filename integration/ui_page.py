@@ -69,6 +69,8 @@ class ResultTile:
     scores: str
     path: str = ""
     target: bool = False
+    first_rank: int | None = None  # its rank in the first stage alone (a reranked query)
+    rationale: tuple[str, str] | None = None  # the reference's caption, the change list
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,26 @@ def _results(state: PageState) -> str:
         link = page_link(ref=tile.thumb.uuid, rerank=state.rerank, limit=state.limit)
         kind = "result target" if tile.target else "result"
         mark = " · target" if tile.target else ""
+        first = (
+            f' <span class="first-rank">(first stage #{tile.first_rank})</span>'
+            if tile.first_rank is not None
+            else ""
+        )
+        why = ""
+        if tile.rationale is not None:
+            reference, changes = tile.rationale
+            why = (
+                '<details class="rationale"><summary>why</summary>'
+                f"<p>the reference: “{_e(reference)}”</p>"
+                f'<p class="changes">the changes to this result: “{_e(changes)}”</p></details>'
+            )
         figures.append(
-            f'<figure class="{kind}" data-uuid="{tile.thumb.uuid}" data-rank="{tile.rank}">'
+            f'<figure class="{kind}" data-uuid="{tile.thumb.uuid}" data-rank="{tile.rank}"'
+            f' data-first-rank="{tile.first_rank or ""}">'
             f'<a href="{_e(link)}" title="{_e(tile.path)}">'
             f'<img src="{tile.thumb.src}" alt="{_e(tile.thumb.title)}"></a>'
-            f'<figcaption><span class="rank">#{tile.rank}</span> {_e(tile.scores)}{mark}'
-            f"<br>{_e(tile.thumb.title)}</figcaption></figure>"
+            f'<figcaption><span class="rank">#{tile.rank}</span>{first} {_e(tile.scores)}{mark}'
+            f"<br>{_e(tile.thumb.title)}{why}</figcaption></figure>"
         )
     return f'<section id="results">{heading}<div class="grid">{"".join(figures)}</div></section>'
 

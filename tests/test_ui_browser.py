@@ -44,13 +44,14 @@ OUTSIDER = "hubble_deep_field"
 class _UIProcess(ManagedProcess):
     """``cir ui`` on a free port of 127.0.0.1, ready once ``/healthz`` answers."""
 
-    def __init__(self, weaviate_server, collection: str) -> None:
+    def __init__(self, weaviate_server, collection: str, *extra: str) -> None:
         super().__init__()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "cir_module.cli", "ui", "--collection", collection,
                         "--port", str(self.port), "--weaviate", weaviate_server.url,
-                        "--grpc-port", str(weaviate_server.grpc_port), "--limit", "4"]  # fmt: skip
+                        "--grpc-port", str(weaviate_server.grpc_port), "--limit", "4",
+                        *extra]  # fmt: skip
         self.log_path = Path(f"/tmp/cir-ui-{self.port}.log")
 
     def start(self) -> _UIProcess:
@@ -290,3 +291,70 @@ def test_demo_ui_serves_the_sample_gallery_with_its_examples(tiny_checkpoint, tm
     for gone in (f"{url}/healthz", f"{weaviate_url}/v1/.well-known/live", f"{service_url}/meta"):
         with pytest.raises(httpx.TransportError):
             httpx.get(gone, timeout=2)
+
+
+@pytest.mark.integration
+def test_a_reranked_query_shows_first_stage_ranks_and_each_rationale(
+    tiny_checkpoint, tmp_path, browser
+):
+    """With a change verifier served and captions stored, the page reranks on the captions:
+    each result shows its rank in the first stage alone (together a permutation of the first
+    stage's top 4), and on demand the rationale, the reference's stored caption and the
+    change list the verifier read."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from cir_module.rerank.tiny import build_tiny_reranker
+    from cir_module.vlm.changes import description_changes
+    from cir_module.vlm.folder import VLM_SETTINGS
+    from integration.ingest import ingest_objects, object_uuid
+    from integration.schema import create_image_collection
+    from integration.service_process import ServiceProcess
+    from integration.stack import connect
+    from integration.weaviate_server import WeaviateServer
+    from tests.conftest import png_b64, scene_images
+
+    folder = build_tiny_reranker(tmp_path / "verifier", ["make the circle red"], seed=0)
+    settings = {"image_side": 112, "verify": "changes", "differ": "fact-diff"}
+    (folder / VLM_SETTINGS).write_text(json.dumps(settings))
+    images = scene_images(6, seed=4)
+    # Distinct captions, as an enrichment job would store them (the tiny model's own would
+    # all read alike): one fact changed per image.
+    captions = [f"a small red circle; a square number {i}" for i in range(6)]
+    name = f"CIRUiRationale_{uuidlib.uuid4().hex[:8]}"
+    env = {"CIR_RERANKER_MODEL": str(folder), "CIR_RERANKER_LAMBDA": "1"}
+    with (
+        ServiceProcess(tiny_checkpoint, env=env) as service,
+        WeaviateServer(service.url) as server,
+        connect(server) as client,
+    ):
+        try:
+            collection = create_image_collection(
+                client, name, text_properties=("path", "title", "caption")
+            )
+            rows = [
+                (f"s{i}", {"image": png_b64(im), "title": f"scene {i}", "caption": c})
+                for i, (im, c) in enumerate(zip(images, captions, strict=True))
+            ]
+            assert not ingest_objects(collection, rows).failed
+            text = "make the square number 3"
+            with _UIProcess(server, name, "--caption-property", "caption") as ui:
+                browser.get(f"{ui.url}/?ref={object_uuid('s0')}&text={text}&rerank=true")
+                figures = browser.find_elements(By.CSS_SELECTOR, "#results figure.result")
+                firsts = [int(f.get_attribute("data-first-rank")) for f in figures]
+                assert len(figures) == 4 and sorted(firsts) == [1, 2, 3, 4]
+                shown = [f.find_element(By.CSS_SELECTOR, ".first-rank").text for f in figures]
+                assert shown == [f"(first stage #{n})" for n in firsts]
+                for figure in figures:
+                    figure.find_element(By.CSS_SELECTOR, ".rationale summary").click()
+                    title = figure.find_element(By.TAG_NAME, "img").get_attribute("alt")
+                    own = captions[int(title.split()[-1])]
+                    said = figure.find_element(By.CSS_SELECTOR, ".rationale .changes").text
+                    assert said == (
+                        f"the changes to this result: “{description_changes(captions[0], own)}”"
+                    )
+                    assert captions[0] in figure.find_element(By.CSS_SELECTOR, ".rationale").text
+                save_screenshot(browser, tmp_path / "rationale.png")
+        finally:
+            client.collections.delete(name)

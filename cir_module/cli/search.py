@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--limit", type=int, default=10, help="results to return")
     search.add_argument("--rerank", action="store_true", help="rerank the results (Weaviate)")
     search.add_argument(
+        "--caption-property",
+        help="with --rerank: rerank on the captions stored here (cir enrich), as a change "
+        "verifier reads them; each result's change list from the reference's caption is printed",
+    )
+    search.add_argument(
         "--sheet", metavar="OUT", help="also write a contact sheet: OUT.png or OUT.html"
     )
     add_weaviate_address(search)
@@ -32,13 +37,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def format_search_result(result: SearchResult) -> str:
     """The result as printed: the query, then one line per hit (rank, distance, rerank score
-    when reranked, title, path)."""
+    and first-stage rank when reranked, title, path), and under it the changes from the
+    reference's caption when captions were read."""
     where = "in the collection, left out" if result.excluded else "not in the collection"
     lines = [f"reference: {result.reference} ({where})", f'modification: "{result.text}"']
     if not result.hits:
         lines.append("no results")
+    if result.reference_caption:
+        lines.append(f'reference caption: "{result.reference_caption}"')
     for hit in result.hits:
-        lines.append(f"{hit.rank:>3}. {hit.scores()}  {hit.title or ''}  {hit.path or ''}")
+        first = f"  (first stage #{hit.first_rank})" if hit.first_rank is not None else ""
+        lines.append(f"{hit.rank:>3}. {hit.scores()}{first}  {hit.title or ''}  {hit.path or ''}")
+        if hit.changes:
+            lines.append(f'       changes: "{hit.changes}"')
     return "\n".join(lines)
 
 
@@ -62,6 +73,7 @@ def _search(args: argparse.Namespace) -> None:
             limit=args.limit,
             rerank=args.rerank,
             with_images=bool(args.sheet),
+            caption_property=args.caption_property,
         )
     print(format_search_result(result))
     if args.sheet:

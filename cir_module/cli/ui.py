@@ -15,6 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ui = sub.add_parser("ui", help="a web page for composed search in a collection")
     ui.add_argument("--collection", required=True)
     ui.add_argument("--limit", type=int, default=10, help="results shown by default")
+    ui.add_argument(
+        "--caption-property",
+        help="rerank on the captions stored here (cir enrich) when the service serves a change "
+        "verifier; each result then shows its rationale on demand",
+    )
     add_page_address(ui)
     add_weaviate_address(ui)
     ui.set_defaults(func=_ui)
@@ -36,6 +41,9 @@ def _ui(args: argparse.Namespace) -> None:
         if not client.collections.exists(args.collection):
             sys.exit(f"cir ui: no collection {args.collection} at {args.weaviate}")
     config = UIConfig(
-        args.collection, limits=ServiceSettings().image_limits(), default_limit=args.limit
+        args.collection,
+        limits=ServiceSettings().image_limits(),
+        default_limit=args.limit,
+        caption_property=args.caption_property,
     )
     serve_ui(lambda: connect_weaviate(args, "ui"), config, host=args.host, port=args.port)
