@@ -104,3 +104,23 @@ def test_the_recipe_runs_resumes_and_records_how_it_is_served(tmp_path):
     shipped = run_recipe(recipe, data, out, ship=tmp_path / "shipped")
     assert _log_steps(out / "caption") == [1, 2, 3]
     assert saved_settings(shipped) == saved_settings(out / "model")
+
+
+def test_the_service_serves_the_shipped_verifier_behind_its_first_stage_unless_told():
+    from cir_module.checkpoints import (
+        HARD_TIER_MODEL,
+        HARD_TIER_VERIFIER,
+        shipped_checkpoint,
+        shipped_reranker_for,
+    )
+    from cir_module.settings import ServiceSettings
+
+    hard = str(shipped_checkpoint(HARD_TIER_MODEL))
+    shipped = shipped_checkpoint(HARD_TIER_MODEL).parent / HARD_TIER_VERIFIER
+    expected = str(shipped) if (shipped / "config.json").is_file() else None
+    assert shipped_reranker_for(hard) == expected
+    assert ServiceSettings(checkpoint=hard).reranker_folder() == expected
+    # Another first stage has no shipped reranker; a setting names one, or none at all.
+    assert ServiceSettings(checkpoint=str(shipped_checkpoint())).reranker_folder() is None
+    assert ServiceSettings(checkpoint=hard, reranker_model="x/y").reranker_folder() == "x/y"
+    assert ServiceSettings(checkpoint=hard, reranker_model="none").reranker_folder() is None
