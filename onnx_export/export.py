@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from onnx_export.optimize import (
 )
 from onnx_export.validate import ParityError, check_graph_parity, variant_parity
 
-__all__ = ["INT8_METHODS", "VARIANTS", "export_checkpoint", "export_module"]
+__all__ = ["INT8_METHODS", "VARIANTS", "export_checkpoint", "export_module", "write_validated"]
 
 log = logging.getLogger(__name__)
 
@@ -242,20 +242,32 @@ def export_checkpoint(
             for variant, names in files.items()
         },
     }
-    manifest_path = out / MANIFEST_NAME
-    # The runtime reads the manifest, so parity runs against a provisional one; it is
-    # removed again if a check fails, leaving no folder that claims to be a valid export.
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    if validate:
+
+    def parity() -> dict[str, Any]:
+        report = {"graphs": check_graph_parity(model, out, examples)}
+        # fp32 first: a failed int8 graph falls back to the fp32 graph that passed.
+        for variant in sorted(variants, key=lambda v: v != "fp32"):
+            report[variant] = _validate_variant(model, out, manifest, variant)
+        return report
+
+    return write_validated(out / MANIFEST_NAME, manifest, parity if validate else None)
+
+
+def write_validated(
+    path: Path, manifest: dict[str, Any], parity: Callable[[], Any] | None
+) -> dict[str, Any]:
+    """Write ``manifest`` to ``path``, run ``parity`` (its report goes in as ``"parity"``)
+    and write it again. The runtime reads the manifest, so parity runs against a provisional
+    one; it is removed again if a check fails (:class:`ParityError`), leaving no folder that
+    claims to be a valid export."""
+    path.write_text(json.dumps(manifest, indent=2))
+    if parity is not None:
         try:
-            manifest["parity"] = {"graphs": check_graph_parity(model, out, examples)}
-            # fp32 first: a failed int8 graph falls back to the fp32 graph that passed.
-            for variant in sorted(variants, key=lambda v: v != "fp32"):
-                manifest["parity"][variant] = _validate_variant(model, out, manifest, variant)
+            manifest["parity"] = parity()
         except ParityError:
-            manifest_path.unlink()
+            path.unlink()
             raise
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+        path.write_text(json.dumps(manifest, indent=2))
     return manifest
 
 

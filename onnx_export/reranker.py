@@ -26,7 +26,14 @@ from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST, OnnxReranker
 from cir_module.rerank.registry import recorded_kind
 from cir_module.rerank.scorer import RERANKER_SETTINGS, LVLMReranker
 from cir_module.vlm.prompt import mrope_positions
-from onnx_export.export import DEFAULT_OPSET, _io_description, _sha256, _versions, export_module
+from onnx_export.export import (
+    DEFAULT_OPSET,
+    _io_description,
+    _sha256,
+    _versions,
+    export_module,
+    write_validated,
+)
 from onnx_export.reranker_graphs import DecoderGraph, VisionGraph
 from onnx_export.validate import ParityError
 
@@ -38,29 +45,66 @@ RERANK_ATOL = 1e-4
 _TEXTS = ["make the large circle red", "remove the small green square at the top left"]
 
 
-def _decoder_example(reranker: LVLMReranker) -> tuple[torch.Tensor, ...]:
-    """A candidate pass of batch 2 over a cache of 3 positions (no axis of size 1 or 0)."""
-    codec, config = reranker.codec, reranker.model.config.text_config
-    suffix = codec.encode(reranker.prompt.suffix)
-    heads, kv = config.num_attention_heads, config.num_key_value_heads
-    head_dim = config.hidden_size // heads
-    layers = len(reranker.layers)
-    positions = mrope_positions([0, 0, 0, *suffix], codec.image_token_id, _merged(reranker))
+# The decoder's dynamic axes that every VLM export shares (inputs and the cache out).
+DECODER_AXES = {
+    "input_ids": {0: "batch", 1: "new"},
+    "image_embeds": {0: "batch"},
+    "position_ids": {1: "batch", 2: "new"},
+    "past_keys": {1: "batch", 3: "past"},
+    "past_values": {1: "batch", 3: "past"},
+    "present_keys": {1: "batch", 3: "total"},
+    "present_values": {1: "batch", 3: "total"},
+}
+DECODER_INPUTS = ["input_ids", "image_embeds", "position_ids", "past_keys", "past_values"]
+
+
+def cache_pass_example(scorer, ids: list[int]) -> tuple[torch.Tensor, ...]:
+    """The decoder's inputs for a pass of ``ids`` in a batch of 2 over a cache of 3 positions
+    (no axis of size 1 or 0, so that the trace keeps every axis dynamic)."""
+    codec, config = scorer.codec, scorer.model.config.text_config
+    kv, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    layers = len(scorer.layers)
+    positions = mrope_positions([0, 0, 0, *ids], codec.image_token_id, _merged(scorer))
     return (
-        torch.tensor([suffix, suffix]),
+        torch.tensor([ids, ids]),
         torch.randn(2, codec.image_tokens, config.hidden_size),
         torch.from_numpy(positions[:, None, 3:]).expand(3, 2, -1).contiguous(),
         torch.randn(layers, 2, kv, 3, head_dim),
         torch.randn(layers, 2, kv, 3, head_dim),
-        torch.randn(layers, config.hidden_size),
+    )
+
+
+def export_vision(scorer, image, out: Path, opset: int) -> None:
+    """``vision.onnx``: one image's patches at the scorer's side -> its features."""
+    vision = scorer.model.config.vision_config
+    pixels, _ = scorer.codec.pixels([image])
+    export_module(
+        VisionGraph(scorer.model, scorer.image_side // vision.patch_size),
+        (torch.from_numpy(pixels),),
+        out / "vision.onnx",
+        ["pixel_values"],
+        ["image_features"],
+        None,
+        opset,
+    )
+
+
+def _decoder_example(reranker: LVLMReranker) -> tuple[torch.Tensor, ...]:
+    """A candidate pass (the prompt's suffix), with injection inputs."""
+    layers, hidden = len(reranker.layers), reranker.model.config.text_config.hidden_size
+    suffix = reranker.codec.encode(reranker.prompt.suffix)
+    return (
+        *cache_pass_example(reranker, suffix),
+        torch.randn(layers, hidden),
         torch.tensor(0.6),
         torch.ones(layers),
     )
 
 
-def _merged(reranker: LVLMReranker) -> tuple[int, int]:
-    vision = reranker.model.config.vision_config
-    side = reranker.image_side // vision.patch_size // vision.spatial_merge_size
+def _merged(scorer) -> tuple[int, int]:
+    """The merged-token grid of one image at the scorer's side."""
+    vision = scorer.model.config.vision_config
+    side = scorer.image_side // vision.patch_size // vision.spatial_merge_size
     return (side, side)
 
 
@@ -92,62 +136,38 @@ def export_reranker(
     (out / RERANKER_MANIFEST).unlink(missing_ok=True)
     reranker.model.float().eval()
     codec = reranker.codec
-    vision = reranker.model.config.vision_config
-    grid_side = reranker.image_side // vision.patch_size
-
-    pixels, _ = codec.pixels(random_images(1, seed=0))
-    export_module(
-        VisionGraph(reranker.model, grid_side),
-        (torch.from_numpy(pixels),),
-        out / "vision.onnx",
-        ["pixel_values"],
-        ["image_features"],
-        None,
-        opset,
-    )
-    decoder_inputs = [
-        "input_ids",
-        "image_embeds",
-        "position_ids",
-        "past_keys",
-        "past_values",
-        "raug",
-        "alpha",
-        "inject",
-    ]
+    export_vision(reranker, random_images(1, seed=0)[0], out, opset)
     export_module(
         DecoderGraph(reranker.model, codec.image_token_id, (reranker.yes_id, reranker.no_id)),
         _decoder_example(reranker),
         out / "decoder.onnx",
-        decoder_inputs,
+        [*DECODER_INPUTS, "raug", "alpha", "inject"],
         ["answer_logits", "present_keys", "present_values"],
-        {
-            "input_ids": {0: "batch", 1: "new"},
-            "image_embeds": {0: "batch"},
-            "position_ids": {1: "batch", 2: "new"},
-            "past_keys": {1: "batch", 3: "past"},
-            "past_values": {1: "batch", 3: "past"},
-            "answer_logits": {0: "batch"},
-            "present_keys": {1: "batch", 3: "total"},
-            "present_values": {1: "batch", 3: "total"},
-        },
+        DECODER_AXES | {"answer_logits": {0: "batch"}},
         opset,
     )
     reranker.tokenizer.save_pretrained(out)
     reranker.image_processor.save_pretrained(out)
     (out / RERANKER_SETTINGS).write_text(json.dumps({"image_side": reranker.image_side}))
-    text = reranker.model.config.text_config
-    manifest: dict[str, Any] = {
+    manifest = vlm_manifest(reranker, model, out, opset) | {"prompt": vars(reranker.prompt)}
+    parity = (lambda: reranker_parity(reranker, out)) if validate else None
+    return write_validated(out / RERANKER_MANIFEST, manifest, parity)
+
+
+def vlm_manifest(scorer, model: str | Path, out: Path, opset: int) -> dict[str, Any]:
+    """What every VLM export's manifest says: its source, family, image input, the
+    decoder's cache shape, and its two graphs (``vision``, ``decoder``) in ``out``."""
+    codec, text = scorer.codec, scorer.model.config.text_config
+    return {
         "format": "weaviate-cir-reranker-onnx/1",
         "source": str(model),
-        "family": reranker.adapter.name,
-        "prompt": vars(reranker.prompt),
-        "image_side": reranker.image_side,
+        "family": scorer.adapter.name,
+        "image_side": scorer.image_side,
         "image_tokens": codec.image_tokens,
         "image_markers": [codec.image_start, codec.image_pad, codec.image_end],
-        "merged_grid": list(_merged(reranker)),
+        "merged_grid": list(_merged(scorer)),
         "decoder": {
-            "layers": len(reranker.layers),
+            "layers": len(scorer.layers),
             "hidden": text.hidden_size,
             "kv_heads": text.num_key_value_heads,
             "head_dim": text.hidden_size // text.num_attention_heads,
@@ -157,16 +177,6 @@ def export_reranker(
         "graphs": {g: _io_description(out / f"{g}.onnx") for g in ("vision", "decoder")},
         "sha256": {g: _sha256(out / f"{g}.onnx") for g in ("vision", "decoder")},
     }
-    manifest_path = out / RERANKER_MANIFEST
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    if validate:
-        try:
-            manifest["parity"] = reranker_parity(reranker, out)
-        except ParityError:
-            manifest_path.unlink()
-            raise
-        manifest_path.write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def reranker_parity(reranker: LVLMReranker, folder: Path, seed: int = 0) -> dict[str, float]:

@@ -137,17 +137,9 @@ class TextDecoderGraph(DecoderGraph):
     position (greedy captioning) and the YES / NO logits at every new position (the verdict
     at a row's last token, and the per-change read-out at each change's last token)."""
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        image_embeds: torch.Tensor,
-        position_ids: torch.Tensor,
-        past_keys: torch.Tensor,
-        past_values: torch.Tensor,
-    ):
-        hidden, keys, values = self.run(
-            input_ids, image_embeds, position_ids, past_keys, past_values
-        )
+    def forward(self, *inputs: torch.Tensor):
+        # inputs: input_ids, image_embeds, position_ids, past_keys, past_values (``run``'s)
+        hidden, keys, values = self.run(*inputs)
         normed = self.norm(hidden)
         next_logits = self.lm_head(normed[:, -1])
         # Only the two answers' rows of the head: every position, not the whole vocabulary.

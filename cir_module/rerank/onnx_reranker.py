@@ -9,7 +9,6 @@ and the image processor.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,31 +18,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cir_module.models.onnx_model import (
-    choose_providers,
-    onnxruntime_module,
-    serving_session_options,
-)
 from cir_module.rerank.injection import choose_layers
+from cir_module.rerank.onnx_vlm import (
+    RERANKER_MANIFEST,
+    OnnxVLMExport,
+    is_onnx_reranker,
+    onnx_kind,
+)
 from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.rerank.prompt import RerankPrompt
-from cir_module.vlm.prompt import PromptCodec, mrope_positions
+from cir_module.vlm.prompt import mrope_positions
 
 __all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker", "onnx_kind"]
 
 log = logging.getLogger(__name__)
-
-RERANKER_MANIFEST = "reranker_manifest.json"
-
-
-def is_onnx_reranker(path: str | Path) -> bool:
-    """Whether ``path`` is a ``cir rerank export`` folder."""
-    return (Path(path) / RERANKER_MANIFEST).is_file()
-
-
-def onnx_kind(path: str | Path) -> str:
-    """The kind an export's manifest records (exports before kinds: the P(YES) judge)."""
-    return json.loads((Path(path) / RERANKER_MANIFEST).read_text()).get("kind", "yes")
 
 
 @dataclass(frozen=True)
@@ -57,7 +45,7 @@ class OnnxPrefix:
     length: int
 
 
-class OnnxReranker(PrefixedScoring):
+class OnnxReranker(PrefixedScoring, OnnxVLMExport):
     """P(YES) per candidate from the exported vision tower and decoder."""
 
     def __init__(
@@ -71,44 +59,15 @@ class OnnxReranker(PrefixedScoring):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        from transformers import AutoTokenizer, Qwen2VLImageProcessor
-
-        ort = onnxruntime_module()
-        self.folder = Path(folder)
-        if not is_onnx_reranker(folder):
-            raise FileNotFoundError(f"{folder} is not a reranker export: no {RERANKER_MANIFEST}")
-        self.manifest = manifest = json.loads((self.folder / RERANKER_MANIFEST).read_text())
-        self.prompt = RerankPrompt(**manifest["prompt"])
-        self.image_side = int(manifest["image_side"])
-        self.codec = PromptCodec(
-            AutoTokenizer.from_pretrained(self.folder),
-            Qwen2VLImageProcessor.from_pretrained(self.folder),
-            *manifest["image_markers"],
-            int(manifest["image_tokens"]),
-            self.image_side,
-        )
+        self.open_export(folder, providers, threads)
+        self.prompt = RerankPrompt(**self.manifest["prompt"])
         self.yes_id, self.no_id = (
             self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
         )
-        shape = manifest["decoder"]
-        self.num_layers, self.hidden = int(shape["layers"]), int(shape["hidden"])
-        self.kv_heads, self.head_dim = int(shape["kv_heads"]), int(shape["head_dim"])
-        self.merged_grid = tuple(manifest["merged_grid"])
-        self.family = manifest["family"]
         self.batch_size = batch_size
         self.raug = self._raug(raug)
         self.alpha = float(alpha)
         self.injection_layers = choose_layers(self.num_layers, layers)
-
-        options = serving_session_options(threads)
-        chosen = choose_providers(providers)
-        self.sessions = {
-            graph: ort.InferenceSession(
-                str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen
-            )
-            for graph in ("vision", "decoder")
-        }
-        self.provider = self.sessions["decoder"].get_providers()[0]
 
     def _raug(self, raug: str | Path | np.ndarray | None) -> np.ndarray | None:
         if raug is None:
@@ -127,24 +86,13 @@ class OnnxReranker(PrefixedScoring):
     def describe(self) -> dict[str, Any]:
         """What ``/meta`` shows."""
         return {
-            "family": self.family,
-            "runtime": "onnxruntime",
-            "provider": self.provider,
-            "layers": self.num_layers,
+            **self.describe_export(),
             "raug": self.raug is not None,
             "alpha": self.alpha,
             "injection_layers": self.injection_layers,
-            "image_side": self.image_side,
         }
 
     # -- graphs ------------------------------------------------------------------------------
-    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Placeholder-token features per image (images x tokens x hidden)."""
-        pixels, _ = self.codec.pixels(images)
-        rows = pixels.reshape(len(images), -1, pixels.shape[-1]).astype(np.float32)
-        session = self.sessions["vision"]
-        return np.stack([session.run(None, {"pixel_values": r})[0] for r in rows])
-
     def _decode(self, ids, features, positions, keys, values, steer: bool):
         vectors = self.raug if self.raug is not None else np.zeros((self.num_layers, self.hidden))
         inject = np.zeros(self.num_layers, dtype=np.float32)
@@ -169,7 +117,7 @@ class OnnxReranker(PrefixedScoring):
         prefix = self.codec.encode(self.prompt.prefix, text=text)
         suffix = self.codec.encode(self.prompt.suffix)
         positions = mrope_positions(prefix + suffix, self.codec.image_token_id, self.merged_grid)
-        empty = np.zeros((self.num_layers, 1, self.kv_heads, 0, self.head_dim), np.float32)
+        empty = self.empty_cache(1)
         _, keys, values = self._decode(
             np.array([prefix]),
             self.image_features([reference]),

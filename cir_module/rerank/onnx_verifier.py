@@ -8,7 +8,6 @@ read-out and recorded serving)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cir_module.models.onnx_model import (
-    choose_providers,
-    onnxruntime_module,
-    serving_session_options,
-)
+from cir_module.rerank.onnx_vlm import OnnxVLMExport
 from cir_module.rerank.verification import ChangeVerification, Row, right_padded
 from cir_module.vlm.folder import KIND_KEY, saved_settings
-from cir_module.vlm.prompt import DESCRIBE_PROMPT, PromptCodec, mrope_positions
+from cir_module.vlm.prompt import DESCRIBE_PROMPT, mrope_positions
 
 __all__ = ["VERIFIER_KIND", "OnnxChangeVerifier"]
 
@@ -36,7 +31,7 @@ def _p_yes(logits: np.ndarray) -> np.ndarray:
     return (shifted[..., 0] / shifted.sum(axis=-1)).astype(np.float32)
 
 
-class OnnxChangeVerifier(ChangeVerification):
+class OnnxChangeVerifier(ChangeVerification, OnnxVLMExport):
     """Change verification on the exported vision tower and text decoder."""
 
     kind = VERIFIER_KIND
@@ -50,59 +45,24 @@ class OnnxChangeVerifier(ChangeVerification):
         threads: int | None = None,
         **settings: Any,
     ) -> None:
-        from transformers import AutoTokenizer, Qwen2VLImageProcessor
-
-        from cir_module.rerank.onnx_reranker import RERANKER_MANIFEST
-
-        ort = onnxruntime_module()
-        self.folder = Path(folder)
-        self.manifest = manifest = json.loads((self.folder / RERANKER_MANIFEST).read_text())
+        self.open_export(folder, providers, threads)
+        # The source folder's settings travel with the export (differ, read-out, serving).
         recorded = {k: v for k, v in saved_settings(folder).items() if k != KIND_KEY}
         recorded.pop("image_side", None)
         self.served_with = dict(recorded.pop("served_with", None) or {})
         self.setup_verification(**(recorded | settings))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.image_side = int(manifest["image_side"])
-        self.codec = PromptCodec(
-            self.tokenizer,
-            Qwen2VLImageProcessor.from_pretrained(self.folder),
-            *manifest["image_markers"],
-            int(manifest["image_tokens"]),
-            self.image_side,
-        )
-        shape = manifest["decoder"]
-        self.num_layers, self.hidden = int(shape["layers"]), int(shape["hidden"])
-        self.kv_heads, self.head_dim = int(shape["kv_heads"]), int(shape["head_dim"])
-        self.merged_grid = tuple(manifest["merged_grid"])
-        self.family = manifest["family"]
         self.batch_size = batch_size
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        options = serving_session_options(threads)
-        chosen = choose_providers(providers)
-        self.sessions = {
-            graph: ort.InferenceSession(
-                str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen
-            )
-            for graph in ("vision", "decoder")
-        }
-        self.provider = self.sessions["decoder"].get_providers()[0]
 
     def describe(self) -> dict[str, Any]:
         """What ``/meta`` shows."""
         return {
-            "family": self.family,
-            "runtime": "onnxruntime",
-            "provider": self.provider,
-            "layers": self.num_layers,
-            "image_side": self.image_side,
+            **self.describe_export(),
             **({"served_with": self.served_with} if self.served_with else {}),
             **self.describe_verification(),
         }
 
     # -- graphs ----------------------------------------------------------------------------------
-    def _empty(self, batch: int) -> np.ndarray:
-        return np.zeros((self.num_layers, batch, self.kv_heads, 0, self.head_dim), np.float32)
-
     def _decode(self, ids, positions, keys, values, features=None) -> list[np.ndarray]:
         """next_logits, answer_logits, keys, values of one decoder pass."""
         if features is None:  # text only: the placeholder features are never read
@@ -118,13 +78,6 @@ class OnnxChangeVerifier(ChangeVerification):
             },
         )
 
-    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Placeholder-token features per image (images x tokens x hidden)."""
-        pixels, _ = self.codec.pixels(images)
-        rows = pixels.reshape(len(images), -1, pixels.shape[-1]).astype(np.float32)
-        session = self.sessions["vision"]
-        return np.stack([session.run(None, {"pixel_values": r})[0] for r in rows])
-
     # -- the three primitives of change verification ---------------------------------------------
     def write_captions(self, images: Sequence[Image.Image]) -> list[str]:
         """Greedy captions, one token at a time over the growing cache (as ``generate``)."""
@@ -134,8 +87,8 @@ class OnnxChangeVerifier(ChangeVerification):
         logits, _, keys, values = self._decode(
             np.array([prompt] * n),
             np.repeat(positions[:, None], n, axis=1),
-            self._empty(n),
-            self._empty(n),
+            self.empty_cache(n),
+            self.empty_cache(n),
             self.image_features(images),
         )
         following = int(positions.max()) + 1
@@ -158,14 +111,14 @@ class OnnxChangeVerifier(ChangeVerification):
         p = len(ids)
         positions = np.broadcast_to(np.arange(p), (3, 1, p))
         _, _, keys, values = self._decode(
-            np.array([ids]), positions, self._empty(1), self._empty(1)
+            np.array([ids]), positions, self.empty_cache(1), self.empty_cache(1)
         )
         return keys, values
 
     def run_rows(self, rows: list[Row], p: int, cache: Any) -> np.ndarray:
         ids, _, last = right_padded(rows, p, self.tokenizer.pad_token_id)
         n, width = ids.shape
-        keys, values = cache if cache is not None else (self._empty(1), self._empty(1))
+        keys, values = cache if cache is not None else (self.empty_cache(1), self.empty_cache(1))
         positions = np.broadcast_to(np.arange(p, p + width), (3, n, width))
         _, answers, _, _ = self._decode(
             ids, positions, np.repeat(keys, n, axis=1), np.repeat(values, n, axis=1)
