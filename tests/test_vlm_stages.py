@@ -906,13 +906,20 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
         load_reranker(chain["verify"] / "model", rationale=True)
 
 
-@pytest.mark.parametrize("stage", ["rewrite", "verify"])
-def test_a_reranker_that_writes_captions_is_not_exported(chain, tmp_path, stage):
-    from onnx_export.reranker import export_reranker
+def test_the_verify_stage_is_exported_and_describe_and_verify_is_not(chain, tmp_path):
+    from cir_module.rerank.onnx_verifier import OnnxChangeVerifier
+    from onnx_export.reranker import RERANK_ATOL, export_reranker
 
     with pytest.raises(ValueError, match="text the model generates"):
-        export_reranker(chain[stage] / "model", tmp_path / "onnx")
-    assert not (tmp_path / "onnx").exists()  # nothing half-written
+        export_reranker(chain["rewrite"] / "model", tmp_path / "rewrite")
+    assert not (tmp_path / "rewrite").exists()  # nothing half-written
+    # The change verifier: its captioner and its verdicts, checked against torch.
+    manifest = export_reranker(chain["verify"] / "model", tmp_path / "verify")
+    assert manifest["kind"] == "changes" and manifest["parity"]["captions_equal"] == 1.0
+    assert manifest["parity"]["p_yes_descriptions"] <= RERANK_ATOL
+    served = load_reranker(tmp_path / "verify")
+    assert isinstance(served, OnnxChangeVerifier)
+    assert served.differ == "fact-diff" and served.asked_readout  # as the folder records
 
 
 def test_the_verify_stage_reads_true_descriptions_and_labels_the_target_yes(hard_data, chain):
