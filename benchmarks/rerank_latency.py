@@ -17,8 +17,9 @@ reranker) holds the test split's gallery, and every query is sent twice by the v
 * ``image``: ``rerank(property: "image")``: the service captions the candidates (cached by
   their pixels, so a gallery's images come back cheaper as the run goes on).
 
-The captions are the reranker's own (computed here once and kept in ``--captions``, a JSON file
-a rerun reads). Printed: p50 and p90 of each call in milliseconds and the ratio of the p50 with
+The captions are the reranker's own, as ``cir rar captions --captioner vlm`` writes them
+(computed here once and kept in ``--captions``, a JSON file a rerun reads). Printed: p50 and
+p90 of each call in milliseconds and the ratio of the p50 with
 ``rerank`` to the first stage's.
 """
 
@@ -32,27 +33,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cir_module.checkpoints import HARD_TIER_MODEL, shipped_checkpoint
+from cir_module.data.captions import caption_images
+from cir_module.enrich import trained_vlm_captioner
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.rerank.load import load_reranker
 from integration.evaluate import weaviate_rerank_run
 
 WAYS = ("stored", "uploaded", "image")
 
 
-def gallery_captions(reranker_folder: str, split: EvalSplit, path: Path | None) -> dict:
-    """The reranker's captions of the split's gallery (read from ``path`` when it has them)."""
-    known = json.loads(path.read_text()) if path and path.is_file() else {}
-    missing = [n for n in split.gallery if n not in known]
-    if missing:
-        reranker = load_reranker(reranker_folder)
-        for start in range(0, len(missing), 64):
-            names = missing[start : start + 64]
-            known |= dict(
-                zip(names, reranker.captions([split.open(n) for n in names]), strict=True)
-            )
-            if path:
-                path.write_text(json.dumps(known))
-    return known
+def gallery_captions(reranker_folder: str, split: EvalSplit, path: Path) -> dict:
+    """The reranker's own captions of the split's gallery, as ``cir rar captions --captioner
+    vlm`` writes them (``path``, resumable: a rerun reads what is there)."""
+    captioner = trained_vlm_captioner(reranker_folder)
+    caption_images(captioner, split.gallery, split.open, path)
+    return json.loads(path.read_text())
 
 
 def main() -> None:
@@ -64,12 +58,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--k", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
-    parser.add_argument("--captions", type=Path, help="JSON of the gallery's captions (cache)")
+    parser.add_argument(
+        "--captions",
+        type=Path,
+        help="JSON of the gallery's captions, written once and read by reruns (default: "
+        "runs/captions-DATA-SPLIT.json)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
-    captions = gallery_captions(args.reranker, split, args.captions)
+    path = args.captions or Path(f"runs/captions-{Path(args.data).name}-{args.split}.json")
+    captions = gallery_captions(args.reranker, split, path)
     env = {"CIR_RERANKER_MODEL": args.reranker, "CIR_TORCH_THREADS": "2"}
     rows = []
     print("| K | rerank | first stage p50 / p90 ms | with rerank p50 / p90 ms | p50 ratio |")

@@ -92,9 +92,11 @@ def gallery_collection(
         report = ingest_objects(
             collection,
             (
-                (n, {"image": _b64(split.image_path(n)), "name": n, "caption": captions[n]})
-                if n in captions
-                else (n, {"image": _b64(split.image_path(n)), "name": n})
+                (
+                    n,
+                    {"image": _b64(split.image_path(n)), "name": n}
+                    | ({"caption": captions[n]} if n in captions else {}),
+                )
                 for n in split.gallery
             ),
         )

@@ -202,8 +202,8 @@ class ChangeVerification(PrefixedScoring):
             state.cache = self.run_shared(state.ids)
         shared, p = state.ids, len(state.ids)
         scores = np.zeros(len(changes), dtype=np.float32)
+        together = [i for i, (ids, _) in enumerate(rows) if ids[:p] == shared]
         apart = [i for i, (ids, _) in enumerate(rows) if ids[:p] != shared]
-        together = sorted(set(range(len(rows))) - set(apart))
         for group, start_at, cache in ((together, p, state.cache), (apart, 0, None)):
             for start in range(0, len(group), self.batch_size):
                 batch = group[start : start + self.batch_size]

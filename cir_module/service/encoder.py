@@ -586,12 +586,8 @@ class QueryEncoder:
         images = job.keep_decoded(decoded)
         if not job.image_idx:
             return [], np.zeros(0, dtype=np.float32)
-        todo = [i for i in job.image_idx if i not in job.known]
-        new_vecs = await self._embed("image", [images[i] for i in todo])
-        vectors = dict(job.known)
-        for i, vec in zip(todo, new_vecs, strict=True):
-            self.cache.put(job.keys[i], vec)
-            vectors[i] = vec
+        keys = {i: job.keys[i] for i in job.image_idx}
+        vectors = await self._cached("image", keys, images.__getitem__, job.known)
         match = np.stack([vectors[i] for i in job.image_idx]) @ side.vector
         if self.reranker is None or side.reference is None:
             return job.image_idx, match
@@ -600,6 +596,23 @@ class QueryEncoder:
             self.reranker.score_prefixed, prefix, [images[i] for i in job.image_idx]
         )
         return job.image_idx, fuse_scores(match, refine, self.fusion_lambda)
+
+    async def _cached(
+        self,
+        kind: str,
+        keys: dict[int, str],
+        item: Callable[[int], Any],
+        known: dict[int, np.ndarray],
+    ) -> dict[int, np.ndarray]:
+        """Vectors by index: the ``known`` ones (taken from the cache), and the others of
+        ``keys`` embedded from ``item(i)`` and put into the cache under their key."""
+        todo = [i for i in keys if i not in known]
+        fresh = await self._embed(kind, [item(i) for i in todo])
+        vectors = dict(known)
+        for i, vector in zip(todo, fresh, strict=True):
+            self.cache.put(keys[i], vector)
+            vectors[i] = vector
+        return vectors
 
     async def _score_texts(self, key: str, side: QuerySide, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -622,14 +635,10 @@ class QueryEncoder:
         the first stage's text tower maps a description next to the image it describes).
         Caption vectors are cached by content: a gallery's captions come back across
         queries."""
-        keys = [self.cache.key("caption:" + c) for c in captions]
-        known = {i: v for i, k in enumerate(keys) if (v := self.cache.get(k)) is not None}
-        todo = [i for i in range(len(captions)) if i not in known]
-        fresh = await self._embed("text", [self._truncate(captions[i]) for i in todo])
-        for i, vector in zip(todo, fresh, strict=True):
-            self.cache.put(keys[i], vector)
-            known[i] = vector
-        match = np.stack([known[i] for i in range(len(captions))]) @ side.vector
+        keys = {i: self.cache.key("caption:" + c) for i, c in enumerate(captions)}
+        known = {i: v for i, k in keys.items() if (v := self.cache.get(k)) is not None}
+        vectors = await self._cached("text", keys, lambda i: self._truncate(captions[i]), known)
+        match = np.stack([vectors[i] for i in range(len(captions))]) @ side.vector
         prefix = await self._prefix(key, side)
         refine = await self._on_rerank_thread(self.reranker.score_captions, prefix, captions)
         return fuse_scores(match, refine, self.fusion_lambda)
