@@ -1,11 +1,12 @@
 """The main job on the embedded default: a local Weaviate and our service, a sample gallery
 of generated shape scenes, and composed queries from the v4 Python client, ranked and printed.
 
-On the hard tier (``cir demo --tier hard``) the service serves the hard tier's first stage and,
-by default, the shipped change verifier as its second stage; the gallery is captioned by the
-verifier's own captioner (``cir enrich``'s job) and ``rerank`` reads the stored captions. Each
-query then prints where its target stood in the first stage alone and after ``rerank``, and the
-top result's rationale: the reference's caption and the changes the verifier judged."""
+On the hard tier (the default) the service serves the hard tier's first stage and, by default,
+the shipped change verifier as its second stage; the gallery is captioned by the verifier's own
+captioner (``cir enrich``'s job) and ``rerank`` reads the stored captions. Each query then
+prints where its target stood in the first stage alone and after ``rerank``, and the top
+result's rationale: the reference's caption and the changes the verifier judged. The base tier
+(``cir demo --tier base``) serves the base tier's first stage alone."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ from pathlib import Path
 
 from PIL import Image
 from weaviate import WeaviateClient
+from weaviate.collections import Collection
 
 from cir_module.checkpoints import HARD_TIER_MODEL, shipped_checkpoint, shipped_reranker_for
 from cir_module.data.benchmark import TIERS
 from cir_module.data.shapes import Scene
 from cir_module.images import encode_image_base64
-from integration.folder_ingest import content_uuid, ensure_folder_collection, ingest_folder
+from integration.folder_ingest import (
+    TEXT_PROPERTIES,
+    content_uuid,
+    ensure_folder_collection,
+    ingest_folder,
+)
 from integration.ingest import ingest_objects, object_uuid
 from integration.schema import create_image_collection
 from integration.search import composed_search
@@ -35,6 +42,8 @@ from integration.ui_page import Example
 
 __all__ = [
     "SampleQuery",
+    "caption_gallery",
+    "demo_models",
     "demo_queries",
     "run_demo",
     "run_demo_ui",
@@ -79,27 +88,37 @@ def sample_gallery(
     return scenes, queries
 
 
+def demo_models(checkpoint: str | Path | None, tier: str) -> tuple[str | Path, Path | None]:
+    """What the demo serves on ``tier``: the first stage (``checkpoint``, or the tier's shipped
+    one) and, on the hard tier, the shipped verifier behind it (the service's default second
+    stage there); a missing verifier stops the demo with the command that makes it."""
+    if checkpoint is None:
+        checkpoint = shipped_checkpoint(HARD_TIER_MODEL) if tier == "hard" else shipped_checkpoint()
+    if tier != "hard":
+        return checkpoint, None
+    verifier = shipped_reranker_for(checkpoint)
+    if verifier is None:
+        raise SystemExit(
+            f"the hard-tier demo needs the shipped verifier behind {checkpoint}: make it with "
+            "`cir vlm train --recipe shapes-hard-verifier ... --ship "
+            "cir_module/checkpoints/shapes-hard-verifier` (docs/reranking.md)"
+        )
+    return checkpoint, verifier
+
+
 def run_demo(
     checkpoint: str | Path | None = None,
     gallery_size: int = 100,
     num_queries: int = 5,
     seed: int = 0,
     top_k: int = 5,
-    tier: str = "base",
+    tier: str = "hard",
 ) -> list[list[str]]:
     """Run the demo; returns, per query, the scenes of the top results in rank order. On the
-    hard tier the default checkpoint is the hard tier's first stage, and the second stage is
-    the shipped verifier (the service's default behind it), reading captions its own
-    captioner stores."""
-    if checkpoint is None:
-        checkpoint = shipped_checkpoint(HARD_TIER_MODEL) if tier == "hard" else shipped_checkpoint()
-    verifier = shipped_reranker_for(checkpoint) if tier == "hard" else None
-    if tier == "hard" and verifier is None:
-        raise SystemExit(
-            f"the hard-tier demo needs the shipped verifier behind {checkpoint}: make it with "
-            "`cir vlm train --recipe shapes-hard-verifier ... --ship "
-            "cir_module/checkpoints/shapes-hard-verifier` (docs/reranking.md)"
-        )
+    hard tier (the default) the checkpoint defaults to the hard tier's first stage, and the
+    second stage is the shipped verifier (the service's default behind it), reading captions
+    its own captioner stores."""
+    checkpoint, verifier = demo_models(checkpoint, tier)
     with local_stack(checkpoint) as stack, connect(stack.weaviate) as client:
         print(
             f"Weaviate {client.get_meta()['version']} at {stack.weaviate.url}, "
@@ -141,13 +160,7 @@ def demo_queries(
             raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
         print(f"ingested {report.inserted} images into {name}")
         if verifier:
-            from cir_module.enrich import trained_vlm_captioner
-            from integration.enrich import enrich_collection
-
-            enriched = enrich_collection(collection, trained_vlm_captioner(verifier), batch_size=32)
-            if enriched.failed:
-                raise RuntimeError(f"captioning failed: {enriched.as_dict()}")
-            print(f"captioned {enriched.enriched} images with the verifier's own captioner")
+            caption_gallery(collection, verifier)
         print()
         for n, q in enumerate(queries, 1):
             # The reference is no answer to "this, but changed" (CIRR's protocol excludes it).
@@ -202,6 +215,18 @@ def demo_queries(
     return rankings
 
 
+def caption_gallery(collection: Collection, verifier: str | Path) -> None:
+    """Store a caption of every image in ``collection`` (its ``caption`` property), written by
+    the verifier's own captioner with ``cir enrich``'s job: what ``rerank`` then reads."""
+    from cir_module.enrich import trained_vlm_captioner
+    from integration.enrich import enrich_collection
+
+    enriched = enrich_collection(collection, trained_vlm_captioner(verifier), batch_size=32)
+    if enriched.failed:
+        raise RuntimeError(f"captioning failed: {enriched.as_dict()}")
+    print(f"captioned {enriched.enriched} images with the verifier's own captioner")
+
+
 def render_gallery(scenes: list[Scene], seed: int, tier: str = "base") -> dict[Scene, Image.Image]:
     """The gallery's pictures, rendered in order with one generator seeded from ``seed``: the
     printed demo and the page (``cir demo --ui``) show the same images for the same seed."""
@@ -230,35 +255,48 @@ def run_demo_ui(
     gallery_size: int = 100,
     num_queries: int = 5,
     seed: int = 0,
+    tier: str = "hard",
     gallery_dir: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = DEFAULT_UI_PORT,
 ) -> None:
     """``cir demo --ui``: the sample gallery written as PNG files, put into a local Weaviate
     with ``cir ingest``'s code, and the search page served on it (the demo's queries as
-    examples, each with its target marked) until Ctrl-C."""
-    checkpoint = checkpoint or shipped_checkpoint()
-    scenes, queries = sample_gallery(gallery_size, num_queries, seed)
+    examples, each with its target marked) until Ctrl-C. On the hard tier the gallery is
+    captioned as in :func:`run_demo` and the page reranks on the stored captions, showing each
+    result's first-stage rank and its rationale."""
+    checkpoint, verifier = demo_models(checkpoint, tier)
+    scenes, queries = sample_gallery(gallery_size, num_queries, seed, tier)
     with contextlib.ExitStack() as stack_of:
         if gallery_dir is None:
             gallery_dir = stack_of.enter_context(tempfile.TemporaryDirectory(prefix="cir-demo-"))
-        paths = write_sample_folder(Path(gallery_dir), scenes, seed)
+        paths = write_sample_folder(Path(gallery_dir), scenes, seed, tier)
         stack = stack_of.enter_context(local_stack(checkpoint))
         print(f"Weaviate at {stack.weaviate.url}, service at {stack.service.url} ({checkpoint})")
         with connect(stack.weaviate) as client:
+            if verifier:
+                # The caption is a plain stored text here (not mixed into the vector): the
+                # first stage stays the image embedding the hard tier's model was trained on.
+                create_image_collection(
+                    client, DEMO_COLLECTION, text_properties=(*TEXT_PROPERTIES, "caption")
+                )
             collection = ensure_folder_collection(client, DEMO_COLLECTION)
             report = ingest_folder(collection, Path(gallery_dir))
             if report.failed:
                 raise RuntimeError(f"{len(report.failed)} objects failed: {report.failed[:3]}")
+            if verifier:
+                caption_gallery(collection, verifier)
         print(f"{len(paths)} sample images in {gallery_dir}, ingested into {DEMO_COLLECTION}")
 
         def uuid_of(scene: Scene) -> str:
             return content_uuid(paths[scene].read_bytes())
 
-        describe = TIERS["base"].describe
+        describe = TIERS[tier].describe
         examples = [
             Example(uuid_of(q.reference), q.text, uuid_of(q.target), describe(q.reference))
             for q in queries
         ]
-        config = UIConfig(DEMO_COLLECTION, examples=examples)
+        config = UIConfig(
+            DEMO_COLLECTION, examples=examples, caption_property="caption" if verifier else None
+        )
         serve_ui(lambda: connect(stack.weaviate), config, host=host, port=port)

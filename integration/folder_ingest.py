@@ -38,6 +38,7 @@ from integration.schema import create_image_collection
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "TEXT_PROPERTIES",
     "FolderIngestReport",
     "content_key",
     "content_uuid",

@@ -450,8 +450,14 @@ def test_a_reranker_that_writes_captions_answers_weaviates_rerank(
     assert meta["verify"] == verify and len(keys) == len(gallery)
     reranker = load_reranker(folder)
     query_vec = local_model.embed_composed([gallery[0]], [t.caption])[0]
-    cosine = local_model.embed_images([gallery[k] for k in keys]) @ query_vec
-    judged = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
+    ranked = [gallery[k] for k in keys]
+    if verify == "changes":
+        # The change verifier scores an image as its stored caption would be (one ranking
+        # whichever property Weaviate sends): the cosine is the caption's text embedding's.
+        cosine = local_model.embed_texts(reranker.captions(ranked)) @ query_vec
+    else:
+        cosine = local_model.embed_images(ranked) @ query_vec
+    judged = reranker.score(gallery[0], t.caption, ranked)
     np.testing.assert_allclose(scores, cosine + 0.5 * judged, atol=1e-4)
 
 
@@ -492,6 +498,15 @@ def test_the_verifier_reads_the_stored_captions_weaviates_rerank_sends(
     np.testing.assert_allclose(scores, cosine + 0.5 * judged, atol=1e-4)
     from_images = reranker.score(gallery[0], t.caption, [gallery[k] for k in keys])
     np.testing.assert_allclose(judged, from_images, atol=1e-5)
+
+    # The image property: each document gets the same score, so the same ranking (up to the
+    # order of ties, which a tiny model's identical captions make).
+    keys_i, scores_i, _ = rerank_in_weaviate(
+        tiny_checkpoint, env, gallery[:-1], t.caption, name + "_img"
+    )
+    assert sorted(keys_i) == sorted(keys)
+    by_key = dict(zip(keys, scores, strict=True))
+    np.testing.assert_allclose(scores_i, [by_key[k] for k in keys_i], atol=1e-5)
 
 
 @pytest.mark.integration

@@ -22,10 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--tier",
         choices=("base", "hard"),
-        default="base",
-        help="hard: the hard tier's gallery and first stage, with the shipped change verifier "
-        "as the second stage (its captions stored, the target's rank before and after rerank "
-        "and the top result's rationale printed)",
+        default="hard",
+        help="hard (default): the hard tier's gallery and first stage, with the shipped change "
+        "verifier as the second stage (its captions stored, the target's rank before and after "
+        "rerank and the top result's rationale printed); base: the base tier's first stage "
+        "alone",
     )
     demo.add_argument(
         "--ui",
@@ -48,10 +49,9 @@ def _demo(args: argparse.Namespace) -> None:
         "gallery_size": args.gallery_size,
         "num_queries": args.queries,
         "seed": args.seed,
+        "tier": args.tier,
     }
     if args.ui:
-        if args.tier != "base":
-            raise SystemExit("cir demo --ui serves the base tier's gallery (no --tier)")
         run_demo_ui(**gallery, gallery_dir=args.gallery_dir, host=args.host, port=args.port)
     else:
-        run_demo(**gallery, top_k=args.top_k, tier=args.tier)
+        run_demo(**gallery, top_k=args.top_k)

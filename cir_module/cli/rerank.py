@@ -106,6 +106,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the served fusion weight (default: the reranker folder's recorded lambda, else 0.06)",
     )
     reval.add_argument("--json-out")
+    reval.add_argument(
+        "--rankings-out",
+        help="with --weaviate: JSON of each query's target, first-stage top K and reranked "
+        "order (to compare two runs, e.g. the caption and the image property)",
+    )
     reval.set_defaults(func=_rerank_eval)
 
     raug = sub.add_parser("raug", help="reasoning-augmented representations for the reranker")
@@ -242,6 +247,9 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         row = weaviate_rerank_row(name, lam, served, stage.targets)
         rows.append({**row, "k": args.k, "latency": latency.summary()})
         print(f"per query through Weaviate, K = {args.k}: {latency.summary()}")
+        if args.rankings_out:
+            rankings = {"targets": stage.targets, "first_stage": stage.top, "reranked": served}
+            write_json(args.rankings_out, rankings)
     print(rerank_table(rows))
     if args.json_out:
         write_json(args.json_out, rows)

@@ -586,6 +586,13 @@ class QueryEncoder:
         images = job.keep_decoded(decoded)
         if not job.image_idx:
             return [], np.zeros(0, dtype=np.float32)
+        if self.reads_captions and side.reference is not None:
+            # One ranking whichever property Weaviate sends: an image is scored as its stored
+            # caption would be (the verifier captions it anyway, cached by its pixels).
+            captions = await self._on_rerank_thread(
+                self.reranker.captions, [images[i] for i in job.image_idx]
+            )
+            return job.image_idx, await self._score_captions(job.key, side, captions)
         keys = {i: job.keys[i] for i in job.image_idx}
         vectors = await self._cached("image", keys, images.__getitem__, job.known)
         match = np.stack([vectors[i] for i in job.image_idx]) @ side.vector
