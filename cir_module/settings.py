@@ -27,7 +27,11 @@ class ServiceSettings(BaseSettings):
         description="Model to serve: a checkpoint folder written by `cir` (or a plain CLIP / "
         "SigLIP checkpoint: hub id or folder). Default: the shipped shapes-minilm-conv model.",
     )
-    device: str = Field("cpu", description="torch device for the model, e.g. cpu or cuda.")
+    device: str = Field(
+        "cpu",
+        description="torch device of every torch model the service loads (the first stage, the "
+        "reranker, the chat model), e.g. cpu or cuda.",
+    )
     host: str = Field("127.0.0.1", description="Address `cir serve` binds.")
     port: int = Field(8080, ge=1, le=65535, description="Port `cir serve` binds.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")

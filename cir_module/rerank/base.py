@@ -69,9 +69,16 @@ class VisionLanguageScorer(PrefixedScoring):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, dtype: str = "auto", saved: bool = True, **kwargs
+        cls,
+        path: str | Path,
+        *,
+        dtype: str = "auto",
+        saved: bool = True,
+        device: str | None = None,
+        **kwargs,
     ):
-        """Load an image-text-to-text checkpoint (hub id or folder) as this class. A folder's
+        """Load an image-text-to-text checkpoint (hub id or folder) as this class onto
+        ``device`` (the service's ``CIR_DEVICE``; None: CUDA when there is one). A folder's
         ``cir_reranker.json`` supplies defaults such as ``image_side`` unless ``saved`` is
         False (its kind is the registry's business:
         :func:`~cir_module.rerank.load.load_reranker`)."""
@@ -80,7 +87,7 @@ class VisionLanguageScorer(PrefixedScoring):
         kwargs = {**(saved_settings(path) if saved else {}), **kwargs}
         kwargs.pop(KIND_KEY, None)
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = torch.float32 if device == "cpu" and dtype == "auto" else dtype
         model = adapter.load_model(str(path), dtype=torch_dtype).to(device)
         return cls(

@@ -21,6 +21,7 @@ def load_reranker(
     image_side: int | None = None,
     batch_size: int | None = None,
     rationale: bool = False,
+    device: str | None = None,
     **options,
 ) -> Reranker:
     """The reranker at ``path``. ``raug``, ``alpha``, ``layers`` and ``rationale`` steer the
@@ -64,4 +65,4 @@ def load_reranker(
         options["batch_size"] = given["batch_size"]
     if image_side:
         options["image_side"] = image_side
-    return kind.cls.from_pretrained(path, **options)
+    return kind.cls.from_pretrained(path, device=device, **options)

@@ -123,7 +123,9 @@ def _load_chat(settings: ServiceSettings):
     from cir_module.vlm.chat import OpenAIChat, load_chat_backend
 
     # The folder's recorded kind picks the backend (greedy generation unless registered).
-    chat = load_chat_backend(settings.chat_model) if settings.chat_model else None
+    chat = (
+        load_chat_backend(settings.chat_model, settings.device) if settings.chat_model else None
+    )
     if settings.query_enhancement == "off":
         return chat, None
     distiller = getattr(chat, "query_distiller", None)
@@ -190,6 +192,7 @@ def _load_reranker(settings: ServiceSettings):
         image_side=settings.reranker_image_side,
         batch_size=settings.reranker_batch_size,
         rationale=settings.reranker_rationale,
+        device=settings.device,
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",

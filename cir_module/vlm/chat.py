@@ -71,7 +71,7 @@ class ChatBackend(Protocol):
 
 B = TypeVar("B", bound=type)
 
-_BACKENDS: dict[str, Callable[[str], ChatBackend]] = {}
+_BACKENDS: dict[str, Callable[..., ChatBackend]] = {}
 
 
 def register_chat_backend(kind: str) -> Callable[[B], B]:
@@ -85,13 +85,14 @@ def register_chat_backend(kind: str) -> Callable[[B], B]:
     return register
 
 
-def load_chat_backend(path: str) -> ChatBackend:
-    """The chat backend for the checkpoint at ``path``: the class registered for its recorded
-    kind, else greedy generation (:class:`TransformersChat`)."""
+def load_chat_backend(path: str, device: str | None = None) -> ChatBackend:
+    """The chat backend for the checkpoint at ``path`` on ``device`` (None: CUDA when there
+    is one): the class registered for its recorded kind, else greedy generation
+    (:class:`TransformersChat`)."""
     kind = recorded_kind(path)
     if kind in _BACKENDS:
-        return _BACKENDS[kind](path)
-    return TransformersChat(path)
+        return _BACKENDS[kind](path, device=device)
+    return TransformersChat(path, device=device)
 
 
 _TEMPLATE = "<|im_start|>user\n{image_part}{{text}}<|im_end|>\n<|im_start|>assistant\n"
@@ -110,6 +111,7 @@ class TransformersChat:
         max_new_tokens: int = 128,
         batch_size: int = 8,
         image_side: int | None = None,
+        device: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoTokenizer
@@ -121,8 +123,8 @@ class TransformersChat:
         # 32 x 32 patches of 14 px, 256 tokens after the 2 x 2 merge).
         image_side = image_side or saved_settings(path).get("image_side", 448)
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.model = adapter.load_model(str(path), dtype=dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.codec = PromptCodec(
