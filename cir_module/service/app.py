@@ -123,9 +123,7 @@ def _load_chat(settings: ServiceSettings):
     from cir_module.vlm.chat import OpenAIChat, load_chat_backend
 
     # The folder's recorded kind picks the backend (greedy generation unless registered).
-    chat = (
-        load_chat_backend(settings.chat_model, settings.device) if settings.chat_model else None
-    )
+    chat = load_chat_backend(settings.chat_model, settings.device) if settings.chat_model else None
     if settings.query_enhancement == "off":
         return chat, None
     distiller = getattr(chat, "query_distiller", None)
