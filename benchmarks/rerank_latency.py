@@ -3,7 +3,8 @@ one run on this machine.
 
     python benchmarks/rerank_latency.py --reranker cir_module/checkpoints/shapes-hard-verifier \\
         --data .cache/data/hard-s0 [--first-stage cir_module/checkpoints/shapes-hard-conv] \\
-        [--limit 200] [--k 10 50] [--captions runs/captions-hard-s0-test.json]
+        [--limit 200] [--k 10 50] [--captions runs/captions-hard-s0-test.json] \\
+        [--serve models/verifier-onnx]
 
 For each K and each way of reranking, a local stack (Weaviate and the service with the
 reranker) holds the test split's gallery, and every query is sent twice by the v4 client:
@@ -64,13 +65,18 @@ def main() -> None:
         help="JSON of the gallery's captions, written once and read by reruns (default: "
         "runs/captions-DATA-SPLIT.json)",
     )
+    parser.add_argument(
+        "--serve",
+        help="the folder the service serves as its reranker, e.g. the verifier's ONNX export "
+        "(cir rerank export); default: --reranker",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     path = args.captions or Path(f"runs/captions-{Path(args.data).name}-{args.split}.json")
     captions = gallery_captions(args.reranker, split, path)
-    env = {"CIR_RERANKER_MODEL": args.reranker, "CIR_TORCH_THREADS": "2"}
+    env = {"CIR_RERANKER_MODEL": args.serve or args.reranker, "CIR_TORCH_THREADS": "2"}
     rows = []
     print("| K | rerank | first stage p50 / p90 ms | with rerank p50 / p90 ms | p50 ratio |")
     print("| --- | --- | --- | --- | --- |")
