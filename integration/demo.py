@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 # How many results the demo reranks (the first stage's top K, Weaviate's limit).
 RERANKED = 10
 
+# File names stay well inside the usual 255-byte limit.
+MAX_NAME_BYTES = 120
+
 # The collection of ``cir demo --ui`` (its Weaviate is a fresh, temporary one).
 DEMO_COLLECTION = "CIRDemo"
 
@@ -91,11 +94,14 @@ def sample_gallery(
 def demo_models(checkpoint: str | Path | None, tier: str) -> tuple[str | Path, Path | None]:
     """What the demo serves on ``tier``: the first stage (``checkpoint``, or the tier's shipped
     one) and, on the hard tier, the shipped verifier behind it (the service's default second
-    stage there); a missing verifier stops the demo with the command that makes it."""
-    if checkpoint is None:
-        checkpoint = shipped_checkpoint(HARD_TIER_MODEL) if tier == "hard" else shipped_checkpoint()
+    stage there; a checkpoint with none is shown without a second stage). The shipped hard
+    first stage without its verifier stops the demo with the command that makes it."""
     if tier != "hard":
-        return checkpoint, None
+        return checkpoint or shipped_checkpoint(), None
+    if checkpoint is not None:
+        verifier = shipped_reranker_for(checkpoint)
+        return checkpoint, Path(verifier) if verifier else None
+    checkpoint = shipped_checkpoint(HARD_TIER_MODEL)
     verifier = shipped_reranker_for(checkpoint)
     if verifier is None:
         raise SystemExit(
@@ -103,7 +109,7 @@ def demo_models(checkpoint: str | Path | None, tier: str) -> tuple[str | Path, P
             "`cir vlm train --recipe shapes-hard-verifier ... --ship "
             "cir_module/checkpoints/shapes-hard-verifier` (docs/reranking.md)"
         )
-    return checkpoint, verifier
+    return checkpoint, Path(verifier)
 
 
 def run_demo(
@@ -206,9 +212,10 @@ def demo_queries(
         if verifier:
             first = sum(before == 1 for before, _ in moved)
             up = sum(a is not None and (b is None or a < b) for b, a in moved)
+            down = sum(b is not None and (a is None or a > b) for b, a in moved)
             print(
                 f"first stage alone: target first for {first} of {len(queries)}; "
-                f"rerank moved the target up for {up}"
+                f"rerank moved the target up for {up} and down for {down}"
             )
     finally:
         client.collections.delete(name)
@@ -239,12 +246,16 @@ def write_sample_folder(
     folder: Path, scenes: list[Scene], seed: int, tier: str = "base"
 ) -> dict[Scene, Path]:
     """The gallery as PNG files in ``folder``, each named for its scene (so that ``cir
-    ingest`` titles it with its description); the paths by scene."""
+    ingest`` titles it with its description; a description longer than a file name may be,
+    as the hard tier's are, is cut at a word and numbered); the paths by scene."""
     folder.mkdir(parents=True, exist_ok=True)
     describe = TIERS[tier].describe
     paths = {}
-    for scene, image in render_gallery(scenes, seed, tier).items():
-        path = folder / f"{describe(scene).replace(';', ',')}.png"
+    for n, (scene, image) in enumerate(render_gallery(scenes, seed, tier).items(), 1):
+        name = describe(scene).replace(";", ",")
+        if len(name.encode()) > MAX_NAME_BYTES:
+            name = f"{name[:MAX_NAME_BYTES].rsplit(' ', 1)[0].rstrip(',')} ... #{n}"
+        path = folder / f"{name}.png"
         image.save(path, format="PNG")
         paths[scene] = path
     return paths

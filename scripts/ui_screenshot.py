@@ -2,7 +2,8 @@
 
     python scripts/ui_screenshot.py http://127.0.0.1:7860 docs/images/search-page.png
 
-runs the first example query with reranking in headless Chromium and saves the whole page.
+runs an example query (``--example N``, the first by default) with reranking in headless
+Chromium, opens the first result's rationale when there is one and saves the whole page.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def main() -> None:
         driver.find_element(By.ID, "rerank").click()
         driver.find_element(By.ID, "search").click()
         driver.find_element(By.CSS_SELECTOR, "#results figure.result")
+        # The first result's rationale, when the page shows one (a change verifier reranked).
+        driver.implicitly_wait(0)
+        for summary in driver.find_elements(By.CSS_SELECTOR, "details.rationale summary")[:1]:
+            summary.click()
         print(save_screenshot(driver, args.out))
     finally:
         driver.quit()

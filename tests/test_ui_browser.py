@@ -250,7 +250,8 @@ def test_bad_requests_get_4xx_with_the_reason(page, photo_folder):
 
 
 def test_demo_ui_serves_the_sample_gallery_with_its_examples(tiny_checkpoint, tmp_path):
-    # `make ui` is `cir demo --ui`: here with the tiny random model and a small gallery.
+    # `make ui` is `cir demo --ui`: here with the tiny random model (no second stage behind
+    # it) and a small gallery of the default tier, the hard one.
     import signal
     import subprocess
     import time
@@ -275,7 +276,7 @@ def test_demo_ui_serves_the_sample_gallery_with_its_examples(tiny_checkpoint, tm
         home = httpx.get(f"{url}/", timeout=60)
         assert home.status_code == 200 and "30 images" in home.text
         assert len(list(gallery.glob("*.png"))) == 30
-        _, queries = sample_gallery(30, 2, 0)
+        _, queries = sample_gallery(30, 2, 0, "hard")
         links = re.findall(r'class="example" href="([^"]+)"', home.text)
         assert len(links) == 2
         answer = httpx.get(url + html.unescape(links[0]), timeout=60)
