@@ -4,7 +4,7 @@ one run on this machine.
     python benchmarks/rerank_latency.py --reranker cir_module/checkpoints/shapes-hard-verifier \\
         --data .cache/data/hard-s0 [--first-stage cir_module/checkpoints/shapes-hard-conv] \\
         [--limit 200] [--k 10 50] [--captions runs/captions-hard-s0-test.json] \\
-        [--serve models/verifier-onnx]
+        [--serve models/verifier-onnx] [--runtime auto|torch|onnx]
 
 For each K and each way of reranking, a local stack (Weaviate and the service with the
 reranker) holds the test split's gallery, and every query is sent twice by the v4 client:
@@ -70,13 +70,24 @@ def main() -> None:
         help="the folder the service serves as its reranker, e.g. the verifier's ONNX export "
         "(cir rerank export); default: --reranker",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="CIR_RERANKER_RUNTIME of the service: auto (the default a user gets: a change "
+        "verifier's checkpoint on onnxruntime on the CPU), torch, onnx",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
 
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     path = args.captions or Path(f"runs/captions-{Path(args.data).name}-{args.split}.json")
     captions = gallery_captions(args.reranker, split, path)
-    env = {"CIR_RERANKER_MODEL": args.serve or args.reranker, "CIR_TORCH_THREADS": "2"}
+    env = {
+        "CIR_RERANKER_MODEL": args.serve or args.reranker,
+        "CIR_RERANKER_RUNTIME": args.runtime,
+        "CIR_TORCH_THREADS": "2",
+    }
     rows = []
     print("| K | rerank | first stage p50 / p90 ms | with rerank p50 / p90 ms | p50 ratio |")
     print("| --- | --- | --- | --- | --- |")

@@ -110,6 +110,19 @@ class ServiceSettings(BaseSettings):
         "(shapes-hard-conv) is served, else none; `none`: no reranker (/rerank returns the "
         "first-stage cosine).",
     )
+    reranker_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="How `cir serve` runs a change verifier given as a checkpoint folder. "
+        "onnx: on onnxruntime, through its export, made once (parity-checked) into "
+        "`export_cache_dir` and reused; torch: on torch. auto: onnx on the CPU when the export "
+        "extra and onnxruntime are installed, else torch. An ONNX export folder always runs on "
+        "onnxruntime; the P(YES) image judge always on what its folder is.",
+    )
+    export_cache_dir: str = Field(
+        str(Path.home() / ".cache" / "weaviate-cir" / "exports"),
+        description="Where `cir serve` keeps the exports it makes (reranker_runtime), one "
+        "folder per checkpoint's contents.",
+    )
     reranker_raug: str | None = Field(
         None, description="RAug-Rep vectors from `cir raug extract` to inject (safetensors)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import threading
 import time
 import uuid
@@ -197,6 +198,22 @@ def cross_fusion_conv_stem() -> CIRModel:
         pyramid=dataclasses.replace(config.pyramid, stem="conv"),
     )
     return create_model(config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The exports ``cir serve`` makes (``CIR_EXPORT_CACHE_DIR``) go to the session's own
+    folder, for every service the tests start, never to the user's cache."""
+    path = tmp_path_factory.mktemp("export-cache")
+    before = os.environ.get("CIR_EXPORT_CACHE_DIR")
+    os.environ["CIR_EXPORT_CACHE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("CIR_EXPORT_CACHE_DIR", None)
+        else:
+            os.environ["CIR_EXPORT_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["add_parser"]
+if TYPE_CHECKING:
+    from cir_module.settings import ServiceSettings
+
+__all__ = ["add_parser", "verifier_export_wanted", "with_reranker_runtime"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +49,10 @@ def _serve(args: argparse.Namespace) -> None:
 
         for handler in root.handlers:
             handler.setFormatter(JsonLogFormatter())
+    try:  # a refused kind, a missing extra, a failed parity check (ParityError: an AssertionError)
+        settings = with_reranker_runtime(settings)
+    except (ValueError, ImportError, AssertionError) as exc:
+        sys.exit(f"cir serve: the reranker's runtime (CIR_RERANKER_RUNTIME): {exc}")
     from cir_module.service.protocol import guarded_protocol
 
     try:
@@ -72,3 +82,41 @@ def _serve(args: argparse.Namespace) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or None,
     )
+
+
+def verifier_export_wanted(settings: ServiceSettings) -> bool:
+    """Whether the served reranker is a change verifier's checkpoint folder that
+    ``reranker_runtime`` runs on onnxruntime: ``onnx``, or ``auto`` on the CPU with the export
+    extra and onnxruntime installed. A folder of another kind under ``onnx`` is refused (only
+    the change verifier is exported on start; ``cir rerank export`` exports the image
+    judge)."""
+    from cir_module.rerank.onnx_vlm import is_onnx_reranker
+    from cir_module.vlm.folder import recorded_kind
+
+    folder = settings.reranker_folder()
+    if settings.reranker_runtime == "torch" or folder is None or is_onnx_reranker(folder):
+        return False
+    if not (Path(folder) / "config.json").is_file():  # a hub id: torch loads it as it is
+        return False
+    if recorded_kind(folder) != "changes":
+        if settings.reranker_runtime == "onnx":
+            raise ValueError(
+                f"reranker_runtime=onnx exports a change verifier on start; {folder} is not one "
+                "(export it with `cir rerank export` and serve the export)"
+            )
+        return False
+    if settings.reranker_runtime == "onnx":
+        return True
+    installed = all(importlib.util.find_spec(m) for m in ("torch", "onnx", "onnxruntime"))
+    return settings.device == "cpu" and installed
+
+
+def with_reranker_runtime(settings: ServiceSettings) -> ServiceSettings:
+    """``settings`` with the reranker replaced by its cached ONNX export where
+    :func:`verifier_export_wanted` says so (made the first time, parity-checked)."""
+    if not verifier_export_wanted(settings):
+        return settings
+    from onnx_export.served import cached_verifier_export
+
+    export = cached_verifier_export(settings.reranker_folder(), settings.export_cache_dir)
+    return settings.model_copy(update={"reranker_model": str(export)})

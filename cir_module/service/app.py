@@ -191,6 +191,8 @@ def _load_reranker(settings: ServiceSettings):
         batch_size=settings.reranker_batch_size,
         rationale=settings.reranker_rationale,
         device=settings.device,
+        providers=settings.onnx_providers,
+        threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",
