@@ -115,7 +115,8 @@ class ServiceSettings(BaseSettings):
         description="How `cir serve` runs a change verifier given as a checkpoint folder. "
         "onnx: on onnxruntime, through its export, made once (parity-checked) into "
         "`export_cache_dir` and reused; torch: on torch. auto: onnx on the CPU when the export "
-        "extra and onnxruntime are installed, else torch. An ONNX export folder always runs on "
+        "extra and onnxruntime are installed and the export meets parity, else torch. An ONNX "
+        "export folder always runs on "
         "onnxruntime; the P(YES) image judge always on what its folder is.",
     )
     export_cache_dir: str = Field(

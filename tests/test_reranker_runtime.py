@@ -84,6 +84,22 @@ def test_the_export_is_made_once_per_checkpoint_contents(verifier, tmp_path):
     assert other != export and other.name.startswith("changed-")
 
 
+def test_an_export_that_misses_parity_leaves_auto_on_torch_and_stops_onnx(
+    verifier, tmp_path, monkeypatch
+):
+    from onnx_export import served
+    from onnx_export.validate import ParityError
+
+    def missed(folder, cache_dir, opset=None):
+        raise ParityError("exported captions differ from torch's")
+
+    monkeypatch.setattr(served, "cached_verifier_export", missed)
+    auto = _settings(tmp_path, verifier)
+    assert with_reranker_runtime(auto).reranker_model == str(verifier)  # torch serves it
+    with pytest.raises(ParityError):
+        with_reranker_runtime(_settings(tmp_path, verifier, reranker_runtime="onnx"))
+
+
 @pytest.mark.integration
 def test_both_runtimes_answer_rerank_alike_over_http(verifier, tiny_checkpoint, tmp_path):
     images = scene_images(5, seed=6)

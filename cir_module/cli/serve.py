@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cir_module.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
 __all__ = ["add_parser", "verifier_export_wanted", "with_reranker_runtime"]
 
 
@@ -113,10 +115,20 @@ def verifier_export_wanted(settings: ServiceSettings) -> bool:
 
 def with_reranker_runtime(settings: ServiceSettings) -> ServiceSettings:
     """``settings`` with the reranker replaced by its cached ONNX export where
-    :func:`verifier_export_wanted` says so (made the first time, parity-checked)."""
+    :func:`verifier_export_wanted` says so (made the first time, parity-checked). Under
+    ``auto`` an export that misses parity leaves the folder to torch (a warning says why);
+    under ``onnx`` it stops the service."""
     if not verifier_export_wanted(settings):
         return settings
     from onnx_export.served import cached_verifier_export
+    from onnx_export.validate import ParityError
 
-    export = cached_verifier_export(settings.reranker_folder(), settings.export_cache_dir)
+    try:
+        export = cached_verifier_export(settings.reranker_folder(), settings.export_cache_dir)
+    except ParityError as exc:
+        if settings.reranker_runtime == "onnx":
+            raise
+        # auto: the export is a speed-up, never a change of answers; torch serves instead.
+        log.warning("serving the verifier on torch: its export missed parity (%s)", exc)
+        return settings
     return settings.model_copy(update={"reranker_model": str(export)})
