@@ -14,6 +14,7 @@ import pytest
 
 from cir_module import compose_query
 from cir_module.cli.serve import verifier_export_wanted, with_reranker_runtime
+from cir_module.rerank.load import load_reranker
 from cir_module.rerank.onnx_vlm import RERANKER_MANIFEST
 from cir_module.rerank.tiny import build_tiny_reranker
 from cir_module.settings import ServiceSettings
@@ -98,6 +99,24 @@ def test_an_export_that_misses_parity_leaves_auto_on_torch_and_stops_onnx(
     assert with_reranker_runtime(auto).reranker_model == str(verifier)  # torch serves it
     with pytest.raises(ParityError):
         with_reranker_runtime(_settings(tmp_path, verifier, reranker_runtime="onnx"))
+
+
+def test_the_exported_verifier_opens_with_the_providers_and_threads_it_is_given(verifier, tmp_path):
+    export = cached_verifier_export(verifier, tmp_path / "cache")
+    opened = load_reranker(
+        export, providers=["CPUExecutionProvider"], threads=1, trt_cache=tmp_path / "trt"
+    )
+    assert opened.describe()["provider"] == "CPUExecutionProvider"
+    for session in opened.sessions.values():
+        assert session.get_providers() == ["CPUExecutionProvider"]
+        assert session.get_session_options().intra_op_num_threads == 1
+    assert (
+        load_reranker(export, threads=2)
+        .sessions["decoder"]
+        .get_session_options()
+        .intra_op_num_threads
+        == 2
+    )
 
 
 @pytest.mark.integration

@@ -24,15 +24,17 @@ def load_reranker(
     device: str | None = None,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    trt_cache: str | Path | None = None,
     **options,
 ) -> Reranker:
     """The reranker at ``path``. ``raug``, ``alpha``, ``layers`` and ``rationale`` steer the
     P(YES) image judge (``rationale``: each query's prompt carries the model's own reasoning
     path, CIR-CoT, generated once per query); a kind that judges otherwise refuses RAug-Rep
     vectors and a rationale, and ignores the rest. ``device`` places a torch model;
-    ``providers`` and ``threads`` (onnxruntime's execution providers, best first, and intra-op
-    threads) open an export. Unset options keep the folder's saved settings, else the class's
-    defaults; ``options`` go to the class as they are."""
+    ``providers``, ``threads`` and ``trt_cache`` (onnxruntime's execution providers, best
+    first, intra-op threads, TensorRT's engine cache) open an export. Unset options keep the
+    folder's saved settings, else the class's defaults; ``options`` go to the class as they
+    are."""
     from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker, onnx_kind
 
     given = {"alpha": alpha, "layers": layers, "batch_size": batch_size}
@@ -43,14 +45,18 @@ def load_reranker(
         if raug is not None or rationale:
             raise ValueError(f"{path} is a change verifier: it takes no RAug-Rep or rationale")
         kept = {"batch_size": batch_size} if batch_size else {}
-        return OnnxChangeVerifier(path, providers=providers, threads=threads, **kept, **options)
+        return OnnxChangeVerifier(
+            path, providers=providers, threads=threads, trt_cache=trt_cache, **kept, **options
+        )
     if is_onnx_reranker(path):
         if rationale:
             raise ValueError(
                 f"{path} is an ONNX export, which scores but does not generate: a reranker "
                 "that writes its own rationale needs the checkpoint folder (torch)"
             )
-        reranker = OnnxReranker(path, raug=raug, providers=providers, threads=threads, **given)
+        reranker = OnnxReranker(
+            path, raug=raug, providers=providers, threads=threads, trt_cache=trt_cache, **given
+        )
         if image_side and image_side != reranker.image_side:
             raise ValueError(
                 f"{path} was exported for {reranker.image_side}-pixel images, not {image_side}; "

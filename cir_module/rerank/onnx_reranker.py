@@ -58,8 +58,9 @@ class OnnxReranker(PrefixedScoring, OnnxVLMExport):
         batch_size: int = 16,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        trt_cache: str | Path | None = None,
     ) -> None:
-        self.open_export(folder, providers, threads)
+        self.open_export(folder, providers, threads, trt_cache)
         self.prompt = RerankPrompt(**self.manifest["prompt"])
         self.yes_id, self.no_id = (
             self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)

@@ -43,9 +43,10 @@ class OnnxChangeVerifier(ChangeVerification, OnnxVLMExport):
         batch_size: int = 16,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        trt_cache: str | Path | None = None,
         **settings: Any,
     ) -> None:
-        self.open_export(folder, providers, threads)
+        self.open_export(folder, providers, threads, trt_cache)
         # The source folder's settings travel with the export (differ, read-out, serving).
         recorded = {k: v for k, v in saved_settings(folder).items() if k != KIND_KEY}
         recorded.pop("image_side", None)

@@ -41,7 +41,11 @@ class OnnxVLMExport:
     (:meth:`open_export`), and its vision tower's features (:meth:`image_features`)."""
 
     def open_export(
-        self, folder: str | Path, providers: Sequence[str] | None, threads: int | None
+        self,
+        folder: str | Path,
+        providers: Sequence[str] | None,
+        threads: int | None,
+        trt_cache: str | Path | None = None,
     ) -> None:
         from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
@@ -65,7 +69,7 @@ class OnnxVLMExport:
         self.merged_grid = tuple(manifest["merged_grid"])
         self.family = manifest["family"]
         options = serving_session_options(threads)
-        chosen = choose_providers(providers)
+        chosen = choose_providers(providers, trt_cache)
         self.sessions = {
             graph: ort.InferenceSession(
                 str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen

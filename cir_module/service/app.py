@@ -193,6 +193,7 @@ def _load_reranker(settings: ServiceSettings):
         device=settings.device,
         providers=settings.onnx_providers,
         threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
+        trt_cache=settings.trt_cache_dir,
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",
