@@ -134,10 +134,7 @@ import numpy as np
 from weaviate import WeaviateClient
 from weaviate.classes.config import (
     Configure,
-    DataType,
-    Property,
     Reconfigure,
-    Tokenization,
     VectorDistances,
 )
 from weaviate.classes.query import Filter, Rerank
@@ -230,27 +227,15 @@ DEFAULT_INDEXES = ("hnsw", "flat", "hnsw-pq", "hnsw-bq", "hnsw-sq", "hnsw-rq")
 
 
 def create_scale_collection(client: WeaviateClient, name: str, spec: IndexSpec) -> Collection:
-    """A collection as the product's (``image`` blob vectorised by multi2vec-clip, cosine, the
-    transformers reranker; ``name`` and ``source`` as unvectorised text) on ``spec``'s index.
-
-    ``create_image_collection`` offers ``hnsw`` and ``flat`` only, without compression: the
-    variants need the index config itself."""
-    properties = [Property(name="image", data_type=DataType.BLOB)] + [
-        Property(
-            name=p,
-            data_type=DataType.TEXT,
-            skip_vectorization=True,
-            tokenization=Tokenization.FIELD,
-        )
-        for p in ("name", "source")
-    ]
-    return client.collections.create(
-        name=name,
-        properties=properties,
-        vector_config=Configure.Vectors.multi2vec_clip(
-            name=VECTOR, image_fields=["image"], vector_index_config=spec.create_config()
-        ),
-        reranker_config=Configure.Reranker.transformers(),
+    """The product's collection (``create_image_collection``: ``image`` blob vectorised by
+    multi2vec-clip, cosine, the transformers reranker; ``name`` and ``source`` as unvectorised
+    text) on ``spec``'s index."""
+    return create_image_collection(
+        client,
+        name,
+        text_properties=("name", "source"),
+        vector_name=VECTOR,
+        vector_index_config=spec.create_config(),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from weaviate import WeaviateClient
 from weaviate.classes.config import (
@@ -37,6 +38,7 @@ def create_image_collection(
     replication_factor: int | None = None,
     shards: int | None = None,
     catch_up_ms: int = 5000,
+    vector_index_config: Any = None,
 ) -> Collection:
     """Create ``name`` with a ``blob`` image property, the multi2vec-clip vectorizer on it
     (cosine distance) and the transformers reranker.
@@ -51,7 +53,9 @@ def create_image_collection(
     A ``captioner`` property records who wrote each caption.
 
     ``index`` is the vector index: ``"hnsw"`` (approximate, Weaviate's default) or ``"flat"``
-    (exact brute-force search); both with cosine distance.
+    (exact brute-force search); both with cosine distance. ``vector_index_config`` (a
+    ``Configure.VectorIndex`` config, e.g. HNSW with a quantizer) replaces the one ``index``
+    names.
     """
     if index not in VECTOR_INDEXES:
         raise ValueError(f"index must be one of {', '.join(VECTOR_INDEXES)}, not {index!r}")
@@ -94,7 +98,8 @@ def create_image_collection(
             image_fields=image_fields,
             text_fields=text_fields,
             inference_url=inference_url,
-            vector_index_config=index_factory(distance_metric=VectorDistances.COSINE),
+            vector_index_config=vector_index_config
+            or index_factory(distance_metric=VectorDistances.COSINE),
         ),
         reranker_config=Configure.Reranker.transformers(),
         replication_config=replication,
