@@ -1,0 +1,131 @@
+"""Where a first stage loses R@1 on wordings it never saw: one measurement per suspect.
+
+Takes a checkpoint and two folders holding the same test triplets, worded with the training
+phrasings and with the held-out ones (``cir data shapes ... --n-train 0 --n-val 0
+--phrasing-for-test heldout``), and prints one JSON report:
+
+* ``lengths``: tokens per text under the checkpoint's tokenizer, and the share cut at its
+  ``text_max_length`` (truncation);
+* ``tower`` / ``projected`` / ``composed``: how alike the two wordings of one triplet are in the
+  text tower's own states (mean over tokens, what the pretrained model knows), in the trained
+  text embedding, and in the composed query: the mean paired cosine, and how often a held-out
+  text's nearest training-worded text (of all test triplets) is its own paraphrase;
+* ``recall``: R@1 with each wording, and with held-out texts at a longer ``text_max_length``;
+  ``per_kind``: R@1 per edit kind with each wording.
+
+Usage: python scripts/phrasing_diagnosis.py CHECKPOINT DATA DATA_HELDOUT [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cir_module.data.benchmark import load_edit_ops
+from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+from cir_module.models import load_model
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean cosine of row i of ``a`` with row i of ``b``, and the share of rows of ``b`` whose
+    nearest row of ``a`` is their own."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    sims = b @ a.T
+    return {
+        "paired_cosine": round(float(np.mean(np.diag(sims))), 4),
+        "other_cosine": round(float((sims.sum() - np.trace(sims)) / (len(a) * (len(a) - 1))), 4),
+        "own_paraphrase_top1": round(float(np.mean(sims.argmax(1) == np.arange(len(a)))), 4),
+    }
+
+
+@torch.inference_mode()
+def text_views(model, texts: list[str], batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """The tower's mean token state and the trained (projected) text embedding of each text."""
+    tower, projected = [], []
+    for i in range(0, len(texts), batch):
+        inputs = model.tokenize(texts[i : i + batch])
+        embeds, tokens, mask = model.encode_text_states(**inputs)
+        m = mask.unsqueeze(-1).to(tokens.dtype)
+        tower.append(((tokens * m).sum(1) / m.sum(1)).numpy())
+        projected.append(embeds.numpy())
+    return np.concatenate(tower), np.concatenate(projected)
+
+
+def per_kind(data: Path, result, triplets) -> dict[str, float]:
+    ops = load_edit_ops(data, "test")
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for t, ranking in zip(triplets, result.rankings, strict=True):
+        hits[ops[t.pairid]].append(ranking[0] == t.target)
+    return {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(hits.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("data")
+    parser.add_argument("heldout")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--long-max-length", type=int, default=128)
+    args = parser.parse_args()
+    model = load_model(args.checkpoint).eval()
+    seen = EvalSplit.load(args.data, "test", limit=args.limit)
+    held = EvalSplit.load(args.heldout, "test", limit=args.limit)
+    assert [t.pairid for t in seen.triplets] == [t.pairid for t in held.triplets]
+    texts = {
+        "train": [t.caption for t in seen.triplets],
+        "heldout": [t.caption for t in held.triplets],
+    }
+
+    report: dict = {"checkpoint": args.checkpoint, "text_max_length": model.text_max_length}
+    lengths = {}
+    for name, ts in texts.items():
+        n = np.array([len(model.tokenizer(t)["input_ids"]) for t in ts])
+        lengths[name] = {
+            "mean": round(float(n.mean()), 1),
+            "p90": int(np.percentile(n, 90)),
+            "max": int(n.max()),
+            "truncated": round(float(np.mean(n > model.text_max_length)), 4),
+        }
+    report["lengths"] = lengths
+
+    (tower_a, proj_a), (tower_b, proj_b) = (
+        text_views(model, texts["train"]),
+        text_views(model, texts["heldout"]),
+    )
+    report["tower"] = paired(tower_a, tower_b)
+    report["projected"] = paired(proj_a, proj_b)
+
+    runs = {}
+    for name, split in (("train", seen), ("heldout", held)):
+        runs[name] = evaluate_in_process(model, split)
+    from cir_module.eval.inprocess import embed_split
+
+    q = {name: embed_split(model, split)[1] for name, split in (("train", seen), ("heldout", held))}
+    composed = paired(q["train"], q["heldout"])
+    top1 = [
+        a[0] == b[0] for a, b in zip(runs["train"].rankings, runs["heldout"].rankings, strict=True)
+    ]
+    composed["same_top1"] = round(float(np.mean(top1)), 4)
+    report["composed"] = composed
+    model.text_max_length = args.long_max_length
+    long = evaluate_in_process(model, held)
+    report["recall"] = {
+        "train": runs["train"].metrics["R@1"],
+        "heldout": runs["heldout"].metrics["R@1"],
+        f"heldout_max_length_{args.long_max_length}": long.metrics["R@1"],
+    }
+    report["per_kind"] = {
+        name: per_kind(Path(split.root), runs[name], split.triplets)
+        for name, split in (("train", seen), ("heldout", held))
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
