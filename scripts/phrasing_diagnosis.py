@@ -10,6 +10,10 @@ phrasings and with the held-out ones (``cir data shapes ... --n-train 0 --n-val 
   text tower's own states (mean over tokens, what the pretrained model knows), in the trained
   text embedding, and in the composed query: the mean paired cosine, and how often a held-out
   text's nearest training-worded text (of all test triplets) is its own paraphrase;
+* ``value_words``: per kind of value (size, texture, relation, grid cell...), how many held-out
+  words the text tower alone (mean over tokens) puts nearest the training word of the same
+  value, and the nearest training word of each: what the frozen tower brings to wordings it
+  was never trained on;
 * ``recall``: R@1 with each wording, and with held-out texts at a longer ``text_max_length``;
   ``per_kind``: R@1 per edit kind with each wording.
 
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cir_module.data.benchmark import load_edit_ops
+from cir_module.data.benchmark import load_edit_ops, tier_of
 from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
 from cir_module.models import load_model
 
@@ -42,6 +46,28 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "other_cosine": round(float((sims.sum() - np.trace(sims)) / (len(a) * (len(a) - 1))), 4),
         "own_paraphrase_top1": round(float(np.mean(sims.argmax(1) == np.arange(len(a)))), 4),
     }
+
+
+def value_words(model, words: dict) -> dict[str, dict]:
+    """For each kind of value the tier words in both sets, the held-out words whose nearest
+    training word (of any value of that kind) under the tower is one of their own value's."""
+    out = {}
+    for kind, held in words["heldout"].items():
+        train = [(v, w) for v, ws in words["train"][kind].items() for w in ws]
+        heldout = [(v, w) for v, ws in held.items() for w in ws]
+        if len(words["train"][kind]) < 2 or {w for _, w in train} == {w for _, w in heldout}:
+            continue  # one value only, or the same words in both sets (colours, shapes)
+        a = text_views(model, [w for _, w in train])[0]
+        b = text_views(model, [w for _, w in heldout])[0]
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        nearest = (b @ a.T).argmax(1)
+        out[kind] = {
+            "right": int(sum(train[j][0] == v for (v, _), j in zip(heldout, nearest, strict=True))),
+            "of": len(heldout),
+            "nearest": {w: train[j][1] for (_, w), j in zip(heldout, nearest, strict=True)},
+        }
+    return out
 
 
 @torch.inference_mode()
@@ -99,6 +125,7 @@ def main() -> None:
         text_views(model, texts["heldout"]),
     )
     report["tower"] = paired(tower_a, tower_b)
+    report["value_words"] = value_words(model, tier_of(args.data).phrasing_words)
     report["projected"] = paired(proj_a, proj_b)
 
     runs = {}

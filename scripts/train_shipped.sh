@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Remake the shipped checkpoint (cir_module/checkpoints/shapes-minilm-conv) in six stages
+# Remake the shipped checkpoint (cir_module/checkpoints/shapes-minilm-conv) in five stages
 # (docs/results.md, "The shipped model"):
 #   1. base:    from scratch, in-batch negatives only (40 min);
 #   2. hard:    + 2 hard negatives per triplet and the auxiliary scene loss, 234 steps;
 #   3. final:   the same recipe continued for 624 steps at a higher learning rate;
 #   4. more:    the same recipe continued for 936 steps, then precise BatchNorm statistics;
-#   5. shape:   + the scene loss read cell by cell from the image tokens, 2496 steps;
-#   6. reworded: the same losses on the widened training wordings, one paraphrase of each
-#               triplet drawn anew at each step (issue 41), 312 steps.
+#   5. shape:   + the scene loss read cell by cell from the image tokens, 2496 steps.
 # Usage: scripts/train_shipped.sh DATA OUT   (DATA from `cir data shapes DATA --seed 0`)
 # Stages already finished in OUT are skipped; the last one is copied into the package.
 set -euo pipefail
@@ -33,10 +31,6 @@ mkdir -p "$OUT"
   --init-from "$OUT/more/checkpoint" --epochs 8 --max-minutes 80 --hard-negatives 2 \
   --scene-loss 0.5 --token-scene-loss 2.0 --lr 5e-4 --warmup-steps 20 --seed 3 --precise-bn 4096
 
-[ -d "$OUT/reworded/checkpoint" ] || "$CIR" train "${COMMON[@]}" --out "$OUT/reworded" \
-  --init-from "$OUT/shape/checkpoint" --epochs 1 --hard-negatives 2 \
-  --scene-loss 0.5 --token-scene-loss 2.0 --lr 2e-4 --warmup-steps 20 --seed 4 --precise-bn 4096
-
 rm -rf cir_module/checkpoints/shapes-minilm-conv
-cp -r "$OUT/reworded/checkpoint" cir_module/checkpoints/shapes-minilm-conv
-echo "shipped: cir_module/checkpoints/shapes-minilm-conv (from $OUT/reworded)"
+cp -r "$OUT/shape/checkpoint" cir_module/checkpoints/shapes-minilm-conv
+echo "shipped: cir_module/checkpoints/shapes-minilm-conv (from $OUT/shape)"

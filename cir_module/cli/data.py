@@ -28,13 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="base: one edit per text on a 3x3 grid; hard: compositional and relational edits "
         "of up to 8 textured objects on a 4x4 grid",
     )
-    shapes.add_argument(
-        "--paraphrases",
-        type=int,
-        default=None,
-        help="wordings per training triplet the trainer draws from at each step (default: "
-        "the tier's, 4; 0 writes none)",
-    )
     shapes.set_defaults(func=_data_shapes)
 
 
@@ -52,6 +45,5 @@ def _data_shapes(args: argparse.Namespace) -> None:
         workers=args.workers,
         overwrite=args.overwrite,
         tier=args.tier,
-        paraphrases=args.paraphrases,
     )
     print(summary)

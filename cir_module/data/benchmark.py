@@ -5,9 +5,6 @@ Layout under ``out_dir`` (``<split>`` is ``train``, ``val`` or ``test``)::
     benchmark.json                              generator parameters
     captions/cap.shapes.<split>.json            CIRR triplets (pairid, reference, target_hard,
                                                 target_soft, caption, img_set)
-    captions/paraphrases.shapes.train.json      per training pairid, its caption and other
-                                                wordings of the same edit (tiers that word
-                                                their training edits more than once)
     image_splits/split.shapes.<split>.json      {name: "./images/<split>/<name>.png"}
     scene_graphs/scenes.shapes.<split>.json     {name: scene_to_dict(scene)}
     edits/edits.shapes.<split>.json             per pairid: operation, reference, template
@@ -23,9 +20,8 @@ grid, one edit per text); ``hard`` (:mod:`cir_module.data.hard`) draws 3-8 textu
 requested change; its val and test galleries hold one hard negative per target (training
 groups keep four; ``Tier.gallery_negatives``). The writer, the file layout and the determinism
 rules are the same; a hard folder's ``benchmark.json`` names its tier, and readers
-(:func:`load_scene_graphs`, :func:`tier_of`) follow it. A base folder holds the scenes and
-images this generator drew before tiers existed (its ``benchmark.json`` has no ``tier`` key);
-its texts changed when the training wordings were widened (version ``shapes-2``, issue 41).
+(:func:`load_scene_graphs`, :func:`tier_of`) follow it. A base folder is byte-identical to what
+this generator wrote before tiers existed (its ``benchmark.json`` has no ``tier`` key).
 
 Determinism: item ``i`` of a split is drawn from its own ``random.Random`` seeded by
 (seed, split, i, attempt), and an image's pixels from (seed, split, scene), so nothing depends
@@ -81,7 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BENCHMARK_NAME = "shapes"
-VERSION = "shapes-2"
+VERSION = "shapes-1"
 SPLITS = ("train", "val", "test")
 # Held-out splits first: train, the largest, then avoids their scenes, not the other way.
 _GENERATION_ORDER = ("test", "val", "train")
@@ -194,15 +190,12 @@ class Tier:
     attributes: tuple[tuple[str, tuple[str, ...]], ...]
     # Seeds each image's pixels; the base tier's is the benchmark's name, as before tiers.
     rng_prefix: str
-    # Another training wording of a triplet's edit: (triplet, rng) -> text. The trainer draws
-    # one of a triplet's wordings anew at each step, so that a retriever keys on what an edit
-    # means rather than on the words it was first given (issue 41).
-    paraphrase: Callable[[Any, random.Random], str]
+    # The words of each phrasing set, per kind of value (``WORDS`` of the tier's phrasing):
+    # what scripts/phrasing_diagnosis.py compares under the text tower.
+    phrasing_words: dict[str, dict[str, dict[str, tuple[str, ...]]]]
     # Hard negatives per val/test triplet, when fewer than the training split's: what the
     # evaluation gallery holds beside each target. None: as many as in training.
     gallery_negatives: int | None = None
-    # How many wordings per training triplet the paraphrases file holds by default.
-    paraphrases: int = 4
 
     @property
     def grid_cells(self) -> int:
@@ -229,11 +222,11 @@ TIERS: dict[str, Tier] = {
             ("size", shapes.SIZES),
         ),
         rng_prefix=BENCHMARK_NAME,
-        paraphrase=lambda t, rng: phrase_edit(t.reference, t.edit, rng).text,
+        phrasing_words=shapes.WORDS,
     ),
     "hard": Tier(
         name="hard",
-        version="shapes-hard-2",
+        version="shapes-hard-1",
         make_triplet=hard.make_hard_triplet,
         render=hard.render,
         random_scene=hard.random_scene,
@@ -251,7 +244,7 @@ TIERS: dict[str, Tier] = {
             ("texture", hard.TEXTURES),
         ),
         rng_prefix="hard",
-        paraphrase=lambda t, rng: hard.phrase_hard_edit(t.reference, t.edit, rng).text,
+        phrasing_words=hard.phrasing.WORDS,
         # With all four, the recipe's first stage sits near chance inside a query's image set
         # (R@1 25.5, Rsubset@1 32.8 of 20 by chance; docs/results.md). One hard negative in
         # the gallery leaves that pairwise choice, the room a reranker is measured on; training
@@ -346,22 +339,6 @@ def _annotations(
     return names, captions, edits
 
 
-def _paraphrases(
-    seed: int, split: str, triplets: Sequence[Any], tier: Tier, count: int
-) -> dict[str, list[str]]:
-    """``{pairid: [caption, *other wordings]}``: up to ``count`` distinct training wordings of
-    each triplet's edit, each drawn from its own generator (a function of the arguments)."""
-    out: dict[str, list[str]] = {}
-    for pairid, triplet in enumerate(triplets):
-        texts = [triplet.caption.text]
-        for j in range(1, count):
-            text = tier.paraphrase(triplet, random.Random(f"{seed}:{split}:{pairid}:wording:{j}"))
-            if text not in texts:
-                texts.append(text)
-        out[str(pairid)] = texts
-    return out
-
-
 def _prepare(out_dir: Path, overwrite: bool) -> None:
     existing = [out_dir / name for name in _OUTPUTS if (out_dir / name).exists()]
     if existing and not overwrite:
@@ -387,7 +364,6 @@ def generate_benchmark(
     workers: int = 1,
     overwrite: bool = False,
     tier: str = "base",
-    paraphrases: int | None = None,
 ) -> dict[str, Any]:
     """Write the benchmark under ``out_dir``; returns counts per split, images and seconds.
 
@@ -396,8 +372,6 @@ def generate_benchmark(
     templates and synonyms (same scenes and edits as with ``"train"``). ``tier`` is a key of
     ``TIERS``. ``num_hard_negatives`` is per training triplet; val and test triplets get fewer
     where the tier's ``gallery_negatives`` says so (recorded in ``benchmark.json``).
-    ``paraphrases`` (default: the tier's) wordings per training triplet go to the paraphrases
-    file, the caption first; 0 or 1 writes none.
     """
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
@@ -408,10 +382,6 @@ def generate_benchmark(
     if min(counts.values()) < 0 or num_hard_negatives < 0 or image_size < 16:
         raise ValueError("counts and num_hard_negatives must be >= 0, image_size >= 16")
     phrasings = {"train": "train", "val": "train", "test": phrasing_for_test}
-    if paraphrases is None:
-        paraphrases = chosen.paraphrases
-    if paraphrases < 0:
-        raise ValueError("paraphrases must be >= 0")
     out = Path(out_dir)
     _prepare(out, overwrite)
     start = time.perf_counter()
@@ -440,11 +410,6 @@ def generate_benchmark(
         per_split[split] = names
         _write_json(out / "captions" / f"cap.{BENCHMARK_NAME}.{split}.json", captions)
         _write_json(out / "edits" / f"edits.{BENCHMARK_NAME}.{split}.json", edits)
-        if split == "train" and paraphrases > 1:
-            _write_json(
-                out / "captions" / f"paraphrases.{BENCHMARK_NAME}.{split}.json",
-                _paraphrases(seed, split, triplets, chosen, paraphrases),
-            )
         _write_json(
             out / "image_splits" / f"split.{BENCHMARK_NAME}.{split}.json",
             {name: f"./images/{split}/{name}.png" for name in names.values()},
@@ -483,8 +448,6 @@ def generate_benchmark(
                 else {}
             ),
             "num_images": {s: len(per_split[s]) for s in SPLITS},
-            # Only when written, so folders without the file stay as they were.
-            **({"paraphrases": paraphrases} if paraphrases > 1 else {}),
         },
     )
     end = time.perf_counter()

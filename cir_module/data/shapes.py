@@ -304,9 +304,6 @@ _TRAIN_SIZE = (
     "turn the {ref} {size}",
     "resize the {ref} to {size}",
     "the {ref} should be {size}",
-    "adjust the {ref} to be {size}",
-    "the {ref} ought to be {size}",
-    "please make the {ref} {size}",
 )
 _HELDOUT_SIZE = (
     "let the {ref} be {size}",
@@ -321,9 +318,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "paint the {ref} {color}",
             "the {ref} should be {color}",
             "color the {ref} {color}",
-            "give the {ref} a {color} colour",
-            "please make the {ref} {color}",
-            "the {ref} should become {color}",
         ),
         "shape": (
             "turn the {ref} into a {shape}",
@@ -331,9 +325,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "make the {ref} a {shape}",
             "change the {ref} into a {shape}",
             "the {ref} should be a {shape}",
-            "reshape the {ref} as a {shape}",
-            "the {ref} should become a {shape}",
-            "please make the {ref} a {shape}",
         ),
         "grow": _TRAIN_SIZE,
         "shrink": _TRAIN_SIZE,
@@ -343,9 +334,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "take away the {ref}",
             "erase the {ref}",
             "take the {ref} out",
-            "drop the {ref}",
-            "the {ref} should disappear",
-            "there should be no {ref}",
         ),
         "add": (
             "add a {obj} at {cell}",
@@ -353,9 +341,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "place a {obj} at {cell}",
             "insert a {obj} at the {cell}",
             "draw a {obj} at {cell}",
-            "at the {cell}, add a {obj}",
-            "a {obj} should appear at the {cell}",
-            "create a {obj} at the {cell}",
         ),
         "move": (
             "move the {ref} to {cell}",
@@ -363,9 +348,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "relocate the {ref} to {cell}",
             "place the {ref} in the {cell}",
             "the {ref} goes to the {cell}",
-            "send the {ref} to the {cell}",
-            "drag the {ref} to the {cell}",
-            "the {ref} should move to the {cell}",
         ),
         # Position references; {shape} is the object's own shape.
         "ref_cell": (
@@ -374,9 +356,6 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "one at the {cell}",
             "object at {cell}",
             "{shape} at the {cell}",
-            "{shape} located at the {cell}",
-            "object located at the {cell}",
-            "piece at the {cell}",
         ),
     },
     "heldout": {
@@ -438,14 +417,10 @@ WORDS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "train": {
         "color": {c: (c,) for c in COLORS},
         "shape": {s: (s,) for s in SHAPES},
-        "size": {"small": ("small", "little", "petite"), "large": ("large", "giant", "massive")},
-        # The name scene descriptions use first; then the same words spaced, or with a noun.
-        "cell": {
-            str(i): tuple(dict.fromkeys((name, name.replace("-", " "), f"{name} cell")))
-            for i, name in enumerate(CELL_NAMES)
-        },
+        "size": {"small": ("small",), "large": ("large",)},
+        "cell": {str(i): (name,) for i, name in enumerate(CELL_NAMES)},
         # Noun for an attribute reference that leaves the shape out: "the red one".
-        "noun": {"": ("one", "object", "piece")},
+        "noun": {"": ("one", "object")},
     },
     "heldout": {
         "color": {c: ("grey",) if c == "gray" else (c,) for c in COLORS},

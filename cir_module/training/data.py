@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,7 +13,7 @@ from PIL import Image
 from cir_module.eval.readers import CIRTriplet, read_cirr, read_image_split, resolve_image_path
 from cir_module.models.preprocess import ImagePreprocessor
 
-__all__ = ["Batch", "ImageStore", "TripletData", "query_key", "read_paraphrases"]
+__all__ = ["Batch", "ImageStore", "TripletData", "query_key"]
 
 
 def query_key(reference: str, text: str) -> str:
@@ -50,26 +49,8 @@ class Batch:
     negatives: list[str]  # hard negatives, appended to the candidates
 
 
-def read_paraphrases(root: str | Path, split: str, name: str = "shapes") -> dict[int, list[str]]:
-    """``captions/paraphrases.<name>.<split>.json``: per pairid, its caption and other wordings
-    of the same edit (``cir data shapes --paraphrases``); empty when the folder has none."""
-    path = Path(root) / "captions" / f"paraphrases.{name}.{split}.json"
-    if not path.is_file():
-        return {}
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict) or not all(
-        isinstance(v, list) and v and all(isinstance(t, str) for t in v) for v in raw.values()
-    ):
-        raise ValueError(f"{path}: expected {{pairid: [text, ...]}} with at least one text each")
-    return {int(k): v for k, v in raw.items()}
-
-
 class TripletData:
-    """The triplets of one split and the names of their hard negatives.
-
-    Where the folder holds paraphrases, each batch words a triplet with one of them, drawn
-    anew every time (the caption is one of them).
-    """
+    """The triplets of one split and the names of their hard negatives."""
 
     def __init__(self, root: str | Path, split: str, name: str = "shapes") -> None:
         self.root = Path(root)
@@ -77,14 +58,6 @@ class TripletData:
             t for t in read_cirr(self.root, split, name) if t.target is not None
         ]
         self.paths = read_image_split(self.root, split, name)
-        self.paraphrases = read_paraphrases(self.root, split, name)
-        missing = [
-            t.pairid for t in self.triplets if self.paraphrases and t.pairid not in self.paraphrases
-        ]
-        if missing:
-            raise ValueError(
-                f"{self.root}: no paraphrases for pairid {missing[0]} ({len(missing)} in all)"
-            )
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -93,7 +66,6 @@ class TripletData:
         """Replace every modification text by ``rewrite(text)`` (query enhancement)."""
         new = {c: rewrite(c) for c in self.captions()}
         self.triplets = [replace(t, caption=new[t.caption]) for t in self.triplets]
-        self.paraphrases = {k: [new[c] for c in v] for k, v in self.paraphrases.items()}
 
     def rewrite_queries(self, distilled: Mapping[str, str]) -> None:
         """Replace every modification text by its distilled text for its reference
@@ -109,16 +81,9 @@ class TripletData:
         self.triplets = [
             replace(t, caption=distilled[k]) for t, k in zip(self.triplets, keys, strict=True)
         ]
-        self.paraphrases = {}  # a distilled text replaces every wording
 
     def captions(self) -> list[str]:
-        """Every text a batch can hold: captions and paraphrases."""
-        texts = {t.caption for t in self.triplets}
-        return sorted(texts.union(*self.paraphrases.values()))
-
-    def _wording(self, triplet: CIRTriplet, rng: random.Random) -> str:
-        wordings = self.paraphrases.get(triplet.pairid)
-        return rng.choice(wordings) if wordings else triplet.caption
+        return sorted({t.caption for t in self.triplets})
 
     def batches(self, batch_size: int, hard_negatives: int, rng: random.Random) -> Iterator[Batch]:
         """Shuffled full batches; each triplet brings up to ``hard_negatives`` members of its
@@ -133,7 +98,7 @@ class TripletData:
                 negatives += rng.sample(pool, min(hard_negatives, len(pool)))
             yield Batch(
                 references=[t.reference for t in chosen],
-                captions=[self._wording(t, rng) for t in chosen],
+                captions=[t.caption for t in chosen],
                 targets=[t.target for t in chosen],
                 negatives=negatives,
             )
