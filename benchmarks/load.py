@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.proc import memory
 from cir_module import compose_query
 from cir_module.checkpoints import shipped_checkpoint
 from cir_module.data.shapes import random_images
@@ -33,10 +34,7 @@ QUANTILES = (50, 95, 99)
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return memory(pid).get("rss", float("nan")) / 2**20
 
 
 async def drive(url: str, pool: list[str], clients: int, seconds: float) -> dict:

@@ -141,6 +141,7 @@ from weaviate.classes.query import Filter, Rerank
 from weaviate.collections import Collection
 from weaviate.exceptions import WeaviateBaseError
 
+from benchmarks.proc import cpu_seconds, memory
 from cir_module.checkpoints import HARD_TIER_MODEL, HARD_TIER_VERIFIER, shipped_checkpoint
 from cir_module.data import hard
 from cir_module.data.benchmark import load_scene_graphs
@@ -240,23 +241,6 @@ def create_scale_collection(client: WeaviateClient, name: str, spec: IndexSpec) 
 
 
 # --------------------------------------------------------------------------- measurements
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far, all its threads (/proc/PID/stat)."""
-    # The command name (field 2) may hold spaces: the fields after its ")" start at field 3.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def memory(pid: int) -> dict[str, int]:
-    """Resident set size now and its peak (``VmRSS``, ``VmHWM``) of ``pid``, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out["rss" if key == "VmRSS" else "peak"] = int(value.split()[0]) * 1024
-    return out
 
 
 def weaviate_memory(server: WeaviateServer) -> dict[str, int]:

@@ -63,6 +63,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.http_load import encode_bodies, post_loop
+from benchmarks.proc import cpu_seconds
 from cir_module.data.shapes import random_images
 from cir_module.images import encode_image_base64
 from cir_module.models import create_model
@@ -238,9 +239,9 @@ def serving_floor(images: list[str], manifest: dict, args) -> dict:
             time.sleep(0.05)
         bodies = encode_bodies([{"images": [b]} for b in images])
         drive_http(url, bodies, args.clients, 1.0)
-        server_before, ours_before = _cpu_seconds(server.pid), time.process_time()
+        server_before, ours_before = cpu_seconds(server.pid), time.process_time()
         run = drive_http(url, bodies, args.clients, args.floor_seconds)
-        server_cpu = _cpu_seconds(server.pid) - server_before
+        server_cpu = cpu_seconds(server.pid) - server_before
         load_cpu = time.process_time() - ours_before
     finally:
         server.terminate()
@@ -263,12 +264,6 @@ def serving_floor(images: list[str], manifest: dict, args) -> dict:
     }
     floor["total_ms"] = sum(v for k, v in floor.items() if k.endswith("_ms"))
     return floor
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serving_bounds(results: dict, floor: dict) -> dict:

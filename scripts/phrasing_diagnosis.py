@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cir_module.data.benchmark import load_edit_ops, tier_of
-from cir_module.eval.inprocess import EvalSplit, evaluate_in_process
+from cir_module.eval.inprocess import EvalSplit, embed_split, evaluate_in_process, rank_split
 from cir_module.models import load_model
 
 
@@ -83,11 +82,12 @@ def text_views(model, texts: list[str], batch: int = 128) -> tuple[np.ndarray, n
     return np.concatenate(tower), np.concatenate(projected)
 
 
-def per_kind(data: Path, result, triplets) -> dict[str, float]:
-    ops = load_edit_ops(data, "test")
+def r1_per_kind(split: EvalSplit, rankings: list[list[str]]) -> dict[str, float]:
+    """R@1 (percent) per edit kind of a benchmark split's test queries."""
+    ops = load_edit_ops(split.root, "test")
     hits: dict[str, list[bool]] = defaultdict(list)
-    for t, ranking in zip(triplets, result.rankings, strict=True):
-        hits[ops[t.pairid]].append(ranking[0] == t.target)
+    for t, ranking in zip(split.triplets, rankings, strict=True):
+        hits[ops[t.pairid]].append(bool(ranking) and ranking[0] == t.target)
     return {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(hits.items())}
 
 
@@ -128,13 +128,10 @@ def main() -> None:
     report["value_words"] = value_words(model, tier_of(args.data).phrasing_words)
     report["projected"] = paired(proj_a, proj_b)
 
-    runs = {}
-    for name, split in (("train", seen), ("heldout", held)):
-        runs[name] = evaluate_in_process(model, split)
-    from cir_module.eval.inprocess import embed_split
-
-    q = {name: embed_split(model, split)[1] for name, split in (("train", seen), ("heldout", held))}
-    composed = paired(q["train"], q["heldout"])
+    splits = {"train": seen, "heldout": held}
+    embedded = {name: embed_split(model, split) for name, split in splits.items()}
+    runs = {name: rank_split(splits[name], *vecs) for name, vecs in embedded.items()}
+    composed = paired(embedded["train"][1], embedded["heldout"][1])
     top1 = [
         a[0] == b[0] for a, b in zip(runs["train"].rankings, runs["heldout"].rankings, strict=True)
     ]
@@ -148,8 +145,7 @@ def main() -> None:
         f"heldout_max_length_{args.long_max_length}": long.metrics["R@1"],
     }
     report["per_kind"] = {
-        name: per_kind(Path(split.root), runs[name], split.triplets)
-        for name, split in (("train", seen), ("heldout", held))
+        name: r1_per_kind(split, runs[name].rankings) for name, split in splits.items()
     }
     print(json.dumps(report, indent=1))
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from phrasing_diagnosis import r1_per_kind  # this folder's script, on sys.path when run
 
-from cir_module.data.benchmark import load_edit_ops
 from cir_module.eval.inprocess import EvalSplit
 from cir_module.eval.rerank_sweep import r1_difference, r1_interval
 from integration.evaluate import evaluate_with_client
@@ -39,20 +38,24 @@ def mcnemar_p(a: list[bool], b: list[bool]) -> float:
 
 
 def folder_run(split: EvalSplit, rankings: list[list[str]]) -> dict:
-    """R@1 (percent) with its interval, per edit kind, and the per-query top-1 and hits."""
+    """R@1 (percent) with its interval, per edit kind, and the per-query top-1 and targets."""
     targets = [t.target for t in split.triplets]
-    hits = [bool(r) and r[0] == t for r, t in zip(rankings, targets, strict=True)]
-    ops = load_edit_ops(split.root, "test")
-    kinds: dict[str, list[bool]] = defaultdict(list)
-    for t, hit in zip(split.triplets, hits, strict=True):
-        kinds[ops[t.pairid]].append(hit)
     return {
-        "r1": round(100 * float(np.mean(hits)), 2),
+        "r1": round(100 * float(np.mean(hits(rankings, targets))), 2),
         "r1_interval": [round(x, 2) for x in r1_interval(rankings, targets)],
-        "per_kind": {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(kinds.items())},
+        "per_kind": r1_per_kind(split, rankings),
         "top1": [r[0] if r else None for r in rankings],
         "targets": targets,
     }
+
+
+def top1_rankings(run: dict) -> list[list[str]]:
+    """A run's top-1 results as rankings (what the R@1 helpers take)."""
+    return [[x] if x else [] for x in run["top1"]]
+
+
+def hits(rankings: list[list[str]], targets: list[str]) -> list[bool]:
+    return [bool(r) and r[0] == t for r, t in zip(rankings, targets, strict=True)]
 
 
 def main() -> None:
@@ -77,11 +80,8 @@ def main() -> None:
     report: dict = {"checkpoint": args.checkpoint, "folders": runs, "pairs": []}
     for data, heldout in args.pair:
         a, b = runs[data], runs[heldout]
-        ranked_a = [[x] if x else [] for x in a["top1"]]
-        ranked_b = [[x] if x else [] for x in b["top1"]]
+        ranked_a, ranked_b = top1_rankings(a), top1_rankings(b)
         drop, low, high = r1_difference(ranked_b, ranked_a, a["targets"])
-        hits_a = [x == t for x, t in zip(a["top1"], a["targets"], strict=True)]
-        hits_b = [x == t for x, t in zip(b["top1"], b["targets"], strict=True)]
         report["pairs"].append(
             {
                 "data": data,
@@ -90,7 +90,9 @@ def main() -> None:
                 "r1_heldout": b["r1"],
                 "heldout_minus_train": round(drop, 2),
                 "interval": [round(low, 2), round(high, 2)],
-                "mcnemar_p": round(mcnemar_p(hits_a, hits_b), 4),
+                "mcnemar_p": round(
+                    mcnemar_p(hits(ranked_a, a["targets"]), hits(ranked_b, b["targets"])), 4
+                ),
             }
         )
     if args.baseline:
@@ -101,11 +103,7 @@ def main() -> None:
                 continue
             old = base[folder]
             assert old["targets"] == run["targets"], folder
-            diff, low, high = r1_difference(
-                [[x] if x else [] for x in run["top1"]],
-                [[x] if x else [] for x in old["top1"]],
-                run["targets"],
-            )
+            diff, low, high = r1_difference(top1_rankings(run), top1_rankings(old), run["targets"])
             report["against_baseline"][folder] = {
                 "baseline_r1": old["r1"],
                 "r1": run["r1"],

@@ -17,7 +17,7 @@ from cir_module.eval.readers import CIRTriplet, read_cirr, read_image_split, res
 from cir_module.models import CIRModel
 from cir_module.models.onnx_model import OnnxCIRModel
 
-__all__ = ["EvalSplit", "RankedResult", "embed_split", "evaluate_in_process"]
+__all__ = ["EvalSplit", "RankedResult", "embed_split", "evaluate_in_process", "rank_split"]
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,13 @@ def evaluate_in_process(
 ) -> RankedResult:
     """CIRR metrics (R@1/5/10/50, Rsubset@1/2/3, Avg) of ``model`` (torch, or an ONNX export
     on onnxruntime) on ``split``."""
+    return rank_split(split, *embed_split(model, split, batch_size))
+
+
+def rank_split(split: EvalSplit, gallery_vecs: np.ndarray, query_vecs: np.ndarray) -> RankedResult:
+    """CIRR metrics and rankings of ``split`` from its embeddings (as :func:`embed_split`
+    gives them), for callers that also need the vectors."""
     gallery = split.gallery
-    gallery_vecs, query_vecs = embed_split(model, split, batch_size)
     scores = query_vecs @ gallery_vecs.T
     exclude = [t.reference for t in split.triplets]
     return RankedResult(

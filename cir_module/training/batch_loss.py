@@ -21,8 +21,8 @@ class TextCache:
     """Text states per caption, computed once when the text tower is frozen."""
 
     def __init__(self, model: CIRModel, captions: list[str], batch_size: int = 256) -> None:
-        # Encoded shortest first, so a batch pads to texts of about its own length: with
-        # paraphrases there are several texts per triplet and this halves the encoding time.
+        # Encoded shortest first, so a batch pads to texts of about its own length rather
+        # than to the longest of a random draw.
         captions = sorted(captions, key=len)
         self.index = {c: i for i, c in enumerate(captions)}
         embeds, tokens, masks = [], [], []
