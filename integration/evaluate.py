@@ -72,8 +72,10 @@ def gallery_collection(
     on exit.
 
     With ``stored_captions`` (image name -> caption) each object also holds its caption in a
-    ``caption`` text property that is not part of its vector, as ``cir enrich`` leaves a
-    collection whose vector is the image's: what ``rerank(property: "caption")`` reads.
+    ``caption`` property that its vector recipe names at weight 0: the vector stays the
+    image's, and Weaviate sends each caption to the service when the object is written, as it
+    does when ``cir enrich`` writes one (the service keeps its text vector for the first-stage
+    term of ``rerank(property: "caption")``).
 
     With a ``captioner`` the collection is RAR-enriched: its vector recipe gives
     ``caption_weight`` to a caption property, and ``cir enrich``'s job writes every caption,
@@ -83,10 +85,10 @@ def gallery_collection(
         collection = create_image_collection(
             client,
             name,
-            text_properties=("name", "caption") if stored_captions else ("name",),
+            text_properties=("name",),
             index="flat",
-            caption_property="caption" if captioner else None,
-            caption_weight=caption_weight,
+            caption_property="caption" if captioner or stored_captions else None,
+            caption_weight=caption_weight if captioner else 0.0,
         )
         captions = stored_captions or {}
         report = ingest_objects(

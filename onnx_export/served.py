@@ -29,11 +29,15 @@ log = logging.getLogger(__name__)
 
 # What a checkpoint folder holds that the export reads: weights, configs, tokenizer, settings.
 _READ = (".safetensors", ".bin", ".json", ".txt", ".model")
+# Raised when an export gains or changes files, so older cache entries are made again
+# (2: the int8 verify graph).
+EXPORT_FORMAT = 2
 
 
 def checkpoint_digest(folder: str | Path, opset: int = DEFAULT_OPSET) -> str:
-    """A digest of the files the export reads (names and bytes) and the opset."""
-    digest = hashlib.blake2b(f"opset={opset}".encode(), digest_size=8)
+    """A digest of the files the export reads (names and bytes), the opset and the export's
+    format."""
+    digest = hashlib.blake2b(f"opset={opset};format={EXPORT_FORMAT}".encode(), digest_size=8)
     for path in sorted(Path(folder).iterdir()):
         if path.is_file() and path.suffix in _READ:
             digest.update(path.name.encode())

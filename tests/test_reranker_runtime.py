@@ -55,6 +55,9 @@ def test_which_folders_are_exported_on_start(verifier, judge, tmp_path):
     assert verifier_export_wanted(_settings(tmp_path, verifier, reranker_runtime="onnx"))
     assert not verifier_export_wanted(_settings(tmp_path, verifier, reranker_runtime="torch"))
     assert not verifier_export_wanted(_settings(tmp_path, verifier, device="cuda"))
+    # RAug-Rep to inject: auto keeps torch (the export takes no injection).
+    injected = _settings(tmp_path, verifier, reranker_raug=str(tmp_path / "raug.safetensors"))
+    assert not verifier_export_wanted(injected)
     assert not verifier_export_wanted(_settings(tmp_path, judge))
     with pytest.raises(ValueError, match="not one"):
         verifier_export_wanted(_settings(tmp_path, judge, reranker_runtime="onnx"))

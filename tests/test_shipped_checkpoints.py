@@ -64,6 +64,7 @@ def test_the_shipped_verifier_lifts_its_first_stage_and_records_how_it_is_served
     assert isinstance(reranker, ChangeVerifyingReranker) and reranker.differ == "fact-diff"
     served = reranker.served_with
     assert served["first_stage"] == HARD_TIER_MODEL and served["k"] == 10 and served["lambda"] > 0
+    assert served["precision"] == "int8"  # its export's verify rows, as the recipe records
     data = tmp_path / "hard"
     generate_benchmark(data, seed=7, n_train=0, n_val=0, n_test=VERIFIED_QUERIES, tier="hard")
     split = EvalSplit.load(data, "test")

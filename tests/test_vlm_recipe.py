@@ -96,6 +96,7 @@ def test_the_recipe_runs_resumes_and_records_how_it_is_served(tmp_path):
     served = saved_settings(out / "model")[SERVED_WITH]
     assert served["lambda"] == calibration["lambda"] and served["k"] == 10
     assert served["differ"] == "fact-diff" and served["first_stage"] == "shapes-hard-conv"
+    assert served["precision"] == "int8"  # the recipe's serve, as the shipped folder holds it
     reranker = load_reranker(out / "model")
     assert isinstance(reranker, ChangeVerifyingReranker) and reranker.differ == "fact-diff"
     assert reranker.describe()[SERVED_WITH]["lambda"] == calibration["lambda"]

@@ -858,10 +858,23 @@ def test_edits_wording_leads_from_one_description_to_the_other(hard_data):
         description_changes("", "", differ="prose")
 
 
+def verified_alone(reranker, description: str, text: str, changes: str) -> float:
+    """P(YES) of one verify prompt run whole, unpadded, with no cache, times the lowest P(YES)
+    at the last token of each change (the per-change read-out)."""
+    from cir_module.rerank.verify import verify_row
+    from cir_module.vlm.prompt import VERIFY_PROMPT
+
+    ids = reranker.codec.encode(VERIFY_PROMPT, description=description, text=text, changes=changes)
+    ends = [at for at, _ in verify_row(reranker.tokenizer, description, text, changes)[1]]
+    with torch.inference_mode():
+        logits = reranker.model(input_ids=torch.tensor([ids])).logits[0]
+    p = torch.softmax(logits[:, [reranker.yes_id, reranker.no_id]], -1)[:, 0]
+    return p[-1].item() * (p[ends].min().item() if ends else 1.0)
+
+
 def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     from cir_module.rerank.verify import ChangeVerifyingReranker, verify_row
     from cir_module.vlm.changes import description_changes
-    from cir_module.vlm.prompt import VERIFY_PROMPT
 
     reranker = load_reranker(chain["verify"] / "model")
     assert isinstance(reranker, ChangeVerifyingReranker)
@@ -888,14 +901,7 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     assert reranker.describe()["asked_readout"] is True
 
     def alone(description: str, changes: str) -> float:
-        ids = reranker.codec.encode(
-            VERIFY_PROMPT, description=description, text=t.caption, changes=changes
-        )
-        ends = [at for at, _ in verify_row(reranker.tokenizer, description, t.caption, changes)[1]]
-        with torch.inference_mode():
-            logits = reranker.model(input_ids=torch.tensor([ids])).logits[0]
-        p = torch.softmax(logits[:, [reranker.yes_id, reranker.no_id]], -1)[:, 0]
-        return p[-1].item() * (p[ends].min().item() if ends else 1.0)
+        return verified_alone(reranker, description, t.caption, changes)
 
     for candidate, score in zip(candidates, scores, strict=True):
         said = generate(DESCRIBE_PROMPT, [candidate], 256)[0]
@@ -917,8 +923,50 @@ def test_the_verify_stage_is_served_as_change_verification(hard_data, chain):
     plain = load_reranker(chain["verify"] / "model", asked_readout=False)
     unread = plain.score_prefixed(plain.prefix(reference, t.caption), candidates)
     assert (unread >= scores - 1e-6).all()  # the read-out only ever lowers a score
-    with pytest.raises(ValueError, match="takes no RAug-Rep"):
+    with pytest.raises(ValueError, match="writes no rationale"):
         load_reranker(chain["verify"] / "model", rationale=True)
+
+
+def test_the_change_verifier_takes_pmtfrs_injection_in_its_shared_half(hard_data, chain, tmp_path):
+    """RAug-Rep read in the verify prompt's shared half (without and with the reasoning path
+    after the modification), injected at the first token of every layer: each score is the
+    whole prompt's P(YES) under the same injection (the shared half's cache carries it)."""
+    from cir_module.rerank.injection import injected
+    from cir_module.rerank.raug import extract_raug_in_prompt, save_raug
+    from cir_module.vlm.changes import description_changes
+
+    model = chain["verify"] / "model"
+    plain = load_reranker(model)
+    split = EvalSplit.load(hard_data, "val")
+    tier, scenes = tier_of(hard_data), load_scene_graphs(hard_data, "val")
+    examples = [
+        (split.open(t.reference), t.caption, reasoning_path(tier.describe, scenes, t))
+        for t in split.triplets[:4]
+    ]
+    vectors = extract_raug_in_prompt(plain, examples)
+    assert vectors.shape == (plain.num_layers, plain.model.config.text_config.hidden_size)
+    assert (vectors.norm(dim=-1) > 0).all()
+    # A strong alpha: the tiny model's mean difference is small beside its hidden states.
+    raug = save_raug(vectors, tmp_path / "raug.safetensors")
+    steered = load_reranker(model, raug=raug, alpha=20.0)
+    assert steered.describe()["raug"] is True
+    assert steered.injection_layers == list(range(plain.num_layers))
+    t = split.triplets[0]
+    before = tier.describe(scenes[t.reference])
+    lists = [
+        description_changes(before, tier.describe(scenes[n]), differ=plain.differ)
+        for n in (t.target, *t.subset)
+        if n != t.reference
+    ]
+    got = steered.verify(before, t.caption, lists)
+    assert np.abs(got - plain.verify(before, t.caption, lists)).max() > 1e-4
+    with injected(steered.layers, steered.raug, steered.alpha, steered.injection_layers):
+        whole = [verified_alone(steered, before, t.caption, c) for c in lists]
+    np.testing.assert_allclose(got, whole, atol=1e-5)
+    steered.alpha = 0.0  # no strength: the plain verifier's scores
+    np.testing.assert_allclose(
+        steered.verify(before, t.caption, lists), plain.verify(before, t.caption, lists), atol=1e-6
+    )
 
 
 def test_the_verify_stage_is_exported_and_describe_and_verify_is_not(chain, tmp_path):

@@ -59,6 +59,45 @@ def test_rerank_on_a_text_property(titled, service):
     assert titles[0] == "a red circle"  # the exact text scores highest (cosine 1)
 
 
+def texts_embedded(service) -> int:
+    return httpx.get(f"{service.url}/meta").json()["batching"]["stats"]["text"]["items"]
+
+
+def test_a_caption_at_weight_zero_reaches_the_service_and_leaves_the_vector_the_images(
+    client, collection_name, service
+):
+    """A caption property in the vector recipe at weight 0 (what the benchmark's stored
+    captions use): Weaviate sends each caption to /vectorize as the object is written, so the
+    service holds its text vector before any rerank reads it, and the stored vector is the
+    image's alone."""
+    images = [png_b64(img) for img in scene_images(4, seed=44)]
+    collection = create_image_collection(
+        client, collection_name, text_properties=("key",), caption_property="caption",
+        caption_weight=0.0,
+    )  # fmt: skip
+    before = texts_embedded(service)
+    objects = [
+        (f"img{i}", {"image": b64, "caption": f"{TITLES[i]} at row {i + 1}", "key": f"img{i}"})
+        for i, b64 in enumerate(images)
+    ]
+    assert ingest_objects(collection, objects).failed == []
+    assert texts_embedded(service) == before + len(images)
+    alone = httpx.post(f"{service.url}/vectorize", json={"texts": [], "images": images}).json()
+    stored = {
+        o.properties["key"]: o.vector["default"]
+        for o in collection.query.fetch_objects(include_vector=True, limit=10).objects
+    }
+    for i, vector in enumerate(alone["imageVectors"]):
+        unit = np.asarray(vector) / np.linalg.norm(vector)
+        got = np.asarray(stored[f"img{i}"])
+        np.testing.assert_allclose(got / np.linalg.norm(got), unit, atol=1e-5)
+    # The captions' vectors are cached: reranking on the property embeds none of them again
+    # (only the modification, which this reranker-less service scores them against).
+    query = compose_query(images[0], "make it blue")
+    collection.query.near_text(query=query, limit=4, rerank=Rerank(prop="caption", query=query))
+    assert texts_embedded(service) == before + len(images) + 1
+
+
 def test_rerank_where_some_objects_have_no_image(client, collection_name, service):
     """A catalogue where some products have no photo: vectors from image and caption
     (multi2vec-clip's weighted sum), so the photo-less ones are found by their caption, and

@@ -89,9 +89,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     reval.add_argument(
         "--stored-captions",
-        help="with --weaviate: JSON {image: caption} (cir rar captions --captioner vlm) stored "
-        "with the gallery; rerank reads the caption property and each query carries its "
-        "reference's caption",
+        help="JSON {image: caption} (cir rar captions --captioner vlm): a change verifier "
+        "takes them as its own captions in the in-process sweep; with --weaviate they are "
+        "stored with the gallery, rerank reads the caption property and each query carries "
+        "its reference's caption",
     )
     reval.add_argument(
         "--uploaded-reference",
@@ -127,8 +128,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["text", "prompt"],
         default="text",
         help="text: a text-only turn, question alone vs question + reasoning (the paper's); "
-        "prompt: the reranker's own query prefix with the reference image, without vs with "
-        "the reasoning path after the modification (records need reference and text)",
+        "prompt: the reranker's own query prefix with the reference image (a change "
+        "verifier: its verify prompt's shared half, on its caption of the reference), without "
+        "vs with the reasoning path after the modification (records need reference and text)",
     )
     extract.set_defaults(func=_raug_extract)
 
@@ -199,9 +201,15 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     split = EvalSplit.load(args.data, args.split, limit=args.limit)
     if args.weaviate_only and not args.weaviate:
         sys.exit("--weaviate-only needs --weaviate")
-    if args.stored_captions and not args.weaviate:
-        sys.exit("--stored-captions needs --weaviate")
     reranker = load_reranker(args.reranker, raug=args.raug, rationale=args.rationale)
+    if args.stored_captions and getattr(reranker, "reads_captions", False):
+        import json
+        from pathlib import Path
+
+        # The in-process sweep reads them too: the verifier takes them as its own captions.
+        stored = json.loads(Path(args.stored_captions).read_text())
+        names = [n for n in split.gallery if n in stored]
+        reranker.remember_captions([split.open(n) for n in names], [stored[n] for n in names])
     recorded = (getattr(reranker, "served_with", None) or {}).get("lambda")
     serve_lambda = args.serve_lambda if args.serve_lambda is not None else recorded
     served = None
@@ -258,10 +266,13 @@ def _rerank_eval(args: argparse.Namespace) -> None:
 def _raug_extract(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from cir_module.rerank import LVLMReranker, extract_raug, read_cot, save_raug
+    from cir_module.rerank import extract_raug, load_reranker, read_cot, save_raug
     from cir_module.rerank.raug import extract_raug_in_prompt, layer_norms
+    from cir_module.rerank.steering import Steering
 
-    reranker = LVLMReranker.from_pretrained(args.reranker)
+    reranker = load_reranker(args.reranker)
+    if not isinstance(reranker, Steering):
+        sys.exit(f"{args.reranker} takes no injection: RAug-Rep is read from a torch reranker")
     if args.form == "prompt":
         records = read_cot(args.data, keys=("reference", "text", "reasoning"))
         examples = [(Image.open(ref).convert("RGB"), t, r) for ref, t, r in records]

@@ -89,9 +89,9 @@ def _serve(args: argparse.Namespace) -> None:
 def verifier_export_wanted(settings: ServiceSettings) -> bool:
     """Whether the served reranker is a change verifier's checkpoint folder that
     ``reranker_runtime`` runs on onnxruntime: ``onnx``, or ``auto`` on the CPU with the export
-    extra and onnxruntime installed. A folder of another kind under ``onnx`` is refused (only
-    the change verifier is exported on start; ``cir rerank export`` exports the image
-    judge)."""
+    extra and onnxruntime installed and no RAug-Rep to inject (the export takes none). A folder
+    of another kind under ``onnx`` is refused (only the change verifier is exported on start;
+    ``cir rerank export`` exports the image judge)."""
     from cir_module.rerank.onnx_vlm import is_onnx_reranker
     from cir_module.vlm.folder import recorded_kind
 
@@ -109,6 +109,8 @@ def verifier_export_wanted(settings: ServiceSettings) -> bool:
         return False
     if settings.reranker_runtime == "onnx":
         return True
+    if settings.reranker_raug:  # injection runs on torch
+        return False
     installed = all(importlib.util.find_spec(m) for m in ("torch", "onnx", "onnxruntime"))
     return settings.device == "cpu" and installed
 

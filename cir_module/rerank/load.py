@@ -25,6 +25,7 @@ def load_reranker(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     trt_cache: str | Path | None = None,
+    precision: str | None = None,
     **options,
 ) -> Reranker:
     """The reranker at ``path``. ``raug``, ``alpha``, ``layers`` and ``rationale`` steer the
@@ -32,7 +33,8 @@ def load_reranker(
     path, CIR-CoT, generated once per query); a kind that judges otherwise refuses RAug-Rep
     vectors and a rationale, and ignores the rest. ``device`` places a torch model;
     ``providers``, ``threads`` and ``trt_cache`` (onnxruntime's execution providers, best
-    first, intra-op threads, TensorRT's engine cache) open an export. Unset options keep the
+    first, intra-op threads, TensorRT's engine cache) open an export; ``precision`` (``fp32``
+    or ``int8``) chooses a change verifier export's verify graph. Unset options keep the
     folder's saved settings, else the class's defaults; ``options`` go to the class as they
     are."""
     from cir_module.rerank.onnx_reranker import OnnxReranker, is_onnx_reranker, onnx_kind
@@ -43,10 +45,24 @@ def load_reranker(
         from cir_module.rerank.onnx_verifier import OnnxChangeVerifier
 
         if raug is not None or rationale:
-            raise ValueError(f"{path} is a change verifier: it takes no RAug-Rep or rationale")
+            raise ValueError(
+                f"{path} is a change verifier's export: it takes no RAug-Rep injection (serve "
+                "its checkpoint folder on torch to inject) and writes no rationale"
+            )
         kept = {"batch_size": batch_size} if batch_size else {}
         return OnnxChangeVerifier(
-            path, providers=providers, threads=threads, trt_cache=trt_cache, **kept, **options
+            path,
+            providers=providers,
+            threads=threads,
+            trt_cache=trt_cache,
+            precision=precision,
+            **kept,
+            **options,
+        )
+    if precision not in (None, "fp32"):
+        raise ValueError(
+            f"precision {precision!r} is served by a change verifier's ONNX export; {path} runs "
+            "in fp32 (set CIR_RERANKER_RUNTIME to auto or onnx for a verifier's checkpoint)"
         )
     if is_onnx_reranker(path):
         if rationale:

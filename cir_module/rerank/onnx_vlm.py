@@ -49,7 +49,6 @@ class OnnxVLMExport:
     ) -> None:
         from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
-        ort = onnxruntime_module()
         self.folder = Path(folder)
         if not is_onnx_reranker(folder):
             raise FileNotFoundError(f"{folder} is not a reranker export: no {RERANKER_MANIFEST}")
@@ -68,15 +67,18 @@ class OnnxVLMExport:
         self.kv_heads, self.head_dim = int(shape["kv_heads"]), int(shape["head_dim"])
         self.merged_grid = tuple(manifest["merged_grid"])
         self.family = manifest["family"]
-        options = serving_session_options(threads)
-        chosen = choose_providers(providers, trt_cache)
-        self.sessions = {
-            graph: ort.InferenceSession(
-                str(self.folder / f"{graph}.onnx"), sess_options=options, providers=chosen
-            )
-            for graph in ("vision", "decoder")
-        }
+        self._options = serving_session_options(threads)
+        self._providers = choose_providers(providers, trt_cache)
+        self.sessions = {g: self.open_session(f"{g}.onnx") for g in ("vision", "decoder")}
         self.provider = self.sessions["decoder"].get_providers()[0]
+
+    def open_session(self, name: str, threads: int | None = None) -> Any:
+        """An onnxruntime session of the export's graph file ``name`` (``threads``: its own
+        intra-op threads instead of the export's)."""
+        options = serving_session_options(threads) if threads else self._options
+        return onnxruntime_module().InferenceSession(
+            str(self.folder / name), sess_options=options, providers=self._providers
+        )
 
     def describe_export(self) -> dict[str, Any]:
         return {

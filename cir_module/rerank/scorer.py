@@ -14,21 +14,18 @@ way, kept for tests and the benchmark).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from cir_module.rerank.base import VisionLanguageScorer
-from cir_module.rerank.injection import choose_layers, injected
-from cir_module.rerank.raug import load_raug
 from cir_module.rerank.registry import register_reranker
+from cir_module.rerank.steering import Steering
 from cir_module.vlm.family import VLM_SETTINGS
 
 __all__ = ["RERANKER_SETTINGS", "LVLMReranker", "PrefixState"]
@@ -50,7 +47,7 @@ class PrefixState:
 
 
 @register_reranker("yes", title="P(YES) image judge", steered=True)
-class LVLMReranker(VisionLanguageScorer):
+class LVLMReranker(Steering, VisionLanguageScorer):
     """Scores candidates for a composed query by P(YES) of the image judge's prompt, steered
     by RAug-Rep injection and, optionally, the model's own reasoning path."""
 
@@ -65,39 +62,14 @@ class LVLMReranker(VisionLanguageScorer):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.raug = raug.to(self.device) if raug is not None else None
-        self.alpha = float(alpha)
-        self.injection_layers = choose_layers(len(self.layers), layers)
+        self.setup_steering(raug, alpha, layers)
         self.rationale = rationale  # each query's prompt carries the model's own reasoning
         self.rationale_tokens = rationale_tokens
         self._line_ends: list[int] | None = None
-        if raug is not None and raug.shape[0] != len(self.layers):
-            raise ValueError(f"RAug-Rep has {raug.shape[0]} layers, the model {len(self.layers)}")
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path, *, raug: str | Path | None = None, dtype: str = "auto", **kwargs
-    ) -> LVLMReranker:
-        """Load an image-text-to-text checkpoint (hub id or folder) and, optionally, the
-        RAug-Rep vectors ``cir raug extract`` wrote for it. A folder's ``cir_reranker.json``
-        (written by ``cir rerank train``) supplies defaults such as ``image_side``."""
-        vectors = load_raug(raug)[0] if raug else None
-        return super().from_pretrained(path, dtype=dtype, raug=vectors, **kwargs)
 
     def describe(self) -> dict:
         """What ``/meta`` shows."""
-        return {
-            **super().describe(),
-            "raug": self.raug is not None,
-            "alpha": self.alpha,
-            "injection_layers": self.injection_layers,
-            "rationale": self.rationale,
-        }
-
-    def _steering(self):
-        if self.raug is None or not self.injection_layers:
-            return contextlib.nullcontext()
-        return injected(self.layers, self.raug, self.alpha, self.injection_layers)
+        return {**super().describe(), **self.describe_steering(), "rationale": self.rationale}
 
     # -- rationale (CIR-CoT) -----------------------------------------------------------------
     def query_text(self, reference: Image.Image, text: str) -> str:
@@ -139,7 +111,7 @@ class LVLMReranker(VisionLanguageScorer):
         full = torch.tensor([prefix + suffix], device=self.device)
         positions = self.adapter.rope_index(self.model, full, torch.cat([ref_grid, ref_grid]))
         p = len(prefix)
-        with self._steering():
+        with self.steering():
             out = self.model.model(
                 input_ids=full[:, :p],
                 pixel_values=ref_pixels,
@@ -186,7 +158,7 @@ class LVLMReranker(VisionLanguageScorer):
         scores = []
         for candidate in candidates:
             pixels, grid = self._pixels([reference, candidate])
-            with self._steering():
+            with self.steering():
                 out = self.model.model(input_ids=full, pixel_values=pixels, image_grid_thw=grid)
             scores.append(self._p_yes(out.last_hidden_state[:, -1]))
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

@@ -58,9 +58,9 @@ def verify_row(tokenizer, description: str, text: str, changes: str) -> Row:
 
 @dataclass
 class VerifiedQuery:
-    """A query's shared half: the reference's caption and the modification, and once a
-    candidate was verified, the prompt's shared token ids and their key / value cache (every
-    later candidate, in any chunk of the query, continues from it)."""
+    """A query's shared half: the reference's caption and the modification, and once it ran
+    (:meth:`ChangeVerification.shared_half`), the prompt's shared token ids and their key /
+    value cache (every candidate, in any chunk of the query, continues from it)."""
 
     caption: str
     text: str
@@ -148,21 +148,41 @@ class ChangeVerification(PrefixedScoring):
         return out
 
     # -- scoring ---------------------------------------------------------------------------------
+    def remember_captions(self, images: Sequence[Image.Image], captions: Sequence[str]) -> None:
+        """Take stored captions of these images as the model's own (e.g. the enrichment
+        job's, written by this model): they are not captioned again."""
+        for image, caption in zip(images, captions, strict=True):
+            self._captions[self._key(image)] = caption.strip()
+            self._captions.move_to_end(self._key(image))
+        while len(self._captions) > self.caption_cache:
+            self._captions.popitem(last=False)
+
     def prefix(self, reference: Image.Image, text: str) -> VerifiedQuery:
-        """The reference captioned (once per query; cached by its pixels)."""
-        return VerifiedQuery(self.captions([reference])[0], text)
+        """The reference captioned (once per query; cached by its pixels) and the prompt's
+        shared half run."""
+        return self.shared_half(VerifiedQuery(self.captions([reference])[0], text))
 
     def prefix_from_caption(self, caption: str, text: str) -> VerifiedQuery:
         """A query whose reference's caption is known (stored by the enrichment job):
         nothing is captioned."""
-        return VerifiedQuery(caption.strip(), text)
+        return self.shared_half(VerifiedQuery(caption.strip(), text))
 
     def prefixes(
         self, references: Sequence[Image.Image], texts: Sequence[str]
     ) -> list[VerifiedQuery]:
         """:meth:`prefix` for many queries: their references captioned in batches."""
         captions = self.captions(references)
-        return [VerifiedQuery(c, t) for c, t in zip(captions, texts, strict=True)]
+        return [self.shared_half(VerifiedQuery(c, t)) for c, t in zip(captions, texts, strict=True)]
+
+    def shared_half(self, state: VerifiedQuery) -> VerifiedQuery:
+        """``state`` with the prompt's shared half (everything before the change list) run
+        once: its token ids and key / value cache, which every candidate row continues."""
+        if state.cache is None:
+            request = VERIFY_PROMPT.format(description=state.caption, text=state.text, changes="")
+            head = request[: request.index(_CHANGES) + len(_CHANGES)]
+            state.ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+            state.cache = self.run_shared(state.ids)
+        return state
 
     def changes_between(self, before: str, after: str) -> str:
         """The change list between two descriptions, by the differ this verifier was trained
@@ -195,11 +215,7 @@ class ChangeVerification(PrefixedScoring):
         if not changes:
             return np.zeros(0, dtype=np.float32)
         rows = [verify_row(self.tokenizer, state.caption, state.text, c) for c in changes]
-        if state.cache is None:
-            request = VERIFY_PROMPT.format(description=state.caption, text=state.text, changes="")
-            head = request[: request.index(_CHANGES) + len(_CHANGES)]
-            state.ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
-            state.cache = self.run_shared(state.ids)
+        self.shared_half(state)
         shared, p = state.ids, len(state.ids)
         scores = np.zeros(len(changes), dtype=np.float32)
         together = [i for i, (ids, _) in enumerate(rows) if ids[:p] == shared]

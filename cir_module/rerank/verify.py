@@ -14,8 +14,10 @@ candidate with one change nobody asked for scores low however plausible the rest
 This is what a ``cir vlm train --stage verify`` folder is served as (its
 ``cir_reranker.json`` says ``"verify": "changes"``). It splits CIR-CoT's reasoning into what
 the model sees (captions) and what it judges (a short list of changes), where the P(YES)
-judge over two images had to find the changes itself. RAug-Rep injection steers the image
-judge's prompt and does not apply here. What does not need torch (captions cached, change
+judge over two images had to find the changes itself. PMTFR's injection applies as to the
+image judge: RAug-Rep read in the verify prompt's shared half (``cir raug extract --form
+prompt``), added at its first token in every chosen layer (:class:`Steering`); docs/results.md
+measures it. What does not need torch (captions cached, change
 lists, the shared half of the prompt run once) is :mod:`cir_module.rerank.verification`,
 which the onnxruntime verifier shares.
 """
@@ -32,6 +34,7 @@ from PIL import Image
 
 from cir_module.rerank.base import VisionLanguageScorer
 from cir_module.rerank.registry import register_reranker
+from cir_module.rerank.steering import Steering
 from cir_module.rerank.verification import (
     ChangeVerification,
     Row,
@@ -44,10 +47,10 @@ from cir_module.vlm.prompt import DESCRIBE_PROMPT
 __all__ = ["ChangeVerifyingReranker", "VerifiedQuery", "verify_row"]
 
 
-@register_reranker("changes", title="change verification")
-class ChangeVerifyingReranker(ChangeVerification, VisionLanguageScorer):
+@register_reranker("changes", title="change verification", steered=True)
+class ChangeVerifyingReranker(Steering, ChangeVerification, VisionLanguageScorer):
     """Scores candidates by P(YES) that the changes between two captions do what the
-    modification asks (torch)."""
+    modification asks (torch), optionally steered by RAug-Rep injection."""
 
     def __init__(
         self,
@@ -57,9 +60,19 @@ class ChangeVerifyingReranker(ChangeVerification, VisionLanguageScorer):
         differ: str | None = None,
         change_wording: str | None = None,
         asked_readout: bool = False,
+        raug: torch.Tensor | None = None,
+        alpha: float = 0.6,
+        layers: str | Sequence[int] = "all",
+        rationale: bool = False,
         **kwargs,
     ) -> None:
+        if rationale:
+            raise ValueError(
+                "a change verifier writes no rationale of its own: its reasoning is the change "
+                "list between two captions"
+            )
         VisionLanguageScorer.__init__(self, *args, **kwargs)
+        self.setup_steering(raug, alpha, layers)
         self.setup_verification(
             differ=differ,
             change_wording=change_wording,
@@ -69,7 +82,11 @@ class ChangeVerifyingReranker(ChangeVerification, VisionLanguageScorer):
         )
 
     def describe(self) -> dict:
-        return {**VisionLanguageScorer.describe(self), **self.describe_verification()}
+        return {
+            **VisionLanguageScorer.describe(self),
+            **self.describe_verification(),
+            **self.describe_steering(),
+        }
 
     @torch.inference_mode()
     def write_captions(self, images: Sequence[Image.Image]) -> list[str]:
@@ -78,11 +95,12 @@ class ChangeVerifyingReranker(ChangeVerification, VisionLanguageScorer):
     @torch.inference_mode()
     def run_shared(self, ids: list[int]) -> Any:
         p = len(ids)
-        out = self.model.model(
-            input_ids=torch.tensor([ids], device=self.device),
-            position_ids=torch.arange(p, device=self.device).expand(3, 1, p),
-            use_cache=True,
-        )
+        with self.steering():  # the shared half holds the first token: the injection acts here
+            out = self.model.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                position_ids=torch.arange(p, device=self.device).expand(3, 1, p),
+                use_cache=True,
+            )
         return out.past_key_values
 
     @torch.inference_mode()

@@ -194,6 +194,7 @@ def _load_reranker(settings: ServiceSettings):
         providers=settings.onnx_providers,
         threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
         trt_cache=settings.trt_cache_dir,
+        precision=settings.reranker_precision,
     )
     log.info(
         "loaded reranker %s in %.1fs: %s",

@@ -454,14 +454,13 @@ class QueryEncoder:
         composed = [(i, img) for i, img in zip(composed_idx, refs, strict=True) if img is not None]
         composed_set = {i for i, _ in composed}
         plain_idx = [i for i in range(len(texts)) if i not in composed_set]
-        plain_texts = [self._truncate(texts[i]) for i in plain_idx]
         ref_images = [img for _, img in composed]
         # Plain texts are left alone: stored captions arrive on the same path as text queries.
         mod_texts = await self._enhanced(
             enhancer, [self._truncate(queries[i].text) for i, _ in composed], ref_images
         )
         plain_vecs, composed_vecs, image_vecs = await asyncio.gather(
-            self._embed("text", plain_texts),
+            self._text_vectors([texts[i] for i in plain_idx]),
             self._embed("composed", ref_images, mod_texts),
             self._embed("image", gallery_images),
         )
@@ -626,29 +625,39 @@ class QueryEncoder:
             return np.zeros(0, dtype=np.float32)
         if side.reference is not None and self.reads_captions:
             return await self._score_captions(key, side, texts)
-        texts = [self._truncate(t) for t in texts]
         if self.text_reranker is not None:
+            texts = [self._truncate(t) for t in texts]
             return await self._on_rerank_thread(self.text_reranker.score, side.text, texts)
         if side.reference is None:
             query_vec = side.vector  # a plain query: its vector is the text tower's already
         else:
             query_vec = await self.flights.get(f"text:{key}", self._text_vector(side.text))
-        return await self._embed("text", texts) @ query_vec
+        return await self._text_vectors(texts) @ query_vec
 
     async def _score_captions(self, key: str, side: QuerySide, captions: list[str]) -> np.ndarray:
         """Stored captions of the candidates (``rerank(property: "caption")``): the verifier
         judges the changes from the reference's caption to each, fused with the cosine of
         the composed query with the caption's text embedding (Weaviate sends no image, and
         the first stage's text tower maps a description next to the image it describes).
-        Caption vectors are cached by content: a gallery's captions come back across
-        queries."""
-        keys = {i: self.cache.key("caption:" + c) for i, c in enumerate(captions)}
-        known = {i: v for i, k in keys.items() if (v := self.cache.get(k)) is not None}
-        vectors = await self._cached("text", keys, lambda i: self._truncate(captions[i]), known)
-        match = np.stack([vectors[i] for i in range(len(captions))]) @ side.vector
+        Caption vectors are cached by content (:meth:`_text_vectors`): a caption Weaviate sent
+        to /vectorize when its object was written is not embedded again."""
+        match = await self._text_vectors(captions) @ side.vector
         prefix = await self._prefix(key, side)
         refine = await self._on_rerank_thread(self.reranker.score_captions, prefix, captions)
         return fuse_scores(match, refine, self.fusion_lambda)
+
+    async def _text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """The text tower's vectors of ``texts`` (truncated), cached by content. A collection
+        whose vector recipe names its caption property (RAR's weight, or weight 0: the vector
+        stays the image's) makes Weaviate send each caption to /vectorize when the enrichment
+        job writes it, so /rerank on that property finds its first-stage term here instead
+        of running the text tower on the query's path."""
+        if not texts:
+            return np.zeros((0, self.model.dim), dtype=np.float32)
+        keys = {i: self.cache.key("text:" + t) for i, t in enumerate(texts)}
+        known = {i: v for i, k in keys.items() if (v := self.cache.get(k)) is not None}
+        vectors = await self._cached("text", keys, lambda i: self._truncate(texts[i]), known)
+        return np.stack([vectors[i] for i in range(len(texts))])
 
     def _text_vector(self, text: str):
         async def compute() -> np.ndarray:

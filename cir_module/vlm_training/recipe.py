@@ -15,6 +15,10 @@ and its steps, each one of:
   the last stage's verifier over the first stage's top K on the split, one R@1 per fusion
   weight lambda; the best lambda (the smallest of equals) is kept, ``OUT/N.json``.
 
+An optional ``"serve": {"precision": "int8"}`` is recorded with the lambda: the precision of
+the verify graph the service runs the verifier's export at (``fp32``, the default, or ``int8``;
+``CIR_RERANKER_PRECISION`` overrides it).
+
 A step whose result is complete is skipped, a stage stopped part-way resumes from its last
 checkpoint, so running the same command again goes on where it stopped. Stages run by steps
 (no time budget), so the result does not depend on the machine's speed. The last step done,
@@ -72,6 +76,9 @@ def load_recipe(name: str | Path) -> dict[str, Any]:
         names.add(step["name"])
     if not any("calibrate" in s for s in recipe["steps"]):
         raise ValueError(f"{path}: a recipe ends in a calibrate step (its lambda is recorded)")
+    serve = recipe.setdefault("serve", {})
+    if set(serve) - {"precision"} or serve.get("precision", "fp32") not in ("fp32", "int8"):
+        raise ValueError(f"{path}: serve takes a precision, fp32 or int8: {serve}")
     return recipe
 
 
@@ -158,7 +165,9 @@ def _calibrate(step: dict, data: Path, out: Path, first_stage: Path, model: Path
     return result
 
 
-def _finish(stage_folder: Path, out: Path, calibration: dict, first_stage: str) -> Path:
+def _finish(
+    stage_folder: Path, out: Path, calibration: dict, first_stage: str, serve: dict
+) -> Path:
     """``OUT/model``: the last stage's model with how it is served recorded."""
     from cir_module.vlm.changes import recorded_differ
     from cir_module.vlm.folder import SERVED_WITH, VLM_SETTINGS, saved_settings
@@ -174,6 +183,7 @@ def _finish(stage_folder: Path, out: Path, calibration: dict, first_stage: str) 
         "first_stage": first_stage,
         "differ": recorded_differ(settings),
         "calibration": {k: v for k, v in calibration.items() if k != "rows"},
+        **serve,
     }
     (model / VLM_SETTINGS).write_text(json.dumps(settings, indent=2))
     return model
@@ -202,7 +212,7 @@ def run_recipe(
                 raise ValueError("a calibrate step comes after a stage")
             calibration = _calibrate(step, data, out, first_stage, last_stage / "model")
     assert last_stage is not None and calibration is not None  # load_recipe checked
-    model = _finish(last_stage, out, calibration, recipe["first_stage"])
+    model = _finish(last_stage, out, calibration, recipe["first_stage"], recipe["serve"])
     if ship:
         ship = Path(ship)
         if ship.exists():
