@@ -207,8 +207,8 @@ def rerank_sweep(
     P(YES) with the change the written reasoning path makes (1: the injection moves the
     judgement as the reasoning does; about 0 for the random vector)."""
     rows = [_row("first stage only", None, stage.top, stage.targets)]
-    # A kind that judges otherwise (change verification) takes no steering: it has no
-    # injection to set, and its rows are scored as it is.
+    # A kind without injection (an ONNX export, describe-and-verify) has nothing to set: its
+    # rows are scored as it is.
     steered = hasattr(reranker, "injection_layers")
     raug, alpha, layers = (
         (reranker.raug, reranker.alpha, reranker.injection_layers) if steered else (None, 0, [])
