@@ -654,9 +654,11 @@ class QueryEncoder:
         of running the text tower on the query's path."""
         if not texts:
             return np.zeros((0, self.model.dim), dtype=np.float32)
+        # Keyed by the text as the tokenizer gets it: a huge body costs no copy of itself.
+        texts = [self._truncate(t) for t in texts]
         keys = {i: self.cache.key("text:" + t) for i, t in enumerate(texts)}
         known = {i: v for i, k in keys.items() if (v := self.cache.get(k)) is not None}
-        vectors = await self._cached("text", keys, lambda i: self._truncate(texts[i]), known)
+        vectors = await self._cached("text", keys, texts.__getitem__, known)
         return np.stack([vectors[i] for i in range(len(texts))])
 
     def _text_vector(self, text: str):
