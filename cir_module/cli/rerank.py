@@ -184,6 +184,9 @@ def _rerank_export(args: argparse.Namespace) -> None:
 
 
 def _rerank_eval(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
     from cir_module.eval.inprocess import EvalSplit
     from cir_module.eval.report import rerank_table, write_json
     from cir_module.eval.rerank_sweep import (
@@ -202,21 +205,15 @@ def _rerank_eval(args: argparse.Namespace) -> None:
     if args.weaviate_only and not args.weaviate:
         sys.exit("--weaviate-only needs --weaviate")
     reranker = load_reranker(args.reranker, raug=args.raug, rationale=args.rationale)
-    if args.stored_captions and getattr(reranker, "reads_captions", False):
-        import json
-        from pathlib import Path
-
+    captions = json.loads(Path(args.stored_captions).read_text()) if args.stored_captions else None
+    if captions and not args.weaviate_only and getattr(reranker, "reads_captions", False):
         # The in-process sweep reads them too: the verifier takes them as its own captions.
-        stored = json.loads(Path(args.stored_captions).read_text())
-        names = [n for n in split.gallery if n in stored]
-        reranker.remember_captions([split.open(n) for n in names], [stored[n] for n in names])
+        names = [n for n in split.gallery if n in captions]
+        reranker.remember_captions([split.open(n) for n in names], [captions[n] for n in names])
     recorded = (getattr(reranker, "served_with", None) or {}).get("lambda")
     serve_lambda = args.serve_lambda if args.serve_lambda is not None else recorded
     served = None
     if args.weaviate:
-        import json
-        from pathlib import Path
-
         from integration.evaluate import weaviate_rerank_run
 
         env = {
@@ -226,9 +223,6 @@ def _rerank_eval(args: argparse.Namespace) -> None:
             **({"CIR_RERANKER_LAMBDA": str(serve_lambda)} if serve_lambda is not None else {}),
             **({"CIR_RERANKER_RAUG": str(args.raug)} if args.raug else {}),
         }
-        captions = (
-            json.loads(Path(args.stored_captions).read_text()) if args.stored_captions else None
-        )
         stage, served, latency = weaviate_rerank_run(
             args.first_stage,
             split,

@@ -63,7 +63,8 @@ class OnnxChangeVerifier(ChangeVerification, OnnxVLMExport):
             raise ValueError(f"precision {self.precision!r} is none of {PRECISIONS}")
         # A greedy step runs one token per row: too little work to split across threads,
         # whose hand-offs cost more than they save (a caption about 1.3x faster on one).
-        self.sessions["step"] = self.open_session("decoder.onnx", threads=1)
+        step = self.sessions["decoder"] if threads == 1 else self.open_session("decoder.onnx", 1)
+        self.sessions["step"] = step
         self.sessions["verify"] = self.sessions["decoder"]
         if self.precision == "int8":
             if not (self.folder / INT8_DECODER).is_file():

@@ -143,19 +143,23 @@ class ChangeVerification(PrefixedScoring):
         for k in keys:
             self._captions.move_to_end(k)
             out.append(self._captions[k])
+        self._trim_captions()
+        return out
+
+    def _trim_captions(self) -> None:
+        """Forget the least recently used captions past ``caption_cache``."""
         while len(self._captions) > self.caption_cache:
             self._captions.popitem(last=False)
-        return out
 
     # -- scoring ---------------------------------------------------------------------------------
     def remember_captions(self, images: Sequence[Image.Image], captions: Sequence[str]) -> None:
         """Take stored captions of these images as the model's own (e.g. the enrichment
         job's, written by this model): they are not captioned again."""
         for image, caption in zip(images, captions, strict=True):
-            self._captions[self._key(image)] = caption.strip()
-            self._captions.move_to_end(self._key(image))
-        while len(self._captions) > self.caption_cache:
-            self._captions.popitem(last=False)
+            key = self._key(image)
+            self._captions[key] = caption.strip()
+            self._captions.move_to_end(key)
+        self._trim_captions()
 
     def prefix(self, reference: Image.Image, text: str) -> VerifiedQuery:
         """The reference captioned (once per query; cached by its pixels) and the prompt's
