@@ -663,6 +663,6 @@ class QueryEncoder:
 
     def _text_vector(self, text: str):
         async def compute() -> np.ndarray:
-            return (await self._text_vectors([text]))[0]
+            return (await self._embed("text", [text]))[0]
 
         return compute
