@@ -243,8 +243,8 @@ def _rerank_eval(args: argparse.Namespace) -> None:
         rows = rerank_sweep(reranker, split, stage, settings, args.lambdas, controls=args.controls)
     if served is not None:
         kind = reranker_kind(reranker.kind)
-        # The image judge's row is named by its injection; another kind by its title.
-        name = InjectionSetting(args.serve_alpha).name if kind.steered else kind.title
+        # A steered run's row is named by its injection; any other by the kind's title.
+        name = InjectionSetting(args.serve_alpha).name if kind.steered and args.raug else kind.title
         lam = serve_lambda if serve_lambda is not None else DEFAULT_FUSION_LAMBDA
         row = weaviate_rerank_row(name, lam, served, stage.targets)
         rows.append({**row, "k": args.k, "latency": latency.summary()})
