@@ -47,7 +47,7 @@ def test_the_shipped_recipe_is_listed_and_checked(tmp_path):
     assert "shapes-hard-verifier" in list_recipes()
     recipe = load_recipe("shapes-hard-verifier")
     assert [s.get("stage") for s in recipe["steps"] if "stage" in s] == [
-        "vision", "caption", "verify", "verify", "verify",
+        "vision", "caption", "verify", "verify",
     ]  # fmt: skip
     assert all(s.get("differ", "fact-diff") == "fact-diff" for s in recipe["steps"])
     bad = {**recipe, "steps": [{"name": "v", "stage": "verify", "init": "nowhere"}]}

@@ -31,8 +31,6 @@ _HELP = {
     "max_minutes": "stop (checkpointed) after this many minutes; the same command resumes",
     "neighbours": "verify stage: the first stage's near misses per query (cir vlm mine --out)",
     "neighbour_negatives": "verify stage: the share of negatives drawn from --neighbours",
-    "contrast_negatives": "verify stage: the chance each negative is replaced by the target's "
-    "description made wrong in one word or one fact",
 }
 
 

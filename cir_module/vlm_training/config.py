@@ -102,9 +102,6 @@ class StageConfig:
     # share of each group's negatives drawn from the query's mined ones (0: none).
     neighbours: str | None = None
     neighbour_negatives: float = 0.0
-    # ... and the chance that each negative is replaced by a contrast negative: the target's
-    # description made wrong in one word or one fact (``cir_module.vlm_training.contrast``).
-    contrast_negatives: float = 0.0
     # The rewrite stage: captioning rows added to each batch, as a share of its rewrite rows
     # (rehearsal, so that the model still describes images after learning to rewrite).
     rehearsal: float = 0.25

@@ -38,7 +38,6 @@ from cir_module.training.scene_loss import SceneLabels, SceneVocabulary
 from cir_module.vlm.changes import description_changes
 from cir_module.vlm.prompt import DESCRIBE_PROMPT
 from cir_module.vlm_training.config import STARTS_FROM, StageConfig, declare_stage
-from cir_module.vlm_training.contrast import SlotWords, contrast_description
 from cir_module.vlm_training.mining import load_neighbours
 from cir_module.vlm_training.reader import CellReader
 
@@ -55,9 +54,6 @@ __all__ = [
 ]
 
 IGNORE = -100
-# Training scenes whose descriptions give the contrast negatives their words per position:
-# plenty to see every value of every slot, few enough to read in a second.
-_SLOT_SCENES = 5000
 
 
 def forward_with_vision(
@@ -330,10 +326,6 @@ class VerifyStage(StageLoss):
         self.scenes = load_scene_graphs(self.cfg.data, "train")
         self.answers = torch.tensor([self.vlm.yes_id, self.vlm.no_id])
         self.neighbours = load_neighbours(self.cfg.neighbours) if self.cfg.neighbours else None
-        self.slots = None
-        if self.cfg.contrast_negatives:
-            names = sorted(self.scenes)[:_SLOT_SCENES]
-            self.slots = SlotWords(self.tier.describe(self.scenes[n]) for n in names)
 
     def row(self, reference: str, text: str, changes: str, asked: set[str]) -> tuple:
         """A prompt's ids, and for each of its changes (not "nothing changed" or the "and N
@@ -354,10 +346,10 @@ class VerifyStage(StageLoss):
                 cfg.neighbour_negatives,
             )
             reference = describe(self.scenes[t.reference])
-            descriptions = [describe(self.scenes[c]) for c in candidates]
-            if self.slots is not None:
-                self.contrast(reference, descriptions)
-            lists = [description_changes(reference, d, differ=differ) for d in descriptions]
+            lists = [
+                description_changes(reference, describe(self.scenes[c]), differ=differ)
+                for c in candidates
+            ]
             asked = set(lists[0].split("; "))  # draw_group puts the target first
             for candidate, changes in zip(candidates, lists, strict=True):
                 ids, marks = self.row(reference, t.caption, changes, asked)
@@ -373,14 +365,6 @@ class VerifyStage(StageLoss):
         if cfg.asked_weight and points:
             loss = loss + cfg.asked_weight * self.asked(hidden, head, points)
         return loss + self.rehearse()
-
-    def contrast(self, reference: str, descriptions: list[str]) -> None:
-        """Replace each negative (all but the first, the target) with a contrast negative
-        at the chance ``contrast_negatives``."""
-        for j in range(1, len(descriptions)):
-            if self.rng.random() < self.cfg.contrast_negatives:
-                near = contrast_description(reference, descriptions[0], self.slots, self.rng)
-                descriptions[j] = near or descriptions[j]
 
     def asked(self, hidden: torch.Tensor, head, points: list[tuple[int, int, bool]]):
         """The per-change read-out's loss: YES / NO at each change's last token. Changes
