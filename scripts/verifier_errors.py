@@ -19,9 +19,11 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from phrasing_diagnosis import r1_per_kind  # this folder's script, on sys.path when run
+
 from cir_module.data.benchmark import load_edit_ops, load_scene_graphs, tier_of
 from cir_module.eval.inprocess import EvalSplit
-from cir_module.vlm.changes import description_changes
+from cir_module.vlm.changes import DEFAULT_DIFFER, description_changes
 
 
 def main() -> None:
@@ -31,7 +33,7 @@ def main() -> None:
     parser.add_argument("captions")
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--differ", default="fact-diff")
+    parser.add_argument("--differ", default=DEFAULT_DIFFER)
     args = parser.parse_args()
 
     ranked = json.loads(Path(args.rankings).read_text())
@@ -40,23 +42,21 @@ def main() -> None:
     ops = load_edit_ops(split.root, "test")
     scenes, describe = load_scene_graphs(args.data, "test"), tier_of(args.data).describe
 
-    total, first, after, failures = Counter(), Counter(), Counter(), []
-    for i, t in enumerate(split.triplets):
-        assert ranked["targets"][i] == t.target, "rankings of another split or order"
-        op = ops[t.pairid]
-        total[op] += 1
-        first[op] += ranked["first_stage"][i][0] == t.target
-        after[op] += ranked["reranked"][i][0] == t.target
-        if ranked["reranked"][i][0] != t.target:
-            failures.append(i)
+    if ranked["targets"] != [t.target for t in split.triplets]:
+        raise SystemExit(f"{args.rankings} ranks another split, or in another order")
+    total = Counter(ops[t.pairid] for t in split.triplets)
+    first, after = r1_per_kind(split, ranked["first_stage"]), r1_per_kind(split, ranked["reranked"])
     print(f"{'edit kind':<22} {'queries':>7} {'first stage':>11} {'reranked':>9}")
-    for op in sorted(total, key=lambda o: -total[o]):
-        print(
-            f"{op:<22} {total[op]:>7} {100 * first[op] / total[op]:>11.1f}"
-            f" {100 * after[op] / total[op]:>9.1f}"
-        )
-    n, before, reranked = sum(total.values()), sum(first.values()), sum(after.values())
-    print(f"{'all':<22} {n:>7} {100 * before / n:>11.1f} {100 * reranked / n:>9.1f}")
+    for op, count in total.most_common():
+        print(f"{op:<22} {count:>7} {first[op]:>11.1f} {after[op]:>9.1f}")
+    r1 = {
+        name: 100 * sum(r[0] == t.target for r, t in zip(ranked[name], split.triplets, strict=True))
+        for name in ("first_stage", "reranked")
+    }
+    n = len(split.triplets)
+    print(f"{'all':<22} {n:>7} {r1['first_stage'] / n:>11.1f} {r1['reranked'] / n:>9.1f}")
+
+    failures = [i for i, t in enumerate(split.triplets) if ranked["reranked"][i][0] != t.target]
 
     outside = [i for i in failures if ranked["targets"][i] not in ranked["first_stage"][i]]
     misread = [
