@@ -19,7 +19,7 @@ from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.rerank.prompt import RerankPrompt
 from cir_module.vlm.family import FamilyAdapter, adapter_for, saved_settings
 from cir_module.vlm.folder import KIND_KEY
-from cir_module.vlm.prompt import PromptCodec
+from cir_module.vlm.prompt import PromptCodec, answer_tokens
 
 __all__ = ["VisionLanguageScorer"]
 
@@ -63,9 +63,7 @@ class VisionLanguageScorer(PrefixedScoring):
             adapter.image_tokens(model, image_side),
             image_side,
         )
-        self.yes_id, self.no_id = (
-            self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
-        )
+        self.yes_id, self.no_id = answer_tokens(tokenizer, self.prompt.yes, self.prompt.no)
 
     @classmethod
     def from_pretrained(

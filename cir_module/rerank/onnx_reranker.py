@@ -27,7 +27,7 @@ from cir_module.rerank.onnx_vlm import (
 )
 from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.rerank.prompt import RerankPrompt
-from cir_module.vlm.prompt import mrope_positions
+from cir_module.vlm.prompt import answer_tokens, mrope_positions
 
 __all__ = ["RERANKER_MANIFEST", "OnnxPrefix", "OnnxReranker", "is_onnx_reranker", "onnx_kind"]
 
@@ -59,11 +59,12 @@ class OnnxReranker(PrefixedScoring, OnnxVLMExport):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         trt_cache: str | Path | None = None,
+        trt_fp16: bool = True,
     ) -> None:
-        self.open_export(folder, providers, threads, trt_cache)
+        self.open_export(folder, providers, threads, trt_cache, trt_fp16)
         self.prompt = RerankPrompt(**self.manifest["prompt"])
-        self.yes_id, self.no_id = (
-            self.codec.single_token(w) for w in (self.prompt.yes, self.prompt.no)
+        self.yes_id, self.no_id = answer_tokens(
+            self.codec.tokenizer, self.prompt.yes, self.prompt.no
         )
         self.batch_size = batch_size
         self.raug = self._raug(raug)

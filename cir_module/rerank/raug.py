@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cir_module.rerank.injection import capture_last_token
+from cir_module.vlm.prompt import USER_TURN, in_chat_template
 
 __all__ = [
     "EXTRACTORS",
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 EXTRACTORS = ("mean", "pca")
 FORMS = ("text", "prompt")
-QUESTION = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+QUESTION = f"{USER_TURN[0]}{{question}}{USER_TURN[1]}"
 
 
 def read_cot(
@@ -83,7 +84,8 @@ def extract_raug(
 
     def forwards(pair: tuple[str, str]) -> list[Callable[[], object]]:
         question, reasoning = pair
-        q_ids = tokenizer.encode(QUESTION.format(question=question), add_special_tokens=False)
+        question = in_chat_template(tokenizer, QUESTION.format(question=question))
+        q_ids = tokenizer.encode(question, add_special_tokens=False)
         c_ids = q_ids + tokenizer.encode(reasoning, add_special_tokens=False)
         return [
             partial(model, input_ids=torch.tensor([ids], device=device)) for ids in (q_ids, c_ids)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from cir_module.rerank.prefixed import PrefixedScoring
 from cir_module.vlm.changes import DIFFERS, description_changes, recorded_differ
-from cir_module.vlm.prompt import VERIFY_PROMPT
+from cir_module.vlm.prompt import VERIFY_PROMPT, in_chat_template
 
 __all__ = ["ChangeVerification", "VerifiedQuery", "verify_row"]
 
@@ -40,7 +40,9 @@ def verify_row(tokenizer, description: str, text: str, changes: str) -> Row:
     """``VERIFY_PROMPT``'s ids for one change list (as the codec encodes it: the template
     holds no image), and for each change in the list (not "nothing changed" or the "and N
     more" tail) ``(position of its last token, the change)``."""
-    prompt = VERIFY_PROMPT.format(description=description, text=text, changes=changes)
+    prompt = in_chat_template(
+        tokenizer, VERIFY_PROMPT.format(description=description, text=text, changes=changes)
+    )
     encoded = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
     token_at: dict[int, int] = {}
     for i, (begin, end) in enumerate(encoded["offset_mapping"]):
@@ -183,6 +185,7 @@ class ChangeVerification(PrefixedScoring):
         once: its token ids and key / value cache, which every candidate row continues."""
         if state.cache is None:
             request = VERIFY_PROMPT.format(description=state.caption, text=state.text, changes="")
+            request = in_chat_template(self.tokenizer, request)
             head = request[: request.index(_CHANGES) + len(_CHANGES)]
             state.ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
             state.cache = self.run_shared(state.ids)

@@ -1,11 +1,18 @@
 """How a prompt with images becomes model inputs, for every VLM role (reranker, captioner,
 query enhancer): templates whose ``{image}`` marks expand to an image's placeholder tokens,
-images resized to one side and cut into the processor's patches, and Qwen2-VL's multimodal
-(M-RoPE) positions for such a prompt.
+framed as a chat turn by the checkpoint's own chat template, images resized to one side and
+cut into the processor's patches, and Qwen2-VL's multimodal (M-RoPE) positions for such a
+prompt.
+
+The prompts below are written in the project's own chat form (:data:`USER_TURN`: ChatML, one
+user turn, no system turn), the form the models trained here read; their tokenizers carry no
+chat template. A checkpoint whose tokenizer has one (a real Qwen2-VL: a default system turn
+first) reads the same request framed by its template instead (:func:`in_chat_template`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +27,21 @@ __all__ = [
     "IMAGE",
     "REWRITE_PROMPT",
     "REWRITE_REQUEST",
+    "USER_TURN",
     "VERIFY_PROMPT",
     "VERIFY_REQUEST",
     "PromptCodec",
+    "answer_tokens",
+    "in_chat_template",
     "mrope_positions",
+    "user_turn",
 ]
 
 IMAGE = "{image}"
+# The project's chat form: what comes before and after a user's request. Every prompt below
+# is a request framed by it.
+USER_TURN = ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
+_IMAGE_CUT = "\x00image\x00"  # where an image goes while a filled-in prompt is framed
 # The captioning request of the models trained here (``cir vlm train --stage caption``): one
 # image, answered by a dense factual description of it. DESCRIBE_PROMPT is that request in
 # the chat template, exactly what ``TransformersChat`` sends for it with one image.
@@ -55,6 +70,51 @@ COMPARE_PROMPT = (
 )
 
 
+@functools.lru_cache(maxsize=32)
+def user_turn(tokenizer) -> tuple[str, str]:
+    """What ``tokenizer``'s chat template writes before and after one user request, the
+    assistant's turn opened (Qwen2-VL's: a default system turn, then the user turn); the
+    project's :data:`USER_TURN` for a tokenizer without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return USER_TURN
+    mark = "\x00request\x00"
+    framed = tokenizer.apply_chat_template(
+        [{"role": "user", "content": mark}], tokenize=False, add_generation_prompt=True
+    )
+    head, tail = framed.split(mark)
+    return head, tail
+
+
+def in_chat_template(tokenizer, prompt: str) -> str:
+    """``prompt`` (written in the project's chat form, or a part of one: a prompt split where
+    its candidate begins) framed by ``tokenizer``'s chat template instead."""
+    head, tail = user_turn(tokenizer)
+    if prompt.startswith(USER_TURN[0]):
+        prompt = head + prompt[len(USER_TURN[0]) :]
+    if prompt.endswith(USER_TURN[1]):
+        prompt = prompt[: -len(USER_TURN[1])] + tail
+    return prompt
+
+
+def answer_tokens(tokenizer, yes: str, no: str) -> tuple[int, int]:
+    """The tokens a judge's P(YES) is read from: each answer word's first token (the word
+    the model would begin to write). A word may be several tokens (a real tokenizer's
+    "YES" need not be one); the judge is trained and served on the same first tokens, so
+    they only have to differ."""
+    firsts = []
+    for word in (yes, no):
+        ids = tokenizer.encode(word, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"the answer word {word!r} encodes to no tokens")
+        firsts.append(ids[0])
+    if firsts[0] == firsts[1]:
+        raise ValueError(
+            f"the answers {yes!r} and {no!r} begin with the same token ({firsts[0]}): "
+            "P(YES) cannot tell them apart; choose answer words that differ in their first token"
+        )
+    return firsts[0], firsts[1]
+
+
 @dataclass
 class PromptCodec:
     """Turns templates into token ids and images into the processor's patches.
@@ -70,30 +130,28 @@ class PromptCodec:
     image_tokens: int  # placeholder tokens per image
     side: int
 
-    def single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"the answer word {word!r} is {len(ids)} tokens, not one")
-        return ids[0]
-
     @property
     def image_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.image_pad)
 
     def encode(self, template: str, **fields: str) -> list[int]:
-        """Token ids of a template, each ``{image}`` expanded to its placeholder tokens."""
+        """Token ids of a template (framed by the tokenizer's chat template), each ``{image}``
+        expanded to its placeholder tokens."""
         tokens = self.tokenizer.convert_tokens_to_ids
         image_ids = (
             [tokens(self.image_start)]
             + [tokens(self.image_pad)] * self.image_tokens
             + [tokens(self.image_end)]
         )
+        # Filled in before it is framed: a chat template's own text may hold braces.
+        texts = [text.format(**fields) for text in template.split(IMAGE)]
+        texts = in_chat_template(self.tokenizer, _IMAGE_CUT.join(texts)).split(_IMAGE_CUT)
         ids: list[int] = []
-        for i, text in enumerate(template.split(IMAGE)):
+        for i, text in enumerate(texts):
             if i:
                 ids += image_ids
             if text:
-                ids += self.tokenizer.encode(text.format(**fields), add_special_tokens=False)
+                ids += self.tokenizer.encode(text, add_special_tokens=False)
         return ids
 
     def pixels(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:

@@ -62,16 +62,20 @@ def build_tiny_vlm(
     vision_heads: int = 2,
     vocab_size: int = 512,
     seed: int = 0,
+    tokenizer=None,
 ) -> Path:
     """Write a randomly initialised Qwen2-VL to ``folder``, with a tokenizer trained on
-    ``corpus`` (the prompts it will read) that keeps each of ``words`` one token."""
+    ``corpus`` (the prompts it will read) that keeps each of ``words`` one token, or with
+    ``tokenizer`` (a real checkpoint's, to test at small widths what its vocabulary, special
+    tokens and chat template do)."""
     from transformers import (
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
     )
 
-    tokenizer = train_tokenizer(list(corpus) * 4, vocab_size, words)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(list(corpus) * 4, vocab_size, words)
     ids = tokenizer.convert_tokens_to_ids
     head_dim = hidden // heads
     # M-RoPE splits the rotary half of each head into (time, height, width) sections.
