@@ -85,7 +85,20 @@ class ServiceSettings(BaseSettings):
     )
     trt_cache_dir: str = Field(
         str(Path.home() / ".cache" / "weaviate-cir" / "trt"),
-        description="TensorRT engine cache (engines are built once per input shape).",
+        description="TensorRT's engine and timing cache: engines built once, reused after a "
+        "restart.",
+    )
+    trt_fp16: bool = Field(
+        True,
+        description="TensorRT builds fp16 engines (inputs and outputs stay fp32). Off: fp32 "
+        "engines.",
+    )
+    trt_opt_batch: int = Field(
+        8,
+        ge=1,
+        description="The batch size TensorRT tunes each engine for; every engine serves 1 to "
+        "`CIR_MAX_BATCH_SIZE` items and texts up to the export's length (one optimisation "
+        "profile per graph).",
     )
     max_batch_size: int = Field(32, ge=1, description="Most items in one model forward.")
     cross_request_batching: bool = Field(

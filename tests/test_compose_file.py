@@ -94,6 +94,23 @@ def test_service_variables_are_real_settings_and_valid(monkeypatch):
     assert settings.onnx_variant == "int8" and settings.device == "cpu"
 
 
+def test_the_gpu_service_serves_the_onnx_export_on_tensorrt_and_cuda(monkeypatch):
+    """The GPU compose file serves the export's fp16 variant on onnxruntime-gpu, TensorRT
+    first (fp16 engines, their cache in a volume), then CUDA; the reranker on the GPU; the
+    GPU image installs onnxruntime-gpu. The CPU override serves int8 on the CPU provider."""
+    settings = settings_from(CIR["environment"], monkeypatch)
+    assert settings.onnx_export == "/models/current-onnx" and settings.onnx_variant == "fp16"
+    assert settings.onnx_providers[:2] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    assert settings.trt_fp16 and settings.device == "cuda"
+    assert any(v.endswith(f":{settings.trt_cache_dir}") for v in CIR["volumes"])
+    installed, _ = installed_closure(IMAGE_EXTRAS["Dockerfile"])
+    assert "onnxruntime-gpu" in installed and "onnxruntime" not in installed
+    cpu = settings_from(
+        {**CIR["environment"], **CPU["services"]["cir"]["environment"]}, monkeypatch
+    )
+    assert cpu.onnx_providers == ["CPUExecutionProvider"] and cpu.onnx_variant == "int8"
+
+
 def test_gpu_reservation_health_checks_and_volumes():
     devices = CIR["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"

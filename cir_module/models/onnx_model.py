@@ -23,6 +23,7 @@ from PIL import Image
 
 from cir_module.models.cued_text import cued_token_rows
 from cir_module.models.preprocess import ImagePreprocessor
+from cir_module.models.tensorrt import TENSORRT, TensorRTShapes, tensorrt_options, with_profile
 
 __all__ = [
     "MANIFEST_NAME",
@@ -66,12 +67,16 @@ def serving_session_options(threads: int | None = None) -> Any:
 
 
 def choose_providers(
-    requested: Sequence[str] | None = None, trt_cache: str | Path | None = None
+    requested: Sequence[str] | None = None,
+    trt_cache: str | Path | None = None,
+    trt_fp16: bool = True,
 ) -> list[str | tuple[str, dict[str, Any]]]:
     """The execution providers to use, best first, among those this onnxruntime offers.
 
     ``requested`` (names) restricts the choice; unknown or unavailable names are dropped with a
-    warning. TensorRT gets an engine cache folder so that engines are built once per shape.
+    warning. TensorRT builds fp16 engines unless ``trt_fp16`` is False and keeps them in
+    ``trt_cache``; each graph adds its optimisation profile
+    (:func:`~cir_module.models.tensorrt.with_profile`).
     """
     available = set(onnxruntime_module().get_available_providers())
     wanted = list(requested) if requested else list(PROVIDER_ORDER)
@@ -83,13 +88,8 @@ def choose_providers(
             level = logging.WARNING if requested else logging.DEBUG
             log.log(level, "execution provider %s is not in this onnxruntime; skipped", name)
             continue
-        if name == "TensorrtExecutionProvider":
-            options: dict[str, Any] = {"trt_fp16_enable": False}
-            if trt_cache:
-                Path(trt_cache).mkdir(parents=True, exist_ok=True)
-                options["trt_engine_cache_enable"] = True
-                options["trt_engine_cache_path"] = str(trt_cache)
-            chosen.append((name, options))
+        if name == TENSORRT:
+            chosen.append((name, tensorrt_options(trt_cache, trt_fp16)))
         else:
             chosen.append(name)
     if "CPUExecutionProvider" not in [c if isinstance(c, str) else c[0] for c in chosen]:
@@ -108,7 +108,14 @@ class OnnxCIRModel:
         providers: Sequence[str] | None = None,
         trt_cache: str | Path | None = None,
         threads: int | None = None,
+        trt_fp16: bool = True,
+        trt_opt_batch: int = 8,
+        max_batch: int = 32,
     ) -> None:
+        """Open the ``variant`` of an export on onnxruntime. ``providers``, ``threads`` and
+        ``trt_cache`` as :func:`choose_providers`; TensorRT (when chosen) builds one engine
+        per graph for batches of 1 to ``max_batch`` (tuned for ``trt_opt_batch``) and texts
+        up to the export's length, in fp16 unless ``trt_fp16`` is False."""
         from transformers import AutoTokenizer
 
         ort = onnxruntime_module()
@@ -128,10 +135,18 @@ class OnnxCIRModel:
         self.dim = int(self.manifest["model"]["dimension"])
 
         options = serving_session_options(threads)
-        chosen = choose_providers(providers, trt_cache)
+        chosen = choose_providers(providers, trt_cache, trt_fp16)
+        shapes = TensorRTShapes.for_service(trt_opt_batch, max_batch, self.text_max_length)
+        # Each graph's providers: TensorRT's options completed by the graph's own profile.
+        self.session_providers = {
+            graph: with_profile(chosen, self.manifest["graphs"].get(graph, {}), shapes)
+            for graph in variants[variant]["files"]
+        }
         self.sessions = {
             graph: ort.InferenceSession(
-                str(self.folder / files), sess_options=options, providers=chosen
+                str(self.folder / files),
+                sess_options=options,
+                providers=self.session_providers[graph],
             )
             for graph, files in variants[variant]["files"].items()
         }

@@ -25,6 +25,7 @@ def load_reranker(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     trt_cache: str | Path | None = None,
+    trt_fp16: bool = True,
     precision: str | None = None,
     **options,
 ) -> Reranker:
@@ -32,8 +33,9 @@ def load_reranker(
     P(YES) image judge (``rationale``: each query's prompt carries the model's own reasoning
     path, CIR-CoT, generated once per query); a kind that judges otherwise refuses RAug-Rep
     vectors and a rationale, and ignores the rest. ``device`` places a torch model;
-    ``providers``, ``threads`` and ``trt_cache`` (onnxruntime's execution providers, best
-    first, intra-op threads, TensorRT's engine cache) open an export; ``precision`` (``fp32``
+    ``providers``, ``threads``, ``trt_cache`` and ``trt_fp16`` (onnxruntime's execution
+    providers, best first, intra-op threads, TensorRT's engine cache and fp16 engines) open an
+    export; ``precision`` (``fp32``
     or ``int8``) chooses a change verifier export's verify graph. Unset options keep the
     folder's saved settings, else the class's defaults; ``options`` go to the class as they
     are."""
@@ -55,6 +57,7 @@ def load_reranker(
             providers=providers,
             threads=threads,
             trt_cache=trt_cache,
+            trt_fp16=trt_fp16,
             precision=precision,
             **kept,
             **options,
@@ -71,7 +74,13 @@ def load_reranker(
                 "that writes its own rationale needs the checkpoint folder (torch)"
             )
         reranker = OnnxReranker(
-            path, raug=raug, providers=providers, threads=threads, trt_cache=trt_cache, **given
+            path,
+            raug=raug,
+            providers=providers,
+            threads=threads,
+            trt_cache=trt_cache,
+            trt_fp16=trt_fp16,
+            **given,
         )
         if image_side and image_side != reranker.image_side:
             raise ValueError(

@@ -48,10 +48,11 @@ class OnnxChangeVerifier(ChangeVerification, OnnxVLMExport):
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         trt_cache: str | Path | None = None,
+        trt_fp16: bool = True,
         precision: str | None = None,
         **settings: Any,
     ) -> None:
-        self.open_export(folder, providers, threads, trt_cache)
+        self.open_export(folder, providers, threads, trt_cache, trt_fp16)
         # The source folder's settings travel with the export (differ, read-out, serving).
         recorded = {k: v for k, v in saved_settings(folder).items() if k != KIND_KEY}
         recorded.pop("image_side", None)

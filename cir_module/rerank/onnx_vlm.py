@@ -46,6 +46,7 @@ class OnnxVLMExport:
         providers: Sequence[str] | None,
         threads: int | None,
         trt_cache: str | Path | None = None,
+        trt_fp16: bool = True,
     ) -> None:
         from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
@@ -68,7 +69,7 @@ class OnnxVLMExport:
         self.merged_grid = tuple(manifest["merged_grid"])
         self.family = manifest["family"]
         self._options = serving_session_options(threads)
-        self._providers = choose_providers(providers, trt_cache)
+        self._providers = choose_providers(providers, trt_cache, trt_fp16)
         self.sessions = {g: self.open_session(f"{g}.onnx") for g in ("vision", "decoder")}
         self.provider = self.sessions["decoder"].get_providers()[0]
 

@@ -55,6 +55,9 @@ def _load_model(settings: ServiceSettings) -> EmbeddingModel:
             providers=settings.onnx_providers,
             trt_cache=settings.trt_cache_dir,
             threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
+            trt_fp16=settings.trt_fp16,
+            trt_opt_batch=settings.trt_opt_batch,
+            max_batch=settings.max_batch_size,
         )
     try:
         import torch
@@ -194,6 +197,7 @@ def _load_reranker(settings: ServiceSettings):
         providers=settings.onnx_providers,
         threads=settings.onnx_threads or _threads_per_worker(settings.model_workers),
         trt_cache=settings.trt_cache_dir,
+        trt_fp16=settings.trt_fp16,
         precision=settings.reranker_precision,
     )
     log.info(
