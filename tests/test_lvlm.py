@@ -175,8 +175,31 @@ def test_training_lowers_the_loss_and_trains_the_pool(tiny_vlm, tmp_path):
     assert isinstance(trained, LVLMRetriever)
     assert not torch.allclose(trained.pool.keys, before.pool.keys)  # the pull loss moved them
     assert not torch.allclose(trained.pool.prompts, before.pool.prompts)
-    with pytest.raises(ValueError, match="--freeze none or vision"):
-        train(dataclasses.replace(cfg, out=str(tmp_path / "frozen"), freeze="backbone"))
+    with pytest.raises(ValueError, match="--freeze none, vision or backbone"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "text"), freeze="text"))
+
+
+def test_a_frozen_backbone_trains_only_the_prompt_pool(tiny_vlm, tmp_path):
+    """``--freeze backbone``: the whole VLM keeps its weights (what lets a 2B or 7B backbone
+    train on one GPU), the prompt pool learns."""
+    data = tmp_path / "shapes"
+    generate_benchmark(data, seed=5, n_train=16, n_val=4, n_test=4, image_size=64)
+    config = get_model_config("lvlm").to_dict()
+    config["lvlm"] |= {"image_side": SIDE, "pool_size": 4}
+    config["pyramid"]["num_scales"] = 2
+    (tmp_path / "lvlm.json").write_text(json.dumps(config))
+    before = _model(tiny_vlm, pool_size=4)
+    cfg = TrainConfig(
+        data=str(data), out=str(tmp_path / "run"), model=str(tmp_path / "lvlm.json"),
+        pretrained=str(tiny_vlm), batch_size=8, epochs=2, lr=3e-3, warmup_steps=1,
+        save_every=1000, device="cpu", freeze="backbone",
+    )  # fmt: skip
+    trained = load_model(train(cfg))
+    for (name, old), new in zip(
+        before.backbone.state_dict().items(), trained.backbone.state_dict().values(), strict=True
+    ):
+        assert torch.equal(old, new), name
+    assert not torch.allclose(trained.pool.prompts, before.pool.prompts)
 
 
 @pytest.mark.integration

@@ -357,11 +357,20 @@ def _text_towers(model: CIRModel) -> list[nn.Module]:
 
 def _apply_freezing(model: CIRModel, cfg: TrainConfig) -> list[nn.Parameter]:
     """Set ``requires_grad`` by the freeze policy; return the trainable parameters."""
-    if isinstance(model, LVLMRetriever):  # CIR-LVLM keeps its vision encoder frozen
-        if cfg.freeze not in ("none", "vision") or cfg.unfreeze_last:
-            raise ValueError("the lvlm family takes --freeze none or vision (no unfreeze-last)")
+    if isinstance(model, LVLMRetriever):
+        # CIR-LVLM keeps its vision encoder frozen (vision); backbone freezes the language
+        # model too, so that only the prompt pool trains: a 2B or 7B backbone then holds no
+        # gradients or optimiser state, and fits one GPU.
+        if cfg.freeze not in ("none", "vision", "backbone") or cfg.unfreeze_last:
+            raise ValueError(
+                "the lvlm family takes --freeze none, vision or backbone (no unfreeze-last)"
+            )
+        model.backbone.requires_grad_(cfg.freeze != "backbone")
         model.backbone.model.visual.requires_grad_(cfg.freeze == "none")
-        return [p for p in model.parameters() if p.requires_grad]
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("--freeze backbone with pool_size 0 leaves nothing to train")
+        return trainable
     vision = model.image_encoder.vision
     if cfg.freeze in ("backbone", "vision"):
         vision.requires_grad_(False)
