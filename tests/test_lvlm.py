@@ -155,19 +155,24 @@ def test_a_pyramid_side_the_patches_do_not_divide_is_refused(tiny_vlm):
         create_model("lvlm")
 
 
-def test_training_lowers_the_loss_and_trains_the_pool(tiny_vlm, tmp_path):
+def _pool_training(tiny_vlm, tmp_path, n_train: int, **overrides) -> TrainConfig:
+    """A training run of an lvlm model with a pool of 4 prompts on a small benchmark."""
     data = tmp_path / "shapes"
-    generate_benchmark(data, seed=5, n_train=32, n_val=4, n_test=4, image_size=64)
+    generate_benchmark(data, seed=5, n_train=n_train, n_val=4, n_test=4, image_size=64)
     config = get_model_config("lvlm").to_dict()
     config["lvlm"] |= {"image_side": SIDE, "pool_size": 4}
     config["pyramid"]["num_scales"] = 2
     (tmp_path / "lvlm.json").write_text(json.dumps(config))
-    before = _model(tiny_vlm, pool_size=4)
-    cfg = TrainConfig(
+    return TrainConfig(
         data=str(data), out=str(tmp_path / "run"), model=str(tmp_path / "lvlm.json"),
-        pretrained=str(tiny_vlm), batch_size=8, epochs=6, lr=3e-3, warmup_steps=1,
-        save_every=1000, device="cpu", reference_negatives=True,
+        pretrained=str(tiny_vlm), batch_size=8, lr=3e-3, warmup_steps=1, save_every=1000,
+        device="cpu", **overrides,
     )  # fmt: skip
+
+
+def test_training_lowers_the_loss_and_trains_the_pool(tiny_vlm, tmp_path):
+    before = _model(tiny_vlm, pool_size=4)
+    cfg = _pool_training(tiny_vlm, tmp_path, 32, epochs=6, reference_negatives=True)
     checkpoint = train(cfg)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run/train_log.jsonl").open()]
     assert len(losses) == 6 * 4 and np.mean(losses[-4:]) < np.mean(losses[:4])
@@ -182,18 +187,8 @@ def test_training_lowers_the_loss_and_trains_the_pool(tiny_vlm, tmp_path):
 def test_a_frozen_backbone_trains_only_the_prompt_pool(tiny_vlm, tmp_path):
     """``--freeze backbone``: the whole VLM keeps its weights (what lets a 2B or 7B backbone
     train on one GPU), the prompt pool learns."""
-    data = tmp_path / "shapes"
-    generate_benchmark(data, seed=5, n_train=16, n_val=4, n_test=4, image_size=64)
-    config = get_model_config("lvlm").to_dict()
-    config["lvlm"] |= {"image_side": SIDE, "pool_size": 4}
-    config["pyramid"]["num_scales"] = 2
-    (tmp_path / "lvlm.json").write_text(json.dumps(config))
     before = _model(tiny_vlm, pool_size=4)
-    cfg = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), model=str(tmp_path / "lvlm.json"),
-        pretrained=str(tiny_vlm), batch_size=8, epochs=2, lr=3e-3, warmup_steps=1,
-        save_every=1000, device="cpu", freeze="backbone",
-    )  # fmt: skip
+    cfg = _pool_training(tiny_vlm, tmp_path, 16, epochs=2, freeze="backbone")
     trained = load_model(train(cfg))
     for (name, old), new in zip(
         before.backbone.state_dict().items(), trained.backbone.state_dict().values(), strict=True
