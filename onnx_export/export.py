@@ -21,6 +21,7 @@ from PIL import Image
 
 from cir_module.models import CIRModel, LVLMRetriever, load_model
 from cir_module.models.onnx_model import MANIFEST_NAME
+from onnx_export.graph_files import data_file, gather_external_data, save_graph
 from onnx_export.graphs import graph_feeds, graphs_of
 from onnx_export.optimize import (
     CALIBRATION_SIZE,
@@ -53,10 +54,13 @@ def _require(module: str) -> Any:
 
 
 def _sha256(path: Path) -> str:
+    """The digest of a graph file, then of its weights file when they are beside it."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for part in (path, data_file(path)):
+        if part is path or part.is_file():
+            with part.open("rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(block)
     return digest.hexdigest()
 
 
@@ -90,6 +94,7 @@ def export_module(
         dynamo=False,
         do_constant_folding=True,
     )
+    gather_external_data(path)
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -113,8 +118,7 @@ def _make_fp16(source: Path, target: Path) -> None:
     onnx = _require("onnx")
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(model, str(target))
+    save_graph(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), target)
 
 
 def _eager_attention(model: CIRModel) -> None:

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from cir_module.models import CIRModel
+from onnx_export.graph_files import needs_external_data
 
 __all__ = [
     "CALIBRATION_SIZE",
@@ -130,7 +131,9 @@ def fuse_for_cpu(
             opt_level=0,  # python fusions only; the session applies its own at load
             use_gpu=False,
         )
-    optimized.save_model_to_file(str(target))
+    optimized.save_model_to_file(
+        str(target), use_external_data_format=needs_external_data(optimized.model)
+    )
     onnx.checker.check_model(str(target), full_check=False)  # com.microsoft ops: no full check
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
@@ -223,6 +226,7 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
+            use_external_data_format=needs_external_data(source),
             # Where shape inference leaves a product's type open (an lvlm graph's vision
             # merger), it is float: every graph exported here is float32.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -258,6 +262,7 @@ def quantize_static_qdq(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            use_external_data_format=needs_external_data(model),
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
     quantized = onnx.load(str(target), load_external_data=False)

@@ -96,6 +96,41 @@ def test_manifest_describes_files_and_preprocessing(exported):
             assert "cosine" in kept[graph]
 
 
+def test_graphs_too_large_for_one_protobuf_keep_their_weights_beside_them(tmp_path, monkeypatch):
+    """A graph whose weights pass the protobuf's limit (here: any weights at all) is written,
+    in every variant, with its weights in ``<graph>.onnx.data``; the export's parity checks
+    pass on onnxruntime reading them from there, the graph files hold no weights, and the
+    manifest's digest covers the weights."""
+    import onnx
+
+    import onnx_export.graph_files as graph_files
+
+    monkeypatch.setattr(graph_files, "EXTERNAL_DATA_ABOVE", 0)
+    torch.manual_seed(0)
+    model = create_model("tiny-clip")
+    model.save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "onnx"
+    manifest = export_checkpoint(tmp_path / "ckpt", out, variants=("fp32", "fp16", "int8"))
+    assert not manifest["parity"]["int8"].get("kept_fp32")
+    for variant, entry in manifest["variants"].items():
+        for graph, name in entry["files"].items():
+            bare = onnx.load(str(out / name), load_external_data=False)
+            inline = [t for t in bare.graph.initializer if t.data_location != 1]
+            assert len(inline) < len(bare.graph.initializer), (variant, graph)
+            assert all(len(t.raw_data) < 1024 for t in inline)  # only small tensors stay
+            assert (out / f"{name}.data").is_file()
+            together = (out / name).read_bytes() + (out / f"{name}.data").read_bytes()
+            assert entry["sha256"][graph] == hashlib.sha256(together).hexdigest()
+    served = OnnxCIRModel(out, "fp16", providers=["CPUExecutionProvider"])
+    images, texts = parity_inputs(seed=5)["real"]
+    assert (
+        _min_cosine(served.embed_composed(images, texts), model.embed_composed(images, texts))
+        > 0.99
+    )
+    # Nothing left over from the tracer's one-file-per-tensor form.
+    assert {p.suffix for p in out.iterdir()} <= {".onnx", ".data", ".json", ".txt"}
+
+
 def test_failed_parity_raises_and_leaves_no_manifest(tmp_path, monkeypatch):
     import onnx_export.validate as validate
 
