@@ -148,14 +148,22 @@ def as_messages(prompt: str, **fields: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def model_inputs(judge, prompt: str, images: list[Image.Image], **fields: str) -> dict:
-    """What Qwen2-VL's own chat template and processor make of ``prompt`` and ``images``."""
+def model_inputs(
+    judge, prompt: str, images: list[Image.Image], square: bool = True, **fields: str
+) -> dict:
+    """What Qwen2-VL's own chat template and processor make of ``prompt`` and ``images``:
+    the images squashed to SIDE x SIDE, or (``square`` False) resized by the processor
+    itself at their aspect within SIDE x SIDE pixels."""
     processor = qwen2_vl_processor(judge.tokenizer, judge.image_processor)
     text = judge.tokenizer.apply_chat_template(
         as_messages(prompt, **fields), tokenize=False, add_generation_prompt=True
     )
-    square = [im.convert("RGB").resize((SIDE, SIDE), Image.BICUBIC) for im in images]
-    return dict(processor(text=[text], images=square or None, return_tensors="pt"))
+    if not square:
+        return dict(
+            processor(text=[text], images=images, max_pixels=SIDE * SIDE, return_tensors="pt")
+        )
+    square_images = [im.convert("RGB").resize((SIDE, SIDE), Image.BICUBIC) for im in images]
+    return dict(processor(text=[text], images=square_images or None, return_tensors="pt"))
 
 
 def test_prompts_are_framed_by_the_checkpoints_chat_template(qwen_folder):
@@ -219,17 +227,27 @@ def test_the_verifiers_p_yes_is_the_models_own(qwen_folder, tmp_path):
     np.testing.assert_allclose(scores, expected, atol=1e-5)
 
 
-def test_the_captioner_writes_what_generate_writes(qwen_folder):
-    """Greedy captions (the enrichment job's and the verifier's captioner) are what
-    ``generate`` writes from the processor's inputs."""
-    chat = TransformersChat(qwen_folder, image_side=SIDE, max_new_tokens=6, device="cpu")
+@pytest.mark.parametrize("keep_aspect", [True, False])
+def test_the_captioner_writes_what_generate_writes(qwen_folder, keep_aspect):
+    """Greedy captions (the enrichment job's captioner) of a photograph that is not square
+    are what ``generate`` writes from the processor's inputs: the image kept at its aspect
+    within the pixel budget by the processor's own resize (a checkpoint that records no side
+    of its own: Qwen2-VL's way), or squashed to the square the models trained here read."""
+    chat = TransformersChat(
+        qwen_folder, image_side=SIDE, max_new_tokens=6, device="cpu", keep_aspect=keep_aspect
+    )
     judge = LVLMReranker.from_pretrained(qwen_folder, image_side=SIDE)
-    image = scene_images(1, seed=5)
-    reply = chat.complete([ChatRequest("Describe the image.", tuple(image))])[0]
-    inputs = model_inputs(judge, DESCRIBE_PROMPT, image)
-    out = judge.model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    width = inputs["input_ids"].shape[1]
-    assert reply == judge.tokenizer.decode(out[0, width:], skip_special_tokens=True).strip()
+    images = [scene_images(1, seed=5)[0].resize((300, 160)), scene_images(1, seed=6)[0]]
+    replies = chat.complete([ChatRequest("Describe the image.", (im,)) for im in images])
+    for image, reply in zip(images, replies, strict=True):
+        inputs = model_inputs(judge, DESCRIBE_PROMPT, [image], square=not keep_aspect)
+        out = judge.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+        width = inputs["input_ids"].shape[1]
+        assert reply == judge.tokenizer.decode(out[0, width:], skip_special_tokens=True).strip()
+    if keep_aspect:  # the wide photograph is read in more columns than rows
+        _, grid = chat.codec.pixels(images[:1])
+        assert grid[0][2] > grid[0][1]
+    assert TransformersChat(qwen_folder, image_side=SIDE, device="cpu").codec.keep_aspect
 
 
 # -- answers of several tokens ----------------------------------------------------------------

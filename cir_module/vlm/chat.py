@@ -112,7 +112,13 @@ class TransformersChat:
         batch_size: int = 8,
         image_side: int | None = None,
         device: str | None = None,
+        keep_aspect: bool | None = None,
     ) -> None:
+        """Load the checkpoint at ``path`` onto ``device`` (None: CUDA when there is one).
+        Images are read at ``image_side`` x ``image_side`` pixels (default: the side the
+        folder records, else 448): squashed to that square for a model trained here on
+        squares, kept at their aspect within that many pixels for any other checkpoint
+        (``keep_aspect`` None: whether the folder records no side)."""
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -121,7 +127,9 @@ class TransformersChat:
 
         # The side the checkpoint was trained at, when its folder says; else 448 px (Qwen2-VL:
         # 32 x 32 patches of 14 px, 256 tokens after the 2 x 2 merge).
-        image_side = image_side or saved_settings(path).get("image_side", 448)
+        recorded = saved_settings(path).get("image_side")
+        image_side = image_side or recorded or 448
+        keep_aspect = recorded is None if keep_aspect is None else keep_aspect
         adapter = adapter_for(AutoConfig.from_pretrained(path).model_type)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -135,6 +143,7 @@ class TransformersChat:
             adapter.image_end,
             adapter.image_tokens(self.model, image_side),
             image_side,
+            keep_aspect=keep_aspect,
         )
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
@@ -160,8 +169,21 @@ class TransformersChat:
         import torch
 
         # All requests of a batch hold as many images (see complete); each is one {image}.
-        template = _TEMPLATE.format(image_part="{image}\n" * len(requests[0].images))
-        ids = [self.codec.encode(template, text=r.text) for r in requests]
+        per_row = len(requests[0].images)
+        template = _TEMPLATE.format(image_part="{image}\n" * per_row)
+        images = [im for r in requests for im in r.images]
+        counts: list[int] | None = None
+        if images:
+            pixels, grid = self.codec.pixels(images)
+            counts = self.codec.tokens_per_image(grid)  # per image: its shape decides
+        ids = [
+            self.codec.encode(
+                template,
+                image_tokens=counts[i * per_row : (i + 1) * per_row] if counts else None,
+                text=r.text,
+            )
+            for i, r in enumerate(requests)
+        ]
         width = max(map(len, ids))
         pad = self.tokenizer.pad_token_id
         # Left padding, so that every row's next token follows its own prompt.
@@ -169,8 +191,7 @@ class TransformersChat:
             "input_ids": torch.tensor([[pad] * (width - len(i)) + i for i in ids]),
             "attention_mask": torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids]),
         }
-        if requests[0].images:
-            pixels, grid = self.codec.pixels([im for r in requests for im in r.images])
+        if images:
             inputs["pixel_values"] = torch.from_numpy(pixels).to(self.model.dtype)
             inputs["image_grid_thw"] = torch.from_numpy(grid)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}

@@ -120,36 +120,44 @@ class PromptCodec:
     """Turns templates into token ids and images into the processor's patches.
 
     Every image is resized to ``side`` x ``side``, so every candidate's suffix has the same
-    length and candidates batch without padding."""
+    length and candidates batch without padding: how the models trained here saw their
+    (square) scenes. With ``keep_aspect`` an image keeps its aspect at a budget of ``side`` x
+    ``side`` pixels (the processor's own resize, Qwen2-VL's way of reading a photograph): its
+    number of placeholder tokens then depends on its shape (:meth:`tokens_per_image`)."""
 
     tokenizer: Any
     image_processor: Any
     image_start: str
     image_pad: str
     image_end: str
-    image_tokens: int  # placeholder tokens per image
+    image_tokens: int  # placeholder tokens per square image
     side: int
+    keep_aspect: bool = False
 
     @property
     def image_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.image_pad)
 
-    def encode(self, template: str, **fields: str) -> list[int]:
+    def encode(
+        self, template: str, image_tokens: Sequence[int] | None = None, **fields: str
+    ) -> list[int]:
         """Token ids of a template (framed by the tokenizer's chat template), each ``{image}``
-        expanded to its placeholder tokens."""
+        expanded to its placeholder tokens: ``image_tokens[i]`` for the i-th image when given
+        (images kept at their aspect), else :attr:`image_tokens` each."""
         tokens = self.tokenizer.convert_tokens_to_ids
-        image_ids = (
-            [tokens(self.image_start)]
-            + [tokens(self.image_pad)] * self.image_tokens
-            + [tokens(self.image_end)]
-        )
+
+        def image_ids(i: int) -> list[int]:
+            count = image_tokens[i - 1] if image_tokens is not None else self.image_tokens
+            pads = [tokens(self.image_pad)] * count
+            return [tokens(self.image_start), *pads, tokens(self.image_end)]
+
         # Filled in before it is framed: a chat template's own text may hold braces.
         texts = [text.format(**fields) for text in template.split(IMAGE)]
         texts = in_chat_template(self.tokenizer, _IMAGE_CUT.join(texts)).split(_IMAGE_CUT)
         ids: list[int] = []
         for i, text in enumerate(texts):
             if i:
-                ids += image_ids
+                ids += image_ids(i)
             if text:
                 ids += self.tokenizer.encode(text, add_special_tokens=False)
         return ids
@@ -158,9 +166,20 @@ class PromptCodec:
         """The processor's patch rows for all images (images x patches rows) and each
         image's (t, h, w) patch grid."""
         side = self.side
-        resized = [im.convert("RGB").resize((side, side), Image.BICUBIC) for im in images]
-        out = self.image_processor(images=resized, do_resize=False, return_tensors="np")
+        if self.keep_aspect:
+            rgb = [im.convert("RGB") for im in images]
+            out = self.image_processor(
+                images=rgb, do_resize=True, max_pixels=side * side, return_tensors="np"
+            )
+        else:
+            resized = [im.convert("RGB").resize((side, side), Image.BICUBIC) for im in images]
+            out = self.image_processor(images=resized, do_resize=False, return_tensors="np")
         return out["pixel_values"], out["image_grid_thw"]
+
+    def tokens_per_image(self, grid: np.ndarray) -> list[int]:
+        """Placeholder tokens of each image, from its (t, h, w) patch grid (:meth:`pixels`)."""
+        merge = self.image_processor.merge_size
+        return [int(np.prod(g)) // (merge * merge) for g in grid]
 
 
 def mrope_positions(
