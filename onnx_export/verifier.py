@@ -12,14 +12,17 @@ are always written by the fp32 graph. The export is served by
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cir_module.data.benchmark import TIERS
 from cir_module.rerank.onnx_verifier import INT8_DECODER, VERIFIER_KIND, OnnxChangeVerifier
@@ -40,7 +43,7 @@ from onnx_export.reranker import (
 from onnx_export.reranker_graphs import TextDecoderGraph
 from onnx_export.validate import ParityError
 
-__all__ = ["INT8_ATOL", "export_verifier", "verifier_parity"]
+__all__ = ["INT8_ATOL", "TorchAnswers", "export_verifier", "torch_answers", "verifier_parity"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,9 @@ def export_verifier(
     model: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, validate: bool = True
 ) -> dict[str, Any]:
     """Export the change verifier at ``model`` to ``out``; return the manifest (also
-    written)."""
+    written). At most one copy of the model is in memory at a time (what lets a real-size
+    VLM export on one machine): torch's answers to the parity inputs are taken before the
+    torch model is let go, then the int8 graph is made and each runtime checked in turn."""
     verifier = ChangeVerifyingReranker.from_pretrained(model, dtype=torch.float32)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,51 +84,74 @@ def export_verifier(
         },
         opset,
     )
-    quantize_dynamic_int8(out / "decoder.onnx", out / INT8_DECODER)
     verifier.tokenizer.save_pretrained(out)
     verifier.image_processor.save_pretrained(out)
     # The folder's settings (differ, read-out, recorded lambda) travel with the export.
     settings = saved_settings(model) | {"image_side": verifier.image_side}
     (out / VLM_SETTINGS).write_text(json.dumps(settings, indent=2))
     manifest = vlm_manifest(verifier, model, out, opset) | {"kind": VERIFIER_KIND}
-    parity = (lambda: verifier_parity(verifier, out)) if validate else None
+    expected = torch_answers(verifier) if validate else None
+    del verifier
+    gc.collect()
+    quantize_dynamic_int8(out / "decoder.onnx", out / INT8_DECODER)
+    parity = (lambda: verifier_parity(expected, out)) if expected is not None else None
     return write_validated(out / RERANKER_MANIFEST, manifest, parity)
 
 
-def verifier_parity(
-    verifier: ChangeVerifyingReranker, folder: Path, seed: int = 0
-) -> dict[str, float]:
-    """The export against torch on rendered hard-tier scenes: captions of 5 images (batches
-    of 2) must be the same text, and P(YES) of every candidate against the first (on the
-    captions, and on true descriptions, so that change lists are long and the per-change
-    read-out is exercised) within ``RERANK_ATOL``; the int8 verify graph's within
-    ``INT8_ATOL``."""
+@dataclass
+class TorchAnswers:
+    """What the torch verifier answers on the parity inputs: captions of rendered hard-tier
+    scenes, and P(YES) of every candidate against the first (on the captions, and on true
+    descriptions, so that change lists are long and the per-change read-out is exercised)."""
+
+    images: list[Image.Image]
+    captions: list[str]
+    text: str
+    verdicts: dict[str, tuple[str, list[str], np.ndarray]]  # name: (reference, changes, P(YES))
+
+
+def torch_answers(verifier: ChangeVerifyingReranker, seed: int = 0) -> TorchAnswers:
+    """The torch verifier's answers to the parity inputs (captions in batches of 2)."""
     tier, rng = TIERS["hard"], random.Random(seed)
     scenes = [tier.random_scene(rng, 1, tier.max_objects) for _ in range(5)]
     images = [tier.render(scene, rng) for scene in scenes]
-    ours = OnnxChangeVerifier(folder, batch_size=2, precision="fp32")
-    ours_int8 = OnnxChangeVerifier(folder, batch_size=2, precision="int8")
     saved = verifier.batch_size
     try:
         verifier.batch_size = 2
-        expected = verifier.write_captions(images[:2]) + verifier.write_captions(images[2:])
-        got = ours.write_captions(images[:2]) + ours.write_captions(images[2:])
-        if [c.strip() for c in got] != [c.strip() for c in expected]:
-            raise ParityError(f"exported captions differ from torch's: {got} != {expected}")
+        captions = verifier.write_captions(images[:2]) + verifier.write_captions(images[2:])
         text = rng.choice(_TEXTS)
-        report = {"captions_equal": 1.0}
+        verdicts = {}
         for name, described in (
-            ("captions", [c.strip() for c in expected]),
+            ("captions", [c.strip() for c in captions]),
             ("descriptions", [tier.describe(scene) for scene in scenes]),
         ):
             changes = [verifier.changes_between(described[0], d) for d in described[1:]]
-            a = verifier.verify(described[0], text, changes)
-            b = ours.verify(described[0], text, changes)
-            report[f"p_yes_{name}"] = float(np.abs(a - b).max())
-            c = ours_int8.verify(described[0], text, changes)
-            report[f"int8_p_yes_{name}"] = float(np.abs(a - c).max())
+            verdicts[name] = (described[0], changes, verifier.verify(described[0], text, changes))
     finally:
         verifier.batch_size = saved
+    return TorchAnswers(images, [c.strip() for c in captions], text, verdicts)
+
+
+def verifier_parity(expected: TorchAnswers, folder: Path) -> dict[str, float]:
+    """The export against torch's answers: the same captions (batches of 2), P(YES) within
+    ``RERANK_ATOL``, the int8 verify graph's within ``INT8_ATOL``. One runtime is open at a
+    time."""
+    report = {"captions_equal": 1.0}
+    for precision, key in (("fp32", "p_yes"), ("int8", "int8_p_yes")):
+        ours = OnnxChangeVerifier(folder, batch_size=2, precision=precision)
+        if precision == "fp32":
+            images = expected.images
+            got = ours.write_captions(images[:2]) + ours.write_captions(images[2:])
+            if [c.strip() for c in got] != expected.captions:
+                raise ParityError(
+                    f"exported captions differ from torch's: {got} != {expected.captions}"
+                )
+        for name, (reference, changes, p_yes) in expected.verdicts.items():
+            report[f"{key}_{name}"] = float(
+                np.abs(p_yes - ours.verify(reference, expected.text, changes)).max()
+            )
+        del ours
+        gc.collect()
     log.info("verifier parity: %s", report)
     worst = max(v for k, v in report.items() if k.startswith("p_yes"))
     if worst > RERANK_ATOL:
