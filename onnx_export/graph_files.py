@@ -33,13 +33,24 @@ def data_file(graph: Path) -> Path:
     return graph.with_name(graph.name + ".data")
 
 
+def _tensors(model: Any):
+    """Every tensor a graph holds: its initializers and its nodes' constant attributes (the
+    tracer stores large constants there too)."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+
+
 def weight_bytes(model: Any) -> int:
     """Bytes of a graph's initializers (by their shapes and types: it holds for a graph
     loaded without its external data too)."""
     import onnx
 
     total = 0
-    for tensor in model.graph.initializer:
+    for tensor in _tensors(model):
         itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
         total += int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
     return total
@@ -84,7 +95,7 @@ def gather_external_data(graph: Path) -> None:
     bare = onnx.load(str(graph), load_external_data=False)
     scattered = {
         entry.value
-        for tensor in bare.graph.initializer
+        for tensor in _tensors(bare)
         if tensor.data_location == onnx.TensorProto.EXTERNAL
         for entry in tensor.external_data
         if entry.key == "location"
