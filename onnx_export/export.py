@@ -56,11 +56,11 @@ def _require(module: str) -> Any:
 def _sha256(path: Path) -> str:
     """The digest of a graph file, then of its weights file when they are beside it."""
     digest = hashlib.sha256()
-    for part in (path, data_file(path)):
-        if part is path or part.is_file():
-            with part.open("rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                    digest.update(block)
+    parts = [path, *[f for f in (data_file(path),) if f.is_file()]]
+    for part in parts:
+        with part.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -57,12 +57,12 @@ def weight_bytes(model: Any) -> int:
 
 
 def needs_external_data(model: Any) -> bool:
-    """Whether ``model`` (an ``onnx.ModelProto``, or a path) is written with its weights beside
-    it."""
-    import onnx
-
+    """Whether ``model`` (an ``onnx.ModelProto``, or the path of a graph this module wrote:
+    its weights inline or in :func:`data_file`, so its files' sizes tell without reading
+    them) is written with its weights beside it."""
     if isinstance(model, str | Path):
-        model = onnx.load(str(model), load_external_data=False)
+        files = (Path(model), data_file(Path(model)))
+        return sum(f.stat().st_size for f in files if f.is_file()) > EXTERNAL_DATA_ABOVE
     return weight_bytes(model) > EXTERNAL_DATA_ABOVE
 
 

@@ -112,6 +112,33 @@ def clip_tokenizer_folder() -> Path:
     return folder
 
 
+def build_clip(folder: Path, projection_dim: int, text: dict, vision: dict) -> Path:
+    """A randomly initialised CLIP in ``folder`` at the widths ``text`` and ``vision`` give
+    (``CLIPTextConfig`` / ``CLIPVisionConfig`` arguments), with CLIP's real vocabulary, text
+    length, special tokens, tokenizer and image processor (224 px, centre crop)."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(clip_tokenizer_folder())
+    config = CLIPConfig(
+        projection_dim=projection_dim,
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **text,
+        ),
+        vision_config=dict(image_size=224, **vision),
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor().save_pretrained(folder)
+    return folder
+
+
 def qwen2_vl_tokenizer_folder() -> Path:
     """A folder holding Qwen2-VL's tokenizer (``Qwen2TokenizerFast``, 151,657 ids) with its
     chat template."""

@@ -22,25 +22,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import AutoTokenizer
 
-from tests.real_tokenizers import clip_tokenizer_folder
+from tests.real_tokenizers import build_clip
 
 pytestmark = [pytest.mark.realsize, pytest.mark.timeout(3600)]
 
-# The shapes of openai/clip-vit-base-patch32 and openai/clip-vit-large-patch14.
+# The shapes of openai/clip-vit-base-patch32 and openai/clip-vit-large-patch14 (CLIPTextConfig
+# and CLIPVisionConfig arguments).
 CLIPS = {
     "ViT-B/32": dict(
         projection_dim=512,
-        text=dict(hidden_size=512, intermediate_size=2048, heads=8),
-        vision=dict(hidden_size=768, intermediate_size=3072, heads=12, layers=12, patch_size=32),
+        text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                  num_attention_heads=8),
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, patch_size=32),
     ),
     "ViT-L/14": dict(
         projection_dim=768,
-        text=dict(hidden_size=768, intermediate_size=3072, heads=12),
-        vision=dict(hidden_size=1024, intermediate_size=4096, heads=16, layers=24, patch_size=14),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                  num_attention_heads=12),
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                    num_attention_heads=16, patch_size=14),
     ),
-}
+}  # fmt: skip
 
 
 # A child is stopped when the machine's available memory falls below this (GiB), rather
@@ -97,35 +102,9 @@ def _disk_gib(folder: Path, pattern: str = "*") -> float:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file()) / 2**30
 
 
-def _clip_folder(name: str, folder: Path) -> Path:
-    shape = CLIPS[name]
-    tokenizer = AutoTokenizer.from_pretrained(clip_tokenizer_folder())
-    text, vision = shape["text"], shape["vision"]
-    config = CLIPConfig(
-        projection_dim=shape["projection_dim"],
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"], num_hidden_layers=12,
-            num_attention_heads=text["heads"], max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            image_size=224, patch_size=vision["patch_size"], hidden_size=vision["hidden_size"],
-            intermediate_size=vision["intermediate_size"], num_hidden_layers=vision["layers"],
-            num_attention_heads=vision["heads"],
-        ),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor().save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("name", list(CLIPS))
 def test_a_real_size_clip_pyramid_exports_in_every_variant(name, tmp_path):
-    clip = _clip_folder(name, tmp_path / "clip")
+    clip = build_clip(tmp_path / "clip", **CLIPS[name])
     cir = [sys.executable, "-m", "cir_module.cli"]
     init = _run([*cir, "init-model", "clip-vit-b32-pyramid3", str(tmp_path / "ckpt"),
                  "--pretrained", str(clip)])  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 from cir_module.models import create_model
 from cir_module.rerank.load import load_reranker
@@ -36,7 +36,7 @@ from cir_module.vlm.prompt import (
 )
 from cir_module.vlm.tiny import build_tiny_vlm, train_tokenizer
 from tests.conftest import scene_images
-from tests.real_tokenizers import clip_tokenizer_folder, qwen2_vl_tokenizer_folder
+from tests.real_tokenizers import build_clip, clip_tokenizer_folder, qwen2_vl_tokenizer_folder
 
 SIDE = 112  # 8 x 8 patches of 14 px: 16 tokens after Qwen2-VL's 2 x 2 merge
 TEXTS = ["make the large circle red", "remove the small blue square at the top left"]
@@ -61,35 +61,13 @@ def test_the_tokenizers_encode_as_the_checkpoints_do():
 def clip_folder(tmp_path_factory) -> Path:
     """CLIP's tokenizer and image processor (224 px shortest side, centre crop) with a random
     CLIP at small widths and CLIP's real vocabulary and text length."""
-    folder = tmp_path_factory.mktemp("clip-real-tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(clip_tokenizer_folder())
-    config = CLIPConfig(
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    return build_clip(
+        tmp_path_factory.mktemp("clip-real-tokenizer"),
         projection_dim=32,
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            image_size=224,
-            patch_size=32,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        text=small,
+        vision=dict(patch_size=32, **small),
     )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor().save_pretrained(folder)
-    return folder
 
 
 def test_the_first_stage_embeds_as_clip_does(clip_folder):
